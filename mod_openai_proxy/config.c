@@ -1,0 +1,332 @@
+#include "config.h"
+
+#include <apr_file_io.h>
+#include <apr_lib.h>
+#include <apr_strings.h>
+#include <apr_uri.h>
+#include <http_log.h>
+#include <stdlib.h>
+
+#include "cors.h"
+#include "mod_openai_proxy.h"
+#include "request.h"
+
+void *oaip_create_dir_conf(apr_pool_t *p, char *dir)
+{
+    oaip_dir_conf *conf = apr_pcalloc(p, sizeof(*conf));
+
+    conf->location = (dir != NULL && dir[0] == '/') ? apr_pstrdup(p, dir) : NULL;
+    conf->defaults = apr_array_make(p, 4, sizeof(oaip_default));
+    conf->max_body = OAIP_UNSET;
+    conf->allow_client_key = OAIP_UNSET;
+    conf->error_format = OAIP_ERRFMT_UNSET;
+    return conf;
+}
+
+#define MERGE_PTR(field) merged->field = add->field ? add->field : base->field
+#define MERGE_INT(field) merged->field = add->field != OAIP_UNSET ? add->field : base->field
+
+void *oaip_merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
+{
+    const oaip_dir_conf *base = base_, *add = add_;
+    oaip_dir_conf *merged = apr_pcalloc(p, sizeof(*merged));
+
+    MERGE_PTR(location);
+    MERGE_PTR(auth_header);
+    MERGE_PTR(ca_file);
+    /* an inner list of origins replaces the outer one as a whole */
+    MERGE_PTR(origins);
+    if (add->upstream) {
+        merged->upstream = add->upstream;
+        merged->chat_url = add->chat_url;
+    }
+    else {
+        merged->upstream = base->upstream;
+        merged->chat_url = base->chat_url;
+    }
+    merged->defaults = oaip_defaults_merge(p, base->defaults, add->defaults);
+    MERGE_INT(max_body);
+    MERGE_INT(allow_client_key);
+    MERGE_INT(error_format);
+    return merged;
+}
+
+const char *oaip_conf_chat_url(const oaip_dir_conf *conf)
+{
+    return conf->chat_url ? conf->chat_url : OAIP_DEFAULT_UPSTREAM "/chat/completions";
+}
+
+apr_off_t oaip_conf_max_body(const oaip_dir_conf *conf)
+{
+    return conf->max_body != OAIP_UNSET ? conf->max_body : OAIP_DEFAULT_MAX_BODY;
+}
+
+oaip_error_format oaip_conf_error_format(const oaip_dir_conf *conf)
+{
+    return conf->error_format != OAIP_ERRFMT_UNSET ? (oaip_error_format)conf->error_format
+                                                   : OAIP_ERRFMT_SEED;
+}
+
+static char *trim(char *s)
+{
+    char *end;
+
+    while (apr_isspace(*s)) {
+        s++;
+    }
+    end = s + strlen(s);
+    while (end > s && apr_isspace(end[-1])) {
+        *--end = '\0';
+    }
+    return s;
+}
+
+/* Reads a key file at startup. The error messages name the file, never its
+ * content. */
+static const char *read_key_file(cmd_parms *cmd, const char *path, const char **key)
+{
+    const char *full = ap_server_root_relative(cmd->temp_pool, path);
+    apr_file_t *file;
+    apr_finfo_t info;
+    apr_status_t rv;
+    apr_size_t got;
+    char *buf, errbuf[120];
+
+    if (full == NULL) {
+        return apr_psprintf(cmd->pool, "%s: invalid file path %s", cmd->cmd->name, path);
+    }
+    rv = apr_file_open(&file, full, APR_FOPEN_READ, APR_OS_DEFAULT, cmd->temp_pool);
+    if (rv == APR_SUCCESS) {
+        rv = apr_file_info_get(&info, APR_FINFO_SIZE, file);
+    }
+    if (rv == APR_SUCCESS && info.size > 64 * 1024) {
+        apr_file_close(file);
+        return apr_psprintf(cmd->pool, "%s: key file %s is larger than 64 KiB",
+                            cmd->cmd->name, full);
+    }
+    if (rv == APR_SUCCESS) {
+        buf = apr_palloc(cmd->pool, (apr_size_t)info.size + 1);
+        rv = apr_file_read_full(file, buf, (apr_size_t)info.size, &got);
+        if (rv == APR_EOF) {
+            rv = APR_SUCCESS;
+        }
+        buf[rv == APR_SUCCESS ? got : 0] = '\0';
+        apr_file_close(file);
+        *key = trim(buf);
+    }
+    if (rv != APR_SUCCESS) {
+        return apr_psprintf(cmd->pool, "%s: cannot read key file %s: %s", cmd->cmd->name,
+                            full, apr_strerror(rv, errbuf, sizeof(errbuf)));
+    }
+    return NULL;
+}
+
+/* A key goes into an HTTP header: anything but visible ASCII could split it. */
+static int is_header_safe(const char *key)
+{
+    for (; *key; key++) {
+        if ((unsigned char)*key <= 0x20 || (unsigned char)*key >= 0x7f) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static const char *set_api_key(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+    const char *key = arg, *err, *where = "the value";
+
+    if (strncmp(arg, "env:", 4) == 0) {
+        key = getenv(arg + 4);
+        where = apr_psprintf(cmd->pool, "environment variable %s", arg + 4);
+        if (key == NULL) {
+            return apr_psprintf(cmd->pool, "%s: environment variable %s is not set",
+                                cmd->cmd->name, arg + 4);
+        }
+        key = trim(apr_pstrdup(cmd->pool, key));
+    }
+    else if (strncmp(arg, "file:", 5) == 0) {
+        where = apr_psprintf(cmd->pool, "key file %s", arg + 5);
+        if ((err = read_key_file(cmd, arg + 5, &key)) != NULL) {
+            return err;
+        }
+    }
+    if (*key == '\0') {
+        return apr_psprintf(cmd->pool, "%s: %s is empty", cmd->cmd->name, where);
+    }
+    if (!is_header_safe(key)) {
+        return apr_psprintf(cmd->pool,
+                            "%s: %s contains white space or control characters",
+                            cmd->cmd->name, where);
+    }
+    conf->auth_header = apr_pstrcat(cmd->pool, "Authorization: Bearer ", key, NULL);
+    return NULL;
+}
+
+static const char *set_upstream(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+    apr_uri_t uri;
+    char *base;
+    apr_size_t len;
+
+    if (apr_uri_parse(cmd->pool, arg, &uri) != APR_SUCCESS || uri.scheme == NULL ||
+        (strcasecmp(uri.scheme, "http") != 0 && strcasecmp(uri.scheme, "https") != 0)) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not an http:// or https:// URL",
+                            cmd->cmd->name, arg);
+    }
+    if (uri.hostname == NULL || *uri.hostname == '\0') {
+        return apr_psprintf(cmd->pool, "%s: '%s' has no host", cmd->cmd->name, arg);
+    }
+    if (uri.user || uri.password || uri.query || uri.fragment) {
+        return apr_psprintf(cmd->pool,
+                            "%s: the URL must not carry user info, a query or a fragment "
+                            "(put the key in OpenAIProxyAPIKey)",
+                            cmd->cmd->name);
+    }
+    if (!is_header_safe(arg)) {
+        return apr_psprintf(cmd->pool, "%s: the URL contains white space",
+                            cmd->cmd->name);
+    }
+    base = apr_pstrdup(cmd->pool, arg);
+    len = strlen(base);
+    while (len > 0 && base[len - 1] == '/') {
+        base[--len] = '\0';
+    }
+    conf->upstream = base;
+    conf->chat_url = apr_pstrcat(cmd->pool, base, "/chat/completions", NULL);
+    return NULL;
+}
+
+static const char *set_ca_file(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+    const char *full = ap_server_root_relative(cmd->pool, arg);
+    apr_finfo_t info;
+
+    if (full == NULL || apr_stat(&info, full, APR_FINFO_TYPE, cmd->temp_pool) != APR_SUCCESS ||
+        info.filetype != APR_REG) {
+        return apr_psprintf(cmd->pool, "%s: CA file %s does not exist or is not a file",
+                            cmd->cmd->name, full ? full : arg);
+    }
+    conf->ca_file = full;
+    return NULL;
+}
+
+static const char *add_allow_origin(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+    oaip_origin_rule rule;
+    const char *err = oaip_origin_rule_parse(cmd->pool, arg, &rule);
+
+    if (err != NULL) {
+        return apr_psprintf(cmd->pool, "%s: invalid origin '%s': %s", cmd->cmd->name, arg,
+                            err);
+    }
+    if (conf->origins == NULL) {
+        conf->origins = apr_array_make(cmd->pool, 4, sizeof(oaip_origin_rule));
+    }
+    *(oaip_origin_rule *)apr_array_push(conf->origins) = rule;
+    return NULL;
+}
+
+static const char *set_default(cmd_parms *cmd, void *dconf, const char *name,
+                               const char *value)
+{
+    oaip_dir_conf *conf = dconf;
+    const char *json;
+    const char *err = oaip_default_value_parse(cmd->pool, name, value, &json);
+
+    if (err != NULL) {
+        return apr_psprintf(cmd->pool, "%s %s: %s", cmd->cmd->name, name, err);
+    }
+    oaip_defaults_set(conf->defaults, apr_pstrdup(cmd->pool, name), json);
+    return NULL;
+}
+
+/* BYTES with an optional K, M or G suffix (powers of 1024). */
+static const char *set_max_body(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+    char *end;
+    apr_off_t value;
+
+    if (apr_strtoff(&value, arg, &end, 10) != APR_SUCCESS || end == arg || value <= 0) {
+        goto invalid;
+    }
+    switch (apr_toupper(*end)) {
+    case 'G':
+        value *= 1024;
+        /* fall through */
+    case 'M':
+        value *= 1024;
+        /* fall through */
+    case 'K':
+        value *= 1024;
+        end++;
+        break;
+    default:
+        break;
+    }
+    if (*end != '\0' || value > (apr_off_t)1024 * 1024 * 1024) {
+        goto invalid;
+    }
+    conf->max_body = value;
+    return NULL;
+invalid:
+    return apr_psprintf(cmd->pool,
+                        "%s: '%s' is not a size from 1 byte to 1G (a number with an "
+                        "optional K, M or G suffix)",
+                        cmd->cmd->name, arg);
+}
+
+static const char *set_allow_client_key(cmd_parms *cmd, void *dconf, int flag)
+{
+    (void)cmd;
+    ((oaip_dir_conf *)dconf)->allow_client_key = flag;
+    return NULL;
+}
+
+static const char *set_error_format(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+
+    if (strcasecmp(arg, "seed") == 0) {
+        conf->error_format = OAIP_ERRFMT_SEED;
+    }
+    else if (strcasecmp(arg, "openai") == 0) {
+        conf->error_format = OAIP_ERRFMT_OPENAI;
+    }
+    else {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not one of seed, openai",
+                            cmd->cmd->name, arg);
+    }
+    return NULL;
+}
+
+/* Server, virtual host, <Directory> and <Location>; never .htaccess, where a
+ * site author could point the key at another upstream. */
+#define OAIP_CONTEXT (RSRC_CONF | ACCESS_CONF)
+
+const command_rec oaip_directives[] = {
+    AP_INIT_TAKE1("OpenAIProxyAPIKey", set_api_key, NULL, OAIP_CONTEXT,
+                  "The upstream API key: KEY, env:VARIABLE or file:/path"),
+    AP_INIT_TAKE1("OpenAIProxyUpstream", set_upstream, NULL, OAIP_CONTEXT,
+                  "Base URL of the OpenAI-compatible API (default " OAIP_DEFAULT_UPSTREAM
+                  ")"),
+    AP_INIT_TAKE1("OpenAIProxyCAFile", set_ca_file, NULL, OAIP_CONTEXT,
+                  "CA bundle used to verify the upstream's TLS certificate"),
+    AP_INIT_ITERATE("OpenAIProxyAllowOrigin", add_allow_origin, NULL, OAIP_CONTEXT,
+                    "Origins allowed to call the proxy from a browser: "
+                    "https://host[:port], https://*.domain or *"),
+    AP_INIT_TAKE2("OpenAIProxyDefault", set_default, NULL, OAIP_CONTEXT,
+                  "A default for a request field: NAME JSON-VALUE, or NAME none"),
+    AP_INIT_TAKE1("OpenAIProxyMaxRequestBody", set_max_body, NULL, OAIP_CONTEXT,
+                  "Largest accepted request body in bytes (K, M, G suffixes; default 8M)"),
+    AP_INIT_FLAG("OpenAIProxyAllowClientKey", set_allow_client_key, NULL, OAIP_CONTEXT,
+                 "On: a request header x-openai-key replaces the configured key"),
+    AP_INIT_TAKE1("OpenAIProxyErrorFormat", set_error_format, NULL, OAIP_CONTEXT,
+                  "Shape of the proxy's own error bodies: seed or openai"),
+    {NULL, {NULL}, NULL, 0, RAW_ARGS, NULL},
+};

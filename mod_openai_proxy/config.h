@@ -1,0 +1,41 @@
+/* Directives and per-directory configuration. */
+#ifndef OAIP_CONFIG_H
+#define OAIP_CONFIG_H
+
+#include <httpd.h>
+#include <http_config.h>
+
+#include "errors.h"
+
+#define OAIP_UNSET -1
+#define OAIP_DEFAULT_UPSTREAM "https://api.openai.com/v1"
+#define OAIP_DEFAULT_MAX_BODY ((apr_off_t)8 * 1024 * 1024)
+
+typedef struct {
+    /* the <Location> path this config was created for (NULL outside one);
+     * requests are routed relative to it */
+    const char *location;
+    /* "Authorization: Bearer <key>", ready for libcurl; NULL when unset.
+     * The key itself is kept nowhere else and never logged. */
+    const char *auth_header;
+    const char *upstream;      /* base URL, no trailing slash; NULL: unset */
+    const char *chat_url;      /* upstream + "/chat/completions" */
+    const char *ca_file;       /* NULL: unset (system store) */
+    apr_array_header_t *origins;  /* oaip_origin_rule; NULL: unset */
+    apr_array_header_t *defaults; /* oaip_default, merged by name */
+    apr_off_t max_body;        /* OAIP_UNSET */
+    int allow_client_key;      /* OAIP_UNSET, 0, 1 */
+    int error_format;          /* oaip_error_format */
+} oaip_dir_conf;
+
+extern const command_rec oaip_directives[];
+
+void *oaip_create_dir_conf(apr_pool_t *p, char *dir);
+void *oaip_merge_dir_conf(apr_pool_t *p, void *base, void *add);
+
+/* Effective values: what an unset field means. */
+const char *oaip_conf_chat_url(const oaip_dir_conf *conf);
+apr_off_t oaip_conf_max_body(const oaip_dir_conf *conf);
+oaip_error_format oaip_conf_error_format(const oaip_dir_conf *conf);
+
+#endif

@@ -1,0 +1,52 @@
+/* JSON error bodies made by the proxy itself (core: APR + jansson only). */
+#ifndef OAIP_ERRORS_H
+#define OAIP_ERRORS_H
+
+#include <apr_pools.h>
+
+typedef enum {
+    OAIP_ERRFMT_UNSET = -1,
+    OAIP_ERRFMT_SEED = 0, /* {"error":"<title>","message":"<detail>"} like the Worker */
+    OAIP_ERRFMT_OPENAI = 1 /* {"error":{"message","type","param","code"}} for SDKs */
+} oaip_error_format;
+
+typedef enum {
+    OAIP_ERR_EMPTY_BODY,
+    OAIP_ERR_INVALID_JSON,
+    OAIP_ERR_NOT_OBJECT,
+    OAIP_ERR_INVALID_MESSAGES,
+    OAIP_ERR_BAD_REQUEST,
+    OAIP_ERR_ORIGIN_FORBIDDEN,
+    OAIP_ERR_NOT_FOUND,
+    OAIP_ERR_METHOD_NOT_ALLOWED,
+    OAIP_ERR_BODY_TOO_LARGE,
+    OAIP_ERR_BODY_TIMEOUT,
+    OAIP_ERR_NO_API_KEY,
+    OAIP_ERR_INTERNAL,
+    OAIP_ERR_UPSTREAM_UNREACHABLE,
+    OAIP_ERR_UPSTREAM_INVALID,
+    OAIP_ERR_UPSTREAM_TIMEOUT,
+    OAIP_ERR_TOO_MANY_STREAMS,
+    OAIP_ERR__COUNT
+} oaip_error_kind;
+
+typedef struct {
+    int status;        /* HTTP status the proxy answers with */
+    const char *title; /* short title, the "error" string of the seed format */
+    const char *type;  /* OpenAI "type" */
+    const char *code;  /* OpenAI "code" */
+} oaip_error_info;
+
+const oaip_error_info *oaip_error_info_get(oaip_error_kind kind);
+
+/* The response body for an error of `kind`, with `detail` as the human message
+ * (NULL: the title). Always valid JSON, whatever bytes `detail` holds. */
+const char *oaip_error_body(apr_pool_t *p, oaip_error_format fmt, oaip_error_kind kind,
+                            const char *detail);
+
+/* The same error as one Server-Sent Event ("event: error" + one data line),
+ * for failures after a stream has started. Always in the OpenAI shape, which
+ * is what streaming clients parse. */
+const char *oaip_error_sse_event(apr_pool_t *p, oaip_error_kind kind, const char *detail);
+
+#endif

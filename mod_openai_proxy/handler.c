@@ -1,0 +1,220 @@
+#include "handler.h"
+
+#include <apr_strings.h>
+#include <http_protocol.h>
+#include <http_request.h>
+
+#include "body.h"
+#include "config.h"
+#include "cors.h"
+#include "mod_openai_proxy.h"
+#include "request.h"
+#include "upstream.h"
+
+#define ALLOWED_METHODS "POST, OPTIONS"
+
+static int send_error(request_rec *r, const oaip_dir_conf *conf, oaip_error_kind kind,
+                      const char *detail)
+{
+    const oaip_error_info *info = oaip_error_info_get(kind);
+    const char *body = oaip_error_body(r->pool, oaip_conf_error_format(conf), kind, detail);
+    apr_size_t len = strlen(body);
+
+    ap_log_rerror(APLOG_MARK, info->status >= 500 ? APLOG_ERR : APLOG_INFO, 0, r,
+                  "answering %d %s: %s", info->status, info->code,
+                  detail ? detail : info->title);
+    r->status = info->status;
+    ap_set_content_type(r, "application/json");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    ap_set_content_length(r, (apr_off_t)len);
+    ap_rwrite(body, (int)len, r);
+    return OK;
+}
+
+/* Answers an error before the body was read: the unread body is drained so
+ * the connection can serve the next request. */
+static int refuse(request_rec *r, const oaip_dir_conf *conf, oaip_error_kind kind,
+                  const char *detail)
+{
+    if (ap_discard_request_body(r) != OK) {
+        r->connection->keepalive = AP_CONN_CLOSE;
+    }
+    return send_error(r, conf, kind, detail);
+}
+
+/* A browser sends Origin on same-origin POSTs too; a page served by this
+ * very host needs no allow-list entry. */
+static int is_same_origin(request_rec *r, const char *origin)
+{
+    const char *host = apr_table_get(r->headers_in, "Host");
+
+    return host != NULL &&
+           strcasecmp(origin, apr_pstrcat(r->pool, ap_http_scheme(r), "://", host, NULL)) == 0;
+}
+
+/* Sets the CORS response headers (in err_headers_out, so that every answer,
+ * errors included, carries them). Returns 0 when the origin is refused. */
+static int apply_cors(request_rec *r, const oaip_dir_conf *conf, const char *origin)
+{
+    int any = oaip_origin_rules_any(conf->origins);
+
+    if (!any) {
+        apr_table_mergen(r->err_headers_out, "Vary", "Origin");
+    }
+    if (origin == NULL) {
+        return 1;
+    }
+    if (!oaip_origin_allowed(conf->origins, origin) && !is_same_origin(r, origin)) {
+        return 0;
+    }
+    apr_table_setn(r->err_headers_out, "Access-Control-Allow-Origin", any ? "*" : origin);
+    apr_table_setn(r->err_headers_out, "Access-Control-Expose-Headers",
+                   OAIP_EXPOSED_HEADERS);
+    return 1;
+}
+
+static int answer_options(request_rec *r, const char *origin)
+{
+    apr_table_setn(r->headers_out, "Allow", ALLOWED_METHODS);
+    if (origin != NULL && apr_table_get(r->headers_in, "Access-Control-Request-Method")) {
+        apr_table_setn(r->err_headers_out, "Access-Control-Allow-Methods",
+                       OAIP_CORS_ALLOW_METHODS);
+        apr_table_setn(
+            r->err_headers_out, "Access-Control-Allow-Headers",
+            oaip_cors_allow_headers(
+                r->pool, apr_table_get(r->headers_in, "Access-Control-Request-Headers")));
+        apr_table_setn(r->err_headers_out, "Access-Control-Max-Age", OAIP_CORS_MAX_AGE);
+    }
+    ap_discard_request_body(r);
+    r->status = HTTP_NO_CONTENT;
+    return OK;
+}
+
+/* The request path below the <Location>: "", "/" and "/chat/completions"
+ * reach the chat endpoint (so an SDK's baseURL can be the Location). */
+static int is_chat_path(request_rec *r, const oaip_dir_conf *conf)
+{
+    const char *sub = r->uri;
+
+    if (conf->location != NULL) {
+        apr_size_t n = strlen(conf->location);
+        while (n > 0 && conf->location[n - 1] == '/') {
+            n--;
+        }
+        if (strncmp(sub, conf->location, n) == 0) {
+            sub += n;
+        }
+    }
+    return strcmp(sub, "") == 0 || strcmp(sub, "/") == 0 ||
+           strcmp(sub, "/chat/completions") == 0 || strcmp(sub, "/chat/completions/") == 0;
+}
+
+/* The Authorization line for the upstream: the client's own key where the
+ * operator allows it, else the configured one. NULL: no key at all. */
+static const char *choose_auth(request_rec *r, const oaip_dir_conf *conf, int *bad_client_key)
+{
+    const char *client_key = apr_table_get(r->headers_in, "x-openai-key");
+
+    *bad_client_key = 0;
+    if (conf->allow_client_key == 1 && client_key != NULL && *client_key != '\0') {
+        const char *c;
+        for (c = client_key; *c; c++) {
+            if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f) {
+                *bad_client_key = 1;
+                return NULL;
+            }
+        }
+        return apr_pstrcat(r->pool, "Authorization: Bearer ", client_key, NULL);
+    }
+    return conf->auth_header;
+}
+
+static int body_error(request_rec *r, const oaip_dir_conf *conf, int status)
+{
+    switch (status) {
+    case HTTP_REQUEST_ENTITY_TOO_LARGE:
+        return send_error(r, conf, OAIP_ERR_BODY_TOO_LARGE,
+                          apr_psprintf(r->pool,
+                                       "The request body is larger than the %" APR_OFF_T_FMT
+                                       " bytes this endpoint accepts",
+                                       oaip_conf_max_body(conf)));
+    case HTTP_REQUEST_TIME_OUT:
+        r->connection->keepalive = AP_CONN_CLOSE;
+        return send_error(r, conf, OAIP_ERR_BODY_TIMEOUT,
+                          "The request body did not arrive in time");
+    default:
+        r->connection->keepalive = AP_CONN_CLOSE;
+        return send_error(r, conf, OAIP_ERR_BAD_REQUEST,
+                          "The request body could not be read");
+    }
+}
+
+static int proxy_chat(request_rec *r, const oaip_dir_conf *conf, const char *auth)
+{
+    oaip_chat_request chat;
+    oaip_upstream_outcome outcome;
+    oaip_error_kind kind;
+    const char *detail;
+    apr_size_t len;
+    char *body;
+    int rc;
+
+    rc = oaip_body_read(r, oaip_conf_max_body(conf), &body, &len);
+    if (rc == AP_FILTER_ERROR) {
+        return rc; /* an input filter already answered */
+    }
+    if (rc != OK) {
+        return body_error(r, conf, rc);
+    }
+    if (!oaip_chat_request_prepare(r->pool, body, len, conf->defaults, &chat, &kind,
+                                   &detail)) {
+        return send_error(r, conf, kind, detail);
+    }
+    oaip_upstream_chat(r, conf, auth, &chat, &outcome);
+    if (!outcome.responded) {
+        return send_error(r, conf, outcome.error, outcome.error_detail);
+    }
+    return OK;
+}
+
+int oaip_handler(request_rec *r)
+{
+    const oaip_dir_conf *conf;
+    const char *origin, *auth;
+    int bad_client_key;
+
+    if (r->handler == NULL || strcmp(r->handler, OAIP_HANDLER_NAME) != 0) {
+        return DECLINED;
+    }
+    conf = ap_get_module_config(r->per_dir_config, &openai_proxy_module);
+    origin = apr_table_get(r->headers_in, "Origin");
+
+    if (!apply_cors(r, conf, origin)) {
+        return refuse(r, conf, OAIP_ERR_ORIGIN_FORBIDDEN,
+                      apr_psprintf(r->pool, "Origin %s is not allowed to use this API",
+                                   ap_escape_logitem(r->pool, origin)));
+    }
+    if (!is_chat_path(r, conf)) {
+        return refuse(r, conf, OAIP_ERR_NOT_FOUND,
+                      apr_psprintf(r->pool, "No API endpoint at %s",
+                                   ap_escape_logitem(r->pool, r->uri)));
+    }
+    if (r->method_number == M_OPTIONS) {
+        return answer_options(r, origin);
+    }
+    if (r->method_number != M_POST) {
+        apr_table_setn(r->err_headers_out, "Allow", ALLOWED_METHODS);
+        return refuse(r, conf, OAIP_ERR_METHOD_NOT_ALLOWED,
+                      apr_psprintf(r->pool, "%s is not allowed; use POST",
+                                   ap_escape_logitem(r->pool, r->method)));
+    }
+    auth = choose_auth(r, conf, &bad_client_key);
+    if (bad_client_key) {
+        return refuse(r, conf, OAIP_ERR_BAD_REQUEST,
+                      "The x-openai-key header contains invalid characters");
+    }
+    if (auth == NULL) {
+        return refuse(r, conf, OAIP_ERR_NO_API_KEY, "OpenAI API key is not configured");
+    }
+    return proxy_chat(r, conf, auth);
+}

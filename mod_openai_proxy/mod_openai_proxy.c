@@ -1,0 +1,42 @@
+/* mod_openai_proxy: an OpenAI API proxy for browser chat front-ends.
+ * This file only registers the module's hooks; each concern has its own file. */
+#define OAIP_MODULE_RECORD_FILE
+#include "mod_openai_proxy.h"
+
+#include <http_request.h>
+
+#include "config.h"
+#include "handler.h"
+#include "upstream.h"
+
+static int oaip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                            server_rec *s)
+{
+    (void)plog;
+    (void)ptemp;
+    return oaip_upstream_global_init(pconf, s) == APR_SUCCESS ? OK : HTTP_INTERNAL_SERVER_ERROR;
+}
+
+static void oaip_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    oaip_upstream_child_init(pchild, s);
+}
+
+static void oaip_register_hooks(apr_pool_t *p)
+{
+    (void)p;
+    ap_hook_post_config(oaip_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(oaip_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(oaip_handler, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+AP_DECLARE_MODULE(openai_proxy) = {
+    STANDARD20_MODULE_STUFF,
+    oaip_create_dir_conf,
+    oaip_merge_dir_conf,
+    NULL, /* per-server config */
+    NULL, /* merge per-server config */
+    oaip_directives,
+    oaip_register_hooks,
+    AP_MODULE_FLAG_NONE,
+};

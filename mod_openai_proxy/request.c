@@ -1,0 +1,277 @@
+#include "request.h"
+
+#include <apr_lib.h>
+#include <apr_strings.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The Worker's defaults, kept for compatibility with its clients. */
+static const oaip_default builtin_defaults[] = {
+    {"model", "\"gpt-3.5-turbo\""},
+    {"temperature", "0.7"},
+    {"max_tokens", "1000"},
+    {"stream", "false"},
+};
+
+static const oaip_default *find_default(const apr_array_header_t *list, const char *name)
+{
+    int i;
+
+    for (i = 0; list != NULL && i < list->nelts; i++) {
+        const oaip_default *d = &APR_ARRAY_IDX(list, i, oaip_default);
+        if (strcmp(d->name, name) == 0) {
+            return d;
+        }
+    }
+    return NULL;
+}
+
+void oaip_defaults_set(apr_array_header_t *defaults, const char *name, const char *json)
+{
+    oaip_default *d = (oaip_default *)find_default(defaults, name);
+
+    if (d == NULL) {
+        d = apr_array_push(defaults);
+        d->name = name;
+    }
+    d->json = json;
+}
+
+apr_array_header_t *oaip_defaults_merge(apr_pool_t *p, const apr_array_header_t *base,
+                                        const apr_array_header_t *add)
+{
+    apr_array_header_t *merged = apr_array_copy(p, base);
+    int i;
+
+    for (i = 0; i < add->nelts; i++) {
+        const oaip_default *d = &APR_ARRAY_IDX(add, i, oaip_default);
+        oaip_defaults_set(merged, d->name, d->json);
+    }
+    return merged;
+}
+
+static int is_bare_word(const char *s)
+{
+    if (!apr_isalpha(*s)) {
+        return 0;
+    }
+    for (; *s; s++) {
+        if (!(apr_isalnum(*s) || strchr("-_.:/@", *s) != NULL)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int is_field_name(const char *s)
+{
+    if (*s == '\0') {
+        return 0;
+    }
+    for (; *s; s++) {
+        if (!(apr_isalnum(*s) || *s == '_' || *s == '-' || *s == '.')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+const char *oaip_default_value_parse(apr_pool_t *p, const char *name, const char *value,
+                                     const char **json)
+{
+    json_error_t error;
+    json_t *parsed;
+
+    if (!is_field_name(name) || strcmp(name, "messages") == 0) {
+        return "the field name must be a Chat Completions parameter (letters, digits, "
+               "'_', '-', '.') other than messages";
+    }
+    if (strcmp(value, "none") == 0) {
+        *json = NULL;
+        return NULL;
+    }
+    parsed = json_loads(value, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &error);
+    if (parsed != NULL) {
+        /* keep the operator's text: re-encoding 0.7 would print 0.69999999999999996 */
+        json_decref(parsed);
+        *json = value;
+        return NULL;
+    }
+    if (is_bare_word(value)) {
+        *json = apr_pstrcat(p, "\"", value, "\"", NULL);
+        return NULL;
+    }
+    return apr_psprintf(p,
+                        "the value is neither JSON nor a bare word (%s); quote a JSON "
+                        "string like '\"some text\"'",
+                        error.text);
+}
+
+/* The defaults that apply to a request: built-ins not overridden, then the
+ * configured ones, skipping removed entries. */
+static apr_array_header_t *effective_defaults(apr_pool_t *p,
+                                              const apr_array_header_t *configured)
+{
+    apr_array_header_t *list = apr_array_make(p, 8, sizeof(oaip_default));
+    apr_size_t i;
+    int j;
+
+    for (i = 0; i < sizeof(builtin_defaults) / sizeof(builtin_defaults[0]); i++) {
+        if (find_default(configured, builtin_defaults[i].name) == NULL) {
+            *(oaip_default *)apr_array_push(list) = builtin_defaults[i];
+        }
+    }
+    for (j = 0; configured != NULL && j < configured->nelts; j++) {
+        const oaip_default *d = &APR_ARRAY_IDX(configured, j, oaip_default);
+        if (d->json != NULL) {
+            *(oaip_default *)apr_array_push(list) = *d;
+        }
+    }
+    return list;
+}
+
+static int default_applies(json_t *object, const oaip_default *d)
+{
+    if (json_object_get(object, d->name) != NULL) {
+        return 0;
+    }
+    /* newer models reject max_tokens next to max_completion_tokens */
+    if (strcmp(d->name, "max_tokens") == 0 &&
+        json_object_get(object, "max_completion_tokens") != NULL) {
+        return 0;
+    }
+    return 1;
+}
+
+static const char *json_type_name(json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    default:
+        return "null";
+    }
+}
+
+static int fail(oaip_error_kind *kind, const char **detail, oaip_error_kind k,
+                const char *text)
+{
+    *kind = k;
+    *detail = text;
+    return 0;
+}
+
+/* Builds the upstream body: the client's bytes up to the closing brace, then
+ * the defaults that apply, then the brace. */
+static void build_body(apr_pool_t *p, const char *body, apr_size_t len, json_t *object,
+                       const apr_array_header_t *defaults, oaip_chat_request *out)
+{
+    apr_size_t close = len, extra = 0, at;
+    char *text;
+    int i;
+
+    while (close > 0 && body[close - 1] != '}') {
+        close--;
+    }
+    close--; /* index of the closing brace; the parser guarantees one */
+    for (i = 0; i < defaults->nelts; i++) {
+        const oaip_default *d = &APR_ARRAY_IDX(defaults, i, oaip_default);
+        if (default_applies(object, d)) {
+            extra += strlen(d->name) + strlen(d->json) + 4; /* ,"": */
+        }
+    }
+    text = apr_palloc(p, close + extra + 2);
+    memcpy(text, body, close);
+    at = close;
+    for (i = 0; i < defaults->nelts; i++) {
+        const oaip_default *d = &APR_ARRAY_IDX(defaults, i, oaip_default);
+        if (default_applies(object, d)) {
+            at += (apr_size_t)apr_snprintf(text + at, close + extra + 2 - at,
+                                           ",\"%s\":%s", d->name, d->json);
+        }
+    }
+    text[at++] = '}';
+    text[at] = '\0';
+    out->body = text;
+    out->body_len = at;
+}
+
+/* The value a request ends up with for `name`: its own, else the default. */
+static json_t *value_after_defaults(json_t *object,
+                                    const apr_array_header_t *defaults, const char *name)
+{
+    json_t *own = json_object_get(object, name);
+    int i;
+
+    if (own != NULL) {
+        return json_incref(own);
+    }
+    for (i = defaults->nelts - 1; i >= 0; i--) {
+        const oaip_default *d = &APR_ARRAY_IDX(defaults, i, oaip_default);
+        if (strcmp(d->name, name) == 0) {
+            return json_loads(d->json, JSON_DECODE_ANY, NULL);
+        }
+    }
+    return NULL;
+}
+
+int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
+                              const apr_array_header_t *configured, oaip_chat_request *out,
+                              oaip_error_kind *kind, const char **detail)
+{
+    apr_array_header_t *defaults;
+    json_error_t error;
+    json_t *object, *messages, *stream, *model;
+    apr_size_t i;
+
+    for (i = 0; i < len && apr_isspace(body[i]); i++) {
+    }
+    if (i == len) {
+        return fail(kind, detail, OAIP_ERR_EMPTY_BODY,
+                    "The request body is empty; send a JSON object with a messages array");
+    }
+    object = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &error);
+    if (object == NULL) {
+        return fail(kind, detail, OAIP_ERR_INVALID_JSON,
+                    apr_psprintf(p, "The request body is not valid JSON: %s (line %d, "
+                                    "column %d)",
+                                 error.text, error.line, error.column));
+    }
+    if (!json_is_object(object)) {
+        *detail = apr_psprintf(p, "The request body must be a JSON object, not %s",
+                               json_type_name(object));
+        json_decref(object);
+        return fail(kind, detail, OAIP_ERR_NOT_OBJECT, *detail);
+    }
+    messages = json_object_get(object, "messages");
+    if (!json_is_array(messages)) {
+        *detail = messages == NULL
+                      ? "The request must contain a messages array"
+                      : apr_psprintf(p, "messages must be an array, not %s",
+                                     json_type_name(messages));
+        json_decref(object);
+        return fail(kind, detail, OAIP_ERR_INVALID_MESSAGES, *detail);
+    }
+
+    defaults = effective_defaults(p, configured);
+    build_body(p, body, len, object, defaults, out);
+    stream = value_after_defaults(object, defaults, "stream");
+    model = value_after_defaults(object, defaults, "model");
+    out->stream = json_is_true(stream);
+    out->model = json_is_string(model) ? apr_pstrdup(p, json_string_value(model)) : NULL;
+    json_decref(stream);
+    json_decref(model);
+    json_decref(object);
+    return 1;
+}

@@ -1,0 +1,48 @@
+/* Chat Completions request validation and defaults (core: APR + jansson). */
+#ifndef OAIP_REQUEST_H
+#define OAIP_REQUEST_H
+
+#include <apr_pools.h>
+#include <apr_tables.h>
+
+#include "errors.h"
+
+/* One OpenAIProxyDefault: `json` is the value's JSON text, or NULL when the
+ * operator removed the default with "none". */
+typedef struct {
+    const char *name;
+    const char *json;
+} oaip_default;
+
+/* What the handler needs to know about a validated request. */
+typedef struct {
+    const char *body;   /* the body to send upstream */
+    apr_size_t body_len;
+    int stream;         /* "stream": true after defaults */
+    const char *model;  /* after defaults; NULL when not a string */
+} oaip_chat_request;
+
+/* Validates a client body and applies defaults: the built-in ones (model,
+ * temperature, max_tokens, stream) as overridden or removed by `configured`
+ * (an array of oaip_default, later entries win), each only where the client
+ * did not send the field. The client's own bytes are kept as they are; the
+ * defaults are appended to the object. On failure returns the error kind and
+ * sets *detail to a sentence for the client. */
+int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
+                              const apr_array_header_t *configured, oaip_chat_request *out,
+                              oaip_error_kind *kind, const char **detail);
+
+/* Parses an OpenAIProxyDefault value: JSON, or a bare word taken as a string
+ * (so `OpenAIProxyDefault model gpt-4o-mini` works), or "none". Sets *json to
+ * the JSON text (NULL for "none"). Returns NULL or an error sentence. */
+const char *oaip_default_value_parse(apr_pool_t *p, const char *name, const char *value,
+                                     const char **json);
+
+/* Adds or replaces `name` in a defaults array (later directives override). */
+void oaip_defaults_set(apr_array_header_t *defaults, const char *name, const char *json);
+
+/* `base` overlaid with `add`, as a new array. */
+apr_array_header_t *oaip_defaults_merge(apr_pool_t *p, const apr_array_header_t *base,
+                                        const apr_array_header_t *add);
+
+#endif

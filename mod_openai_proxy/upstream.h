@@ -1,0 +1,38 @@
+/* The libcurl engine: one upstream exchange per request, its answer streamed
+ * or relayed to the client through the output filters. */
+#ifndef OAIP_UPSTREAM_H
+#define OAIP_UPSTREAM_H
+
+#include <httpd.h>
+
+#include "config.h"
+#include "errors.h"
+#include "request.h"
+
+/* Once per server start, before the MPM forks (post_config). */
+apr_status_t oaip_upstream_global_init(apr_pool_t *pconf, server_rec *s);
+
+/* Once per child process: the pool of reusable easy handles. */
+void oaip_upstream_child_init(apr_pool_t *pchild, server_rec *s);
+
+/* Where an exchange ended up. */
+typedef struct {
+    int responded;             /* something was sent to the client */
+    oaip_error_kind error;     /* when !responded: the error to answer with */
+    const char *error_detail;  /* sentence for the client, no secrets */
+} oaip_upstream_outcome;
+
+/* Sends `req` to the chat endpoint with `auth_header` and relays the answer:
+ * a stream chunk by chunk with a flush each, anything else whole, with the
+ * upstream's status, content type and pass-through headers. */
+void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf, const char *auth_header,
+                        const oaip_chat_request *req, oaip_upstream_outcome *outcome);
+
+/* Response headers of the upstream that reach the client (lower case). */
+#define OAIP_EXPOSED_HEADERS                                                             \
+    "x-request-id, openai-processing-ms, openai-version, x-ratelimit-limit-requests, "   \
+    "x-ratelimit-limit-tokens, x-ratelimit-remaining-requests, "                         \
+    "x-ratelimit-remaining-tokens, x-ratelimit-reset-requests, "                         \
+    "x-ratelimit-reset-tokens, retry-after"
+
+#endif
