@@ -13,9 +13,9 @@
 
 void *oaip_create_dir_conf(apr_pool_t *p, char *dir)
 {
+    (void)dir;
     oaip_dir_conf *conf = apr_pcalloc(p, sizeof(*conf));
 
-    conf->location = (dir != NULL && dir[0] == '/') ? apr_pstrdup(p, dir) : NULL;
     conf->defaults = apr_array_make(p, 4, sizeof(oaip_default));
     conf->max_body = OAIP_UNSET;
     conf->allow_client_key = OAIP_UNSET;
@@ -31,7 +31,6 @@ void *oaip_merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
     const oaip_dir_conf *base = base_, *add = add_;
     oaip_dir_conf *merged = apr_pcalloc(p, sizeof(*merged));
 
-    MERGE_PTR(location);
     MERGE_PTR(auth_header);
     MERGE_PTR(ca_file);
     /* an inner list of origins replaces the outer one as a whole */

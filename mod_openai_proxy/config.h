@@ -12,9 +12,6 @@
 #define OAIP_DEFAULT_MAX_BODY ((apr_off_t)8 * 1024 * 1024)
 
 typedef struct {
-    /* the <Location> path this config was created for (NULL outside one);
-     * requests are routed relative to it */
-    const char *location;
     /* "Authorization: Bearer <key>", ready for libcurl; NULL when unset.
      * The key itself is kept nowhere else and never logged. */
     const char *auth_header;

@@ -1,6 +1,7 @@
 #include "handler.h"
 
 #include <apr_strings.h>
+#include <http_core.h>
 #include <http_protocol.h>
 #include <http_request.h>
 
@@ -90,18 +91,31 @@ static int answer_options(request_rec *r, const char *origin)
     return OK;
 }
 
-/* The request path below the <Location>: "", "/" and "/chat/completions"
- * reach the chat endpoint (so an SDK's baseURL can be the Location). */
-static int is_chat_path(request_rec *r, const oaip_dir_conf *conf)
+/* The <Location> (or other section) the handler was set in: core keeps the
+ * path of the innermost section that applies. NULL for regex sections. */
+static const char *section_path(request_rec *r)
 {
+    const core_dir_config *core = ap_get_core_module_config(r->per_dir_config);
+
+    if (core == NULL || core->d == NULL || core->d[0] != '/' || core->d_is_fnmatch) {
+        return NULL;
+    }
+    return core->d;
+}
+
+/* The request path below the section: "", "/" and "/chat/completions" reach
+ * the chat endpoint (so an SDK's baseURL can be the Location itself). */
+static int is_chat_path(request_rec *r)
+{
+    const char *base = section_path(r);
     const char *sub = r->uri;
 
-    if (conf->location != NULL) {
-        apr_size_t n = strlen(conf->location);
-        while (n > 0 && conf->location[n - 1] == '/') {
+    if (base != NULL) {
+        apr_size_t n = strlen(base);
+        while (n > 0 && base[n - 1] == '/') {
             n--;
         }
-        if (strncmp(sub, conf->location, n) == 0) {
+        if (strncmp(sub, base, n) == 0 && (sub[n] == '\0' || sub[n] == '/')) {
             sub += n;
         }
     }
@@ -194,7 +208,7 @@ int oaip_handler(request_rec *r)
                       apr_psprintf(r->pool, "Origin %s is not allowed to use this API",
                                    ap_escape_logitem(r->pool, origin)));
     }
-    if (!is_chat_path(r, conf)) {
+    if (!is_chat_path(r)) {
         return refuse(r, conf, OAIP_ERR_NOT_FOUND,
                       apr_psprintf(r->pool, "No API endpoint at %s",
                                    ap_escape_logitem(r->pool, r->uri)));

@@ -1,0 +1,182 @@
+"""Fixtures: one mock upstream and one httpd (two virtual hosts, several
+Locations) for the whole session, a fresh httpd where a test needs its own
+config, and after every test two checks: no unexpected error in httpd's error
+log, and no configured secret in any response the test received."""
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from harness import (CLIENT_KEY, SECRETS, TEST_KEY_B, BAD_LOG_LINE, Client, Httpd,
+                     MockUpstream, free_port)
+
+ORIGIN_RULES = "https://app.example.com https://*.example.org http://localhost:3000"
+
+
+def main_config(mock_api, key_file, dead_port):
+    proxy = f"""    SetHandler openai-proxy
+    OpenAIProxyUpstream {mock_api}
+"""
+    return f"""
+<VirtualHost 127.0.0.1:*>
+  ServerName a.test
+  OpenAIProxyAPIKey env:OAIP_TEST_KEY
+  OpenAIProxyAllowOrigin {ORIGIN_RULES}
+  <Location /v1>
+{proxy}  </Location>
+  <Location /openai-errors>
+{proxy}    OpenAIProxyErrorFormat openai
+  </Location>
+  <Location /small>
+{proxy}    OpenAIProxyMaxRequestBody 1K
+  </Location>
+  <Location /any-origin>
+{proxy}    OpenAIProxyAllowOrigin *
+  </Location>
+  <Location /defaults>
+{proxy}    OpenAIProxyDefault model gpt-4o-mini
+    OpenAIProxyDefault temperature none
+    OpenAIProxyDefault user '"from-proxy"'
+    OpenAIProxyDefault max_tokens 256
+  </Location>
+  <Location /down>
+    SetHandler openai-proxy
+    OpenAIProxyUpstream http://127.0.0.1:{dead_port}/v1
+  </Location>
+  <Location /deflated>
+{proxy}    SetOutputFilter DEFLATE
+  </Location>
+  <Location /byok>
+{proxy}    OpenAIProxyAllowClientKey On
+  </Location>
+</VirtualHost>
+
+<VirtualHost 127.0.0.1:*>
+  ServerName b.test
+  OpenAIProxyAllowOrigin https://b.example.net
+  <Location /api>
+    SetHandler openai-proxy
+    OpenAIProxyAPIKey file:{key_file}
+    OpenAIProxyUpstream {mock_api}/vhost-b
+  </Location>
+  <Location /nokey>
+    SetHandler openai-proxy
+    OpenAIProxyUpstream {mock_api}
+    OpenAIProxyAllowClientKey On
+  </Location>
+</VirtualHost>
+"""
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    # httpd's children run as www-data and walk the DocumentRoot: pytest's own
+    # temporary directories are private to root, so use a readable one
+    path = tempfile.mkdtemp(prefix="oaip-tests-")
+    os.chmod(path, 0o755)
+    yield path
+    if os.environ.get("OAIP_KEEP_WORKDIR") != "1":
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mock(workdir):
+    upstream = MockUpstream(workdir).start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture(scope="session")
+def key_file(workdir):
+    path = os.path.join(workdir, "vhost-b.key")
+    with open(path, "w") as f:
+        f.write(f"\n  {TEST_KEY_B}  \n")  # whitespace is trimmed
+    return path
+
+
+@pytest.fixture(scope="session")
+def httpd(workdir, mock, key_file):
+    from harness import TEST_KEY
+    server = Httpd(workdir, main_config(mock.api, key_file, free_port()), name="main",
+                   env={"OAIP_TEST_KEY": TEST_KEY})
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def responses():
+    return []
+
+
+@pytest.fixture
+def client(httpd, responses):
+    return Client(httpd.port, responses)
+
+
+@pytest.fixture(autouse=True)
+def reset_mock(request):
+    if "mock" in request.fixturenames:
+        request.getfixturevalue("mock").reset()
+
+
+class LogExpectations:
+    def __init__(self):
+        self.patterns = []
+
+    def allow(self, pattern):
+        """A test that provokes an error line says which one it expects."""
+        self.patterns.append(pattern)
+
+
+@pytest.fixture
+def error_log():
+    return LogExpectations()
+
+
+@pytest.fixture(autouse=True)
+def check_logs_and_secrets(request, error_log, responses):
+    servers = []
+    if "httpd" in request.fixturenames:
+        servers.append(request.getfixturevalue("httpd"))
+        servers[0].new_log_lines()  # skip what earlier tests left
+    yield
+    for server in servers + getattr(request.node, "extra_servers", []):
+        lines = server.new_log_lines()
+        for line in lines:
+            for secret in SECRETS:
+                assert secret not in line, "a secret reached the error log"
+            if BAD_LOG_LINE.search(line) and not any(p in line for p in error_log.patterns):
+                pytest.fail(f"unexpected error in {server.name}'s error log: {line}")
+        with open(server.access_log, "rb") as f:
+            access = f.read().decode("utf-8", "replace")
+        for secret in SECRETS:
+            assert secret not in access, "a secret reached the access log"
+    for resp in responses:
+        blob = resp.body + repr(resp.headers).encode()
+        for secret in SECRETS:
+            assert secret.encode() not in blob, f"a secret reached a client: {resp.status}"
+
+
+@pytest.fixture
+def own_httpd(request, workdir, responses):
+    """Starts an httpd with a config of the test's own; stopped afterwards
+    and its logs checked like the shared one's."""
+    started = []
+
+    def start(body, name=None, env=None, mpm="event"):
+        server = Httpd(workdir, body, name=name or f"own{len(started)}-{request.node.name[:40]}",
+                       env=env, mpm=mpm)
+        server.start()
+        started.append(server)
+        request.node.extra_servers = started
+        return server, Client(server.port, responses)
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+__all__ = ["CLIENT_KEY"]

@@ -1,0 +1,133 @@
+"""Directive parsing: `apache2 -t` rejects bad values with a clear message;
+good ones take effect, merged from server to VirtualHost to Location."""
+
+import os
+
+import pytest
+
+from harness import TEST_KEY, Httpd
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def location(*directives):
+    lines = "\n".join("    " + d for d in directives)
+    return f"<Location /v1>\n    SetHandler openai-proxy\n{lines}\n</Location>\n"
+
+
+def config_test(workdir, body, env=None):
+    return Httpd(workdir, body, name="configtest", env=env).config_test()
+
+
+def test_good_config_is_accepted(workdir, key_file):
+    result = config_test(workdir, location(
+        "OpenAIProxyAPIKey sk-literal-key",
+        "OpenAIProxyUpstream https://example.test/openai/v1/",
+        f"OpenAIProxyCAFile /etc/ssl/certs/ca-certificates.crt",
+        "OpenAIProxyAllowOrigin https://a.example.com http://localhost:3000 https://*.b.example",
+        "OpenAIProxyAllowOrigin http://[::1]:8080",
+        "OpenAIProxyDefault model gpt-4o-mini",
+        "OpenAIProxyDefault temperature 0.2",
+        "OpenAIProxyDefault response_format '{\"type\":\"json_object\"}'",
+        "OpenAIProxyDefault max_tokens none",
+        "OpenAIProxyMaxRequestBody 512K",
+        "OpenAIProxyAllowClientKey Off",
+        "OpenAIProxyErrorFormat openai"))
+    assert result.returncode == 0, result.stderr
+    assert "Syntax OK" in result.stderr
+
+
+BAD = [
+    ("OpenAIProxyUpstream ftp://example.test/v1", "is not an http:// or https:// URL"),
+    ("OpenAIProxyUpstream not-a-url", "is not an http:// or https:// URL"),
+    ("OpenAIProxyUpstream https://user:pw@example.test/v1", "must not carry user info"),
+    ("OpenAIProxyUpstream https://example.test/v1?x=1", "must not carry user info"),
+    ("OpenAIProxyCAFile /nonexistent/ca.pem", "does not exist"),
+    ("OpenAIProxyAllowOrigin https://a.example.com/", "invalid origin 'https://a.example.com/'"),
+    ("OpenAIProxyAllowOrigin a.example.com", "invalid origin"),
+    ("OpenAIProxyAllowOrigin https://*.com", "at least two labels"),
+    ("OpenAIProxyAllowOrigin https://a.*.example.com", "first label"),
+    ("OpenAIProxyAllowOrigin https://a.example.com:99999", "invalid origin"),
+    ("OpenAIProxyDefault temperature {bad", "neither JSON nor a bare word"),
+    ("OpenAIProxyDefault messages []", "other than messages"),
+    ("OpenAIProxyDefault 'bad name' 1", "field name"),
+    ("OpenAIProxyMaxRequestBody 0", "is not a size"),
+    ("OpenAIProxyMaxRequestBody lots", "is not a size"),
+    ("OpenAIProxyMaxRequestBody 2G", "is not a size"),
+    ("OpenAIProxyMaxRequestBody 10X", "is not a size"),
+    ("OpenAIProxyAllowClientKey maybe", "must be On or Off"),
+    ("OpenAIProxyErrorFormat xml", "is not one of seed, openai"),
+    ("OpenAIProxyAPIKey env:OAIP_SURELY_UNSET_VARIABLE",
+     "environment variable OAIP_SURELY_UNSET_VARIABLE is not set"),
+    ("OpenAIProxyAPIKey file:/nonexistent/key", "cannot read key file /nonexistent/key"),
+    ("OpenAIProxyDefault model", "takes two arguments"),
+]
+
+
+@pytest.mark.parametrize("directive,message", BAD)
+def test_bad_values_fail_the_config_test(workdir, directive, message):
+    result = config_test(workdir, location(directive))
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert "Syntax error on line" in result.stderr
+
+
+def test_key_errors_never_echo_the_key(workdir):
+    secret = "sk-" + "S3CRET" * 4
+    result = config_test(workdir, location(f'OpenAIProxyAPIKey "{secret} trailing"'))
+    assert result.returncode != 0
+    assert "white space" in result.stderr
+    assert "S3CRET" not in result.stderr + result.stdout
+
+
+def test_empty_key_file_is_refused(workdir):
+    path = os.path.join(workdir, "empty.key")
+    open(path, "w").write("\n \n")
+    result = config_test(workdir, location(f"OpenAIProxyAPIKey file:{path}"))
+    assert result.returncode != 0
+    assert f"key file {path} is empty" in result.stderr
+
+
+def test_empty_environment_variable_is_refused(workdir):
+    result = config_test(workdir, location("OpenAIProxyAPIKey env:OAIP_EMPTY_KEY"),
+                         env={"OAIP_EMPTY_KEY": "  "})
+    assert result.returncode != 0
+    assert "environment variable OAIP_EMPTY_KEY is empty" in result.stderr
+
+
+def test_server_level_settings_and_httpd_variables(own_httpd, mock, workdir):
+    """Directives at server level apply to every Location; ${VAR} is httpd's
+    own expansion from its environment."""
+    server, client = own_httpd(
+        f"OpenAIProxyAPIKey ${{OAIP_KEY_VAR}}\nOpenAIProxyUpstream {mock.api}\n"
+        "<Location /chat>\n  SetHandler openai-proxy\n</Location>\n",
+        env={"OAIP_KEY_VAR": TEST_KEY})
+    resp = client.post("/chat/chat/completions", {"messages": MESSAGES})
+    assert resp.status == 200
+    assert mock.requests()[-1]["headers"]["authorization"] == f"Bearer {TEST_KEY}"
+    log = open(server.error_log).read()
+    assert "[openai_proxy:debug]" in log and "upstream POST" in log
+    assert TEST_KEY not in log
+
+
+def test_inner_location_overrides_outer(own_httpd, mock):
+    server, client = own_httpd(
+        f"OpenAIProxyUpstream {mock.api}\nOpenAIProxyAPIKey {TEST_KEY}\n"
+        "OpenAIProxyAllowOrigin https://outer.example\n"
+        "OpenAIProxyDefault model outer-model\n"
+        "<Location /a>\n  SetHandler openai-proxy\n</Location>\n"
+        "<Location /b>\n  SetHandler openai-proxy\n"
+        "  OpenAIProxyAllowOrigin https://inner.example\n"
+        "  OpenAIProxyDefault temperature 0.1\n"
+        f"  OpenAIProxyUpstream {mock.api}/inner\n</Location>\n")
+    assert client.post("/a", {"messages": MESSAGES},
+                       headers={"Origin": "https://outer.example"}).status == 200
+    assert mock.requests()[-1]["body"]["model"] == "outer-model"
+    assert client.post("/b", {"messages": MESSAGES},
+                       headers={"Origin": "https://outer.example"}).status == 403
+    assert client.post("/b", {"messages": MESSAGES},
+                       headers={"Origin": "https://inner.example"}).status == 200
+    last = mock.requests()[-1]
+    assert last["path"] == "/v1/inner/chat/completions"
+    assert last["body"]["model"] == "outer-model"
+    assert last["body"]["temperature"] == 0.1

@@ -1,0 +1,119 @@
+"""Server-Sent Events: relayed unchanged, unbuffered, and stopped when
+either side goes away."""
+
+import json
+import socket
+import time
+
+from harness import sse_data_lines, sse_events_with_arrival, wait_for
+
+MESSAGES = [{"role": "user", "content": "Tell me a story"}]
+
+
+def stream(client, path="/v1", mock_directives=None, **kw):
+    body = {"messages": MESSAGES, "stream": True}
+    if mock_directives:
+        body["mock"] = mock_directives
+    return client.post(path, body, stream=True, **kw)
+
+
+def test_stream_headers_and_framing(client, mock):
+    resp = stream(client, mock_directives={"tokens": ["Once ", "upon ", "a ", "time"],
+                                           "chunk_delay": 0})
+    assert resp.status == 200
+    assert resp.header("Content-Type").startswith("text/event-stream")
+    assert resp.header("Cache-Control") == "no-cache"
+    assert resp.header("X-Accel-Buffering") == "no"
+    assert resp.header("Content-Length") is None
+    assert resp.header("x-request-id").startswith("req_")
+    data = sse_data_lines(resp.body)
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text == "Once upon a time"
+    # nothing added, nothing lost: the body is exactly the upstream's events
+    assert resp.body == b"".join(b"data: " + d.encode() + b"\n\n" for d in data)
+
+
+def test_events_split_across_upstream_writes_arrive_intact(client, mock):
+    resp = stream(client, mock_directives={"chunks": 6, "split_events": True,
+                                           "chunk_delay": 0.01})
+    data = sse_data_lines(resp.body)
+    assert data[-1] == "[DONE]"
+    assert len(data) == 1 + 6 + 1 + 1  # role, 6 tokens, stop, DONE
+    for d in data[:-1]:
+        json.loads(d)
+
+
+def test_each_event_reaches_the_client_before_the_next_is_sent(client, mock):
+    """Causal proof of no buffering: every event is read by the client before
+    the upstream even produced the following one (0.5 s later)."""
+    resp = stream(client, mock_directives={"chunks": 4, "chunk_delay": 0.5,
+                                           "timestamps": True})
+    events = [(t, e) for t, e in sse_events_with_arrival(resp) if "[DONE]" not in e]
+    sent = [json.loads(e[len("data: "):])["mock_sent_at"] for _, e in events]
+    arrived = [t for t, _ in events]
+    assert len(events) >= 6
+    for i in range(len(events) - 1):
+        assert arrived[i] < sent[i + 1], (
+            f"event {i} arrived at {arrived[i]:.3f}, after event {i + 1} was sent at "
+            f"{sent[i + 1]:.3f}: the stream was buffered")
+
+
+def test_client_disconnect_stops_the_upstream_transfer(client, mock, httpd):
+    body = json.dumps({"messages": MESSAGES, "stream": True,
+                       "mock": {"chunks": 200, "chunk_delay": 0.1}}).encode()
+    sock = socket.create_connection(("127.0.0.1", httpd.port))
+    sock.sendall(b"POST /v1 HTTP/1.1\r\nHost: a.test\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    received = b""
+    while received.count(b"data: ") < 3:
+        received += sock.recv(65536)
+    sock.close()
+    closed_at = time.time()
+
+    def upstream_saw_the_end():
+        records = mock.requests()
+        return records and records[-1]["outcome"] and records[-1]
+    record = wait_for(upstream_saw_the_end, 10, "the upstream request to end")
+    assert record["outcome"] == "client_gone"
+    assert record["chunks_sent"] < 50, "the upstream kept streaming to nobody"
+    assert record["ended_at"] - closed_at < 3.0
+    log = "\n".join(open(httpd.error_log).read().splitlines()[-50:])
+    assert "client went away" in log
+
+
+def test_upstream_hangup_mid_stream_ends_with_an_sse_error_event(client, mock, error_log):
+    error_log.allow("upstream request failed")
+    resp = stream(client, mock_directives={"chunks": 10, "hangup_after": 3,
+                                           "chunk_delay": 0.01})
+    assert resp.status == 200
+    text = resp.body.decode()
+    assert text.count("data: {") == 4  # 3 upstream events + the error event
+    tail = text.rstrip("\n").split("\n\n")[-1]
+    assert tail.startswith("event: error\ndata: ")
+    err = json.loads(tail.split("data: ", 1)[1])["error"]
+    assert err["type"] == "upstream_error"
+    assert "[DONE]" not in text
+
+
+def test_deflate_does_not_buffer_streams(client, mock):
+    # the same Location compresses plain answers: the filter is really active
+    plain = client.post("/deflated", {"messages": MESSAGES},
+                        headers={"Accept-Encoding": "gzip"})
+    assert plain.header("Content-Encoding") == "gzip"
+    resp = stream(client, "/deflated", {"chunks": 3, "chunk_delay": 0.5, "timestamps": True},
+                  headers={"Accept-Encoding": "gzip"})
+    assert resp.header("Content-Encoding") is None
+    events = [(t, e) for t, e in sse_events_with_arrival(resp) if "[DONE]" not in e]
+    sent = [json.loads(e[len("data: "):])["mock_sent_at"] for _, e in events]
+    for i in range(len(events) - 1):
+        assert events[i][0] < sent[i + 1]
+
+
+def test_stream_request_answered_with_json_is_relayed_as_json(client, mock):
+    resp = stream(client, mock_directives={"content_type": "application/json",
+                                           "status": 200, "error_body": '{"ok":true}'})
+    assert resp.status == 200
+    assert resp.header("Content-Type").startswith("application/json")
+    assert resp.json() == {"ok": True}

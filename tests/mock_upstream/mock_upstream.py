@@ -1,0 +1,700 @@
+#!/usr/bin/env python3
+"""Mock OpenAI-compatible upstream for mod_openai_proxy.
+
+Standard library only (Python 3.11).  Used by the integration tests, which
+drive its behaviour per request with a "mock" directive object (in the JSON
+body or in an ``x-mock`` header) and then inspect what it received through
+the /__mock/ control endpoints, and by the quick-start demo as an offline
+stand-in for api.openai.com.  See README.md next to this file.
+"""
+
+import argparse
+import collections
+import hashlib
+import json
+import os
+import random
+import re
+import resource
+import secrets
+import select
+import signal
+import socket
+import socketserver
+import string
+import sys
+import threading
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+DEFAULT_MODEL = "gpt-3.5-turbo"
+DEFAULT_CHUNK_DELAY = 0.02
+POLL_INTERVAL = 0.05
+SPLIT_PAUSE = 0.01
+MAX_RECORDS = 50_000
+SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+JSON_CONTENT_TYPE = "application/json"
+SYSTEM_FINGERPRINT = "fp_0ba0d124f1"
+CONTROL_PREFIX = "/__mock/"
+DEFAULT_REPLY = ("This is a mock answer from the local mock upstream "
+                 "(no OpenAI key is configured).")
+MODELS = [
+    ("gpt-3.5-turbo", 1677610602, "openai"),
+    ("gpt-4o", 1715367049, "system"),
+    ("gpt-4o-mini", 1721172741, "system"),
+    ("text-embedding-ada-002", 1671217299, "openai-internal"),
+    ("text-embedding-3-small", 1705948997, "system"),
+]
+# status -> (message, type, code) of the canned OpenAI-style error bodies
+CANNED_ERRORS = {
+    400: ("Invalid request (mock upstream).", "invalid_request_error", None),
+    401: ("Incorrect API key provided: sk-...xxxx.", "invalid_request_error",
+          "invalid_api_key"),
+    403: ("You are not allowed to sample from this model.",
+          "invalid_request_error", None),
+    404: ("The model `{model}` does not exist or you do not have access to it.",
+          "invalid_request_error", "model_not_found"),
+    429: ("Rate limit reached for requests", "requests", "rate_limit_exceeded"),
+    500: ("The server had an error while processing your request. "
+          "Sorry about that!", "server_error", None),
+    503: ("The engine is currently overloaded, please try again later.",
+          "server_error", None),
+}
+UNPARSABLE_JSON = ("We could not parse the JSON body of your request. (HINT: This "
+                   "likely means you aren't using your HTTP library correctly. The "
+                   "OpenAI API expects a JSON payload, but what was sent was not "
+                   "valid JSON.)")
+
+
+# --------------------------------------------------------------------------
+# JSON payloads
+# --------------------------------------------------------------------------
+
+def json_pretty(obj):
+    """Pretty-printed JSON, as the real API sends non-streamed bodies."""
+    return json.dumps(obj, indent=2).encode()
+
+
+def json_compact(obj):
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def parse_json(raw):
+    try:
+        return json.loads(raw) if raw else None
+    except (ValueError, RecursionError):
+        return None
+
+
+def error_body(message, etype="invalid_request_error", code=None):
+    return json_pretty({"error": {"message": message, "type": etype,
+                                  "param": None, "code": code}})
+
+
+def canned_error(status, model):
+    default_type = "server_error" if status >= 500 else "invalid_request_error"
+    message, etype, code = CANNED_ERRORS.get(
+        status, (f"Mock upstream error (HTTP {status}).", default_type, None))
+    return error_body(message.format(model=model), etype, code)
+
+
+def completion_id():
+    return "chatcmpl-" + "".join(random.choices(string.ascii_letters + string.digits, k=29))
+
+
+def content_text(content):
+    """Text of a message content: a string or an array of parts; anything else is ''."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [p if isinstance(p, str) else p.get("text") for p in content
+                 if isinstance(p, str) or isinstance(p, dict)]
+        return " ".join(t for t in texts if isinstance(t, str))
+    return ""
+
+
+def request_messages(body):
+    messages = body.get("messages")
+    return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+
+
+def default_reply(messages):
+    said = next((content_text(m.get("content")) for m in reversed(messages)
+                 if m.get("role") == "user"), "").strip()
+    return f"{DEFAULT_REPLY} You said: {said}" if said else DEFAULT_REPLY
+
+
+def split_words(text):
+    """Word-ish pieces whose concatenation is exactly `text`."""
+    return re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
+
+
+def content_pieces(directives, messages):
+    """The assistant reply as a list of stream deltas (non-streamed: joined)."""
+    if "tokens" in directives:
+        return [str(t) for t in directives["tokens"]]
+    if "chunks" in directives:
+        return [f"tok{i} " for i in range(int(directives["chunks"]))]
+    reply = directives["reply"] if "reply" in directives else default_reply(messages)
+    return split_words(str(reply))
+
+
+def usage_object(messages, pieces):
+    prompt = sum(len(content_text(m.get("content")).split()) for m in messages)
+    return {"prompt_tokens": prompt, "completion_tokens": len(pieces),
+            "total_tokens": prompt + len(pieces)}
+
+
+def completion_object(model, content, usage):
+    return {
+        "id": completion_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0,
+                     "message": {"role": "assistant", "content": content, "refusal": None},
+                     "logprobs": None,
+                     "finish_reason": "stop"}],
+        "usage": usage,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+    }
+
+
+def stream_events(model, pieces, usage, include_usage):
+    """chat.completion.chunk objects in order; None stands for `data: [DONE]`."""
+    base = {"id": completion_id(), "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": model,
+            "system_fingerprint": SYSTEM_FINGERPRINT}
+
+    def chunk(delta, finish_reason=None):
+        obj = dict(base, choices=[{"index": 0, "delta": delta, "logprobs": None,
+                                   "finish_reason": finish_reason}])
+        if include_usage:
+            obj["usage"] = None
+        return obj
+
+    events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    events += [chunk({"content": piece}) for piece in pieces]
+    events.append(chunk({}, "stop"))
+    if include_usage:
+        events.append(dict(base, choices=[], usage=usage))
+    events.append(None)
+    return events
+
+
+def render_event(event, timestamps):
+    if event is None:
+        return b"data: [DONE]\n\n"
+    if timestamps:
+        event = dict(event, mock_sent_at=time.time())
+    return b"data: " + json_compact(event) + b"\n\n"
+
+
+def models_list():
+    return {"object": "list",
+            "data": [{"id": mid, "object": "model", "created": created, "owned_by": owner}
+                     for mid, created, owner in MODELS]}
+
+
+def embedding_vector(text, dims):
+    rng = random.Random(hashlib.sha256(text.encode()).digest())
+    return [round(rng.uniform(-0.1, 0.1), 8) for _ in range(dims)]
+
+
+def embeddings_response(body):
+    inputs = body.get("input")
+    inputs = inputs if isinstance(inputs, list) else [inputs]
+    texts = [x if isinstance(x, str) else json.dumps(x) for x in inputs]
+    dims = int(body.get("dimensions") or 1536)
+    tokens = sum(len(t.split()) for t in texts)
+    return {"object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": embedding_vector(t, dims)}
+                     for i, t in enumerate(texts)],
+            "model": body.get("model") or "text-embedding-ada-002",
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def openai_headers(started):
+    return [
+        ("openai-version", "2020-10-01"),
+        ("openai-processing-ms", str(int((time.monotonic() - started) * 1000))),
+        ("x-request-id", "req_" + secrets.token_hex(16)),
+        ("x-ratelimit-limit-requests", "10000"),
+        ("x-ratelimit-remaining-requests", "9999"),
+        ("x-ratelimit-limit-tokens", "200000"),
+        ("x-ratelimit-remaining-tokens", "199000"),
+        ("x-ratelimit-reset-requests", "6ms"),
+        ("x-ratelimit-reset-tokens", "300ms"),
+        ("Set-Cookie", "__cf_bm=mock; path=/"),
+    ]
+
+
+# --------------------------------------------------------------------------
+# Shared state
+# --------------------------------------------------------------------------
+
+class MockState:
+    """Thread-safe counters and request records.
+
+    Connections whose first request is a control request (the tests' own
+    queries) are taken out of the connection counters, so that these count
+    only the connections of the client under test.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._last_connection_id = 0  # never reset: ids stay unique across resets
+        self._generation = 0  # bumped by reset()
+        self.connections_open = 0
+        self.active_streams = 0
+        self._clear()
+
+    def _clear(self):
+        self.records = collections.deque(maxlen=MAX_RECORDS)
+        self.connections_accepted = 0
+        self.requests = 0
+
+    def reset(self):
+        with self._lock:
+            self._generation += 1
+            self._clear()
+
+    def connection_opened(self):
+        """Count a new connection; returns (connection id, reset generation)."""
+        with self._lock:
+            self._last_connection_id += 1
+            self.connections_accepted += 1
+            self.connections_open += 1
+            return self._last_connection_id, self._generation
+
+    def connection_closed(self):
+        with self._lock:
+            self.connections_open -= 1
+
+    def uncount_control_connection(self, generation):
+        with self._lock:
+            self.connections_open -= 1
+            if generation == self._generation:
+                self.connections_accepted -= 1
+
+    def adjust_streams(self, delta):
+        with self._lock:
+            self.active_streams += delta
+
+    def new_record(self, **fields):
+        with self._lock:
+            self.requests += 1
+            record = dict(seq=self.requests, **fields)
+            self.records.append(record)
+            return record
+
+    def update(self, record, **fields):
+        with self._lock:
+            record.update(fields)
+
+    def add_chunks(self, record, count):
+        with self._lock:
+            record["chunks_sent"] += count
+
+    def records_json(self):
+        with self._lock:
+            return json_compact(list(self.records))
+
+    def last_record_json(self):
+        with self._lock:
+            return json_compact(self.records[-1]) if self.records else None
+
+    def stats_json(self):
+        with self._lock:
+            return json_compact({"connections_accepted": self.connections_accepted,
+                                 "connections_open": self.connections_open,
+                                 "requests": self.requests,
+                                 "active_streams": self.active_streams})
+
+
+# --------------------------------------------------------------------------
+# HTTP handling
+# --------------------------------------------------------------------------
+
+class MockHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "mock-openai-upstream/1.0"
+    disable_nagle_algorithm = True
+    timeout = 300  # idle keep-alive connections are closed after this
+    chunked = True  # stream with chunked framing; False for HTTP/1.0 clients
+
+    # -- connection lifecycle and logging ----------------------------------
+
+    def setup(self):
+        super().setup()
+        self.connection_id, self.generation = self.server.state.connection_opened()
+        self.counted = True  # still in the connection counters
+        self.api_requests = 0
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            if self.counted:
+                self.server.state.connection_closed()
+
+    def log_message(self, fmt, *args):
+        if not self.server.quiet:
+            sys.stderr.write("mock-upstream: %s conn=%s %s\n" % (
+                self.client_address[0], getattr(self, "connection_id", "-"), fmt % args))
+
+    def log_request(self, code="-", size="-"):
+        """Replaced by the one line per request written by dispatch()."""
+
+    # -- request entry points ----------------------------------------------
+
+    def do_GET(self):
+        self.dispatch()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def dispatch(self):
+        self.started = time.monotonic()
+        try:
+            raw = self.read_body()
+        except (ValueError, OSError) as exc:
+            self.close_connection = True
+            self.log_message("%s %s -> unreadable request body (%s)", self.command, self.path, exc)
+            return
+        if self.path.startswith(CONTROL_PREFIX):
+            if self.counted and not self.api_requests:
+                self.server.state.uncount_control_connection(self.generation)
+                self.counted = False
+            status = self.handle_control()
+            self.log_message("%s %s -> %s", self.command, self.path, status)
+            return
+        self.api_requests += 1
+        record = self.server.state.new_record(
+            time=time.time(), method=self.command, path=self.path,
+            headers=self.header_dict(), body_raw=raw.decode("utf-8", "replace"),
+            body=parse_json(raw), connection_id=self.connection_id, status=None,
+            outcome=None, ended_at=None, chunks_sent=0)
+        try:
+            outcome = self.handle_api(record)
+        except OSError:
+            outcome = "client_gone"
+        except Exception as exc:  # a bug or a bad directive: answer 500, keep serving
+            outcome = "error"
+            sys.stderr.write("mock-upstream: handler error\n" + traceback.format_exc())
+            self.fail(record, exc)
+        if outcome != "ok":
+            self.close_connection = True
+        self.server.state.update(record, outcome=outcome, ended_at=time.time())
+        self.log_message("%s %s -> %s %s", self.command, self.path,
+                         record["status"] or "-", outcome)
+
+    def header_dict(self):
+        headers = {}
+        for name, value in self.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        return headers
+
+    def read_body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self.read_chunked_body()
+        length = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(length) if length > 0 else b""
+        if len(data) < length:
+            raise ValueError("request body truncated")
+        return data
+
+    def read_chunked_body(self):
+        parts = []
+        while True:
+            line = self.rfile.readline(65537)
+            if not line:
+                raise ValueError("EOF inside chunked request body")
+            size = int(line.split(b";", 1)[0].strip(), 16)
+            if size == 0:
+                break
+            data = self.rfile.read(size)
+            if len(data) < size:
+                raise ValueError("chunked request body truncated")
+            parts.append(data)
+            self.rfile.readline()  # CRLF closing the chunk
+        while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+            pass  # trailer fields
+        return b"".join(parts)
+
+    # -- control endpoints -------------------------------------------------
+
+    def handle_control(self):
+        state = self.server.state
+        path = self.path.split("?", 1)[0]
+        route = (self.command, path[len(CONTROL_PREFIX):])
+        status, payload = 200, json_compact({"ok": True})
+        if route == ("GET", "requests"):
+            payload = state.records_json()
+        elif route == ("GET", "requests/last"):
+            payload = state.last_record_json()
+            if payload is None:
+                status, payload = 404, json_compact({"error": "no request recorded"})
+        elif route == ("POST", "reset"):
+            state.reset()
+        elif route == ("GET", "stats"):
+            payload = state.stats_json()
+        elif route != ("GET", "health"):
+            status, payload = 404, json_compact(
+                {"error": f"unknown control endpoint {self.command} {path}"})
+        self.send_response(status)
+        self.send_header("Content-Type", JSON_CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+        return status
+
+    # -- API endpoints -----------------------------------------------------
+
+    def directives(self, body):
+        """The x-mock header's directives, overridden key by key by body["mock"]."""
+        directives = {}
+        header = self.headers.get("x-mock")
+        if header:
+            parsed = json.loads(header)
+            if not isinstance(parsed, dict):
+                raise ValueError("x-mock header must hold a JSON object")
+            directives.update(parsed)
+        if isinstance(body, dict) and isinstance(body.get("mock"), dict):
+            directives.update(body["mock"])
+        return directives
+
+    def handle_api(self, record):
+        """Answer an API request; returns the outcome."""
+        body = record["body"]
+        d = self.directives(body)
+        if d.get("delay_headers") and self.client_gone_during(float(d["delay_headers"])):
+            return "client_gone"
+        if d.get("hangup_before_headers"):
+            self.hang_up()
+            return "hangup"
+        if d.get("malformed"):
+            self.wfile.write(b"garbage\r\n\r\n")
+            self.hang_up()
+            return "hangup"
+        body = body if isinstance(body, dict) else {}
+        model = body.get("model") if isinstance(body.get("model"), str) else DEFAULT_MODEL
+        if "status" in d or "error_body" in d:
+            status = int(d.get("status", 500))
+            payload = (str(d["error_body"]).encode() if "error_body" in d
+                       else canned_error(status, model))
+            return self.send_body(record, d, status, payload)
+        path = self.path.split("?", 1)[0]
+        route = {("POST", "chat/completions"): self.chat_completions,
+                 ("GET", "models"): self.models,
+                 ("POST", "embeddings"): self.embeddings}
+        handler = next((h for (method, suffix), h in route.items()
+                        if self.command == method and path.endswith("/" + suffix)), None)
+        if handler is None:
+            return self.send_body(record, d, 404,
+                                  error_body(f"Invalid URL ({self.command} {path})"))
+        if self.command == "POST" and not isinstance(record["body"], dict) and not d:
+            return self.send_body(record, d, 400, error_body(UNPARSABLE_JSON))
+        return handler(record, d, body, model)
+
+    def models(self, record, d, body, model):
+        return self.send_body(record, d, 200, json_pretty(models_list()))
+
+    def embeddings(self, record, d, body, model):
+        return self.send_body(record, d, 200, json_pretty(embeddings_response(body)))
+
+    def chat_completions(self, record, d, body, model):
+        messages = request_messages(body)
+        pieces = content_pieces(d, messages)
+        usage = usage_object(messages, pieces)
+        if not d.get("stream", body.get("stream")):
+            completion = completion_object(model, "".join(pieces), usage)
+            return self.send_body(record, d, 200, json_pretty(completion))
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        return self.stream(record, d, stream_events(model, pieces, usage, include_usage))
+
+    # -- response writing --------------------------------------------------
+
+    def send_api_headers(self, record, d, status, content_type, length=None):
+        """Status line and OpenAI-like headers; length None means a streamed body."""
+        self.server.state.update(record, status=status)
+        self.send_response(status)
+        for name, value in openai_headers(self.started):
+            self.send_header(name, value)
+        self.send_header("Content-Type", content_type)
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        elif self.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        if d.get("close") or (length is None and not self.chunked):
+            self.send_header("Connection", "close")
+        self.end_headers()
+
+    def send_body(self, record, d, status, payload):
+        self.send_api_headers(record, d, status, d.get("content_type", JSON_CONTENT_TYPE),
+                              len(payload))
+        self.wfile.write(payload)
+        return "ok"
+
+    def write_chunk(self, data):
+        """One HTTP chunk (raw bytes for HTTP/1.0 clients), sent in one write."""
+        if data:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+            self.wfile.flush()
+
+    def stream(self, record, d, events):
+        self.chunked = self.request_version != "HTTP/1.0"
+        hangup_after = d.get("hangup_after")
+        if hangup_after is not None:
+            events = events[:int(hangup_after)]
+        coalesce = max(1, int(d.get("coalesce", 1)))
+        groups = [events[i:i + coalesce] for i in range(0, len(events), coalesce)]
+        chunk_delay = float(d.get("chunk_delay", DEFAULT_CHUNK_DELAY))
+        state = self.server.state
+        self.send_api_headers(record, d, 200, d.get("content_type", SSE_CONTENT_TYPE))
+        state.adjust_streams(+1)
+        try:
+            if self.client_gone_during(float(d.get("first_chunk_delay", 0))):
+                return "client_gone"
+            for index, group in enumerate(groups):
+                if index and self.client_gone_during(chunk_delay):
+                    return "client_gone"
+                payload = b"".join(render_event(e, d.get("timestamps")) for e in group)
+                if d.get("split_events"):
+                    middle = len(payload) // 2
+                    self.write_chunk(payload[:middle])
+                    time.sleep(SPLIT_PAUSE)
+                    self.write_chunk(payload[middle:])
+                else:
+                    self.write_chunk(payload)
+                state.add_chunks(record, len(group))
+            if hangup_after is not None:
+                self.hang_up()
+                return "hangup"
+            if self.chunked:
+                self.wfile.write(b"0\r\n\r\n")
+            return "ok"
+        finally:
+            state.adjust_streams(-1)
+
+    def client_gone_during(self, seconds):
+        """Wait `seconds` while polling the socket; True as soon as the client has closed."""
+        poller = select.poll()
+        poller.register(self.connection, select.POLLIN | select.POLLPRI)
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            step = min(POLL_INTERVAL, remaining)
+            try:
+                if not poller.poll(step * 1000):
+                    continue
+                if not self.connection.recv(1, socket.MSG_PEEK):
+                    return True  # EOF
+            except OSError:
+                return True
+            time.sleep(step)  # readable but not EOF: early next request, keep waiting
+        return False
+
+    def hang_up(self):
+        """Close the TCP connection abruptly (no terminating chunk)."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.connection.close()
+
+    def fail(self, record, exc):
+        self.close_connection = True
+        if record["status"] is None:
+            try:
+                self.send_body(record, {"close": True}, 500,
+                               error_body(f"mock upstream error: {exc}", "server_error"))
+            except OSError:
+                pass
+
+
+class MockServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+
+    def __init__(self, address, quiet):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.state = MockState()
+        self.quiet = quiet
+        super().__init__(address, MockHandler)
+
+    def server_bind(self):
+        # HTTPServer.server_bind does a reverse DNS lookup, which can hang offline.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            sys.stderr.write("mock-upstream: error on connection from %s\n%s"
+                             % (client_address[0], traceback.format_exc()))
+        elif not self.quiet:
+            sys.stderr.write("mock-upstream: %s: %s\n" % (client_address[0], exc))
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description="Mock OpenAI-compatible upstream.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--port-file", help="write the port number here once listening")
+    parser.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    return parser.parse_args(argv)
+
+
+def write_port_file(path, port):
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(f"{port}\n")
+    os.rename(tmp, path)
+
+
+def raise_fd_limit():
+    """Many concurrent streams need many descriptors: lift the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def stop(signum, frame):
+    raise SystemExit(0)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    threading.stack_size(256 * 1024)
+    raise_fd_limit()
+    server = MockServer((args.host, args.port), args.quiet)
+    port = server.server_address[1]
+    if args.port_file:
+        write_port_file(args.port_file, port)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"mock-upstream listening on http://{host}:{port}", flush=True)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    except SystemExit:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
