@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that are missing for one purpose:
+#   build/deps.sh run    build the module and run it (quick start)
+#   build/deps.sh test   also everything the test suite needs
+# Installs only what is missing, so a second run costs nothing. Needs root
+# (or sudo) when something is missing.
+set -euo pipefail
+
+purpose=${1:-run}
+packages=(apache2 apache2-dev libcurl4-openssl-dev libjansson-dev make gcc
+          python3 ca-certificates curl)
+if [[ $purpose == test ]]; then
+    packages+=(python3-pytest libcmocka-dev pkg-config)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+
+echo "Installing missing packages: ${missing[*]}"
+sudo=()
+if [[ $(id -u) != 0 ]]; then
+    command -v sudo >/dev/null || { echo "run as root to install: ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

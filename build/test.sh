@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine:
+#   sudo bash build/test.sh
+# Installs what is missing, builds the module warning-free, runs the C unit
+# tests of the core and the integration tests against a real apache2.
+# OAIP_ASAN=1 builds the module with ASan+UBSan and preloads the runtime into
+# apache2 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash build/deps.sh test
+
+echo "== build"
+make -f Makefile.apxs clean >/dev/null
+if [[ ${OAIP_ASAN:-0} == 1 ]]; then
+    make -f Makefile.apxs asan >/dev/null
+    export OAIP_ASAN_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+else
+    make -f Makefile.apxs >/dev/null
+fi
+
+echo "== unit tests (core, under ASan+UBSan)"
+make -f Makefile.apxs unit
+
+echo "== integration tests (apache2 + mock upstream)"
+exec /usr/bin/python3 -m pytest -p no:cacheprovider -q tests/integration "$@"
