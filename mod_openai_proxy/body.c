@@ -37,7 +37,8 @@ int oaip_body_read(request_rec *r, apr_off_t limit, char **data, apr_size_t *len
         apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
                                          APR_BLOCK_READ, HUGE_STRING_LEN);
         if (rv != APR_SUCCESS) {
-            ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, r, "reading the request body failed");
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, r,
+                          "reading the request body failed");
             return ap_map_http_request_error(rv, HTTP_BAD_REQUEST);
         }
         for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);

@@ -24,7 +24,8 @@ void *oaip_create_dir_conf(apr_pool_t *p, char *dir)
 }
 
 #define MERGE_PTR(field) merged->field = add->field ? add->field : base->field
-#define MERGE_INT(field) merged->field = add->field != OAIP_UNSET ? add->field : base->field
+#define MERGE_INT(field)                                                                 \
+    merged->field = add->field != OAIP_UNSET ? add->field : base->field
 
 void *oaip_merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
 {
@@ -38,8 +39,7 @@ void *oaip_merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
     if (add->upstream) {
         merged->upstream = add->upstream;
         merged->chat_url = add->chat_url;
-    }
-    else {
+    } else {
         merged->upstream = base->upstream;
         merged->chat_url = base->chat_url;
     }
@@ -144,8 +144,7 @@ static const char *set_api_key(cmd_parms *cmd, void *dconf, const char *arg)
                                 cmd->cmd->name, arg + 4);
         }
         key = trim(apr_pstrdup(cmd->pool, key));
-    }
-    else if (strncmp(arg, "file:", 5) == 0) {
+    } else if (strncmp(arg, "file:", 5) == 0) {
         where = apr_psprintf(cmd->pool, "key file %s", arg + 5);
         if ((err = read_key_file(cmd, arg + 5, &key)) != NULL) {
             return err;
@@ -204,7 +203,8 @@ static const char *set_ca_file(cmd_parms *cmd, void *dconf, const char *arg)
     const char *full = ap_server_root_relative(cmd->pool, arg);
     apr_finfo_t info;
 
-    if (full == NULL || apr_stat(&info, full, APR_FINFO_TYPE, cmd->temp_pool) != APR_SUCCESS ||
+    if (full == NULL ||
+        apr_stat(&info, full, APR_FINFO_TYPE, cmd->temp_pool) != APR_SUCCESS ||
         info.filetype != APR_REG) {
         return apr_psprintf(cmd->pool, "%s: CA file %s does not exist or is not a file",
                             cmd->cmd->name, full ? full : arg);
@@ -293,11 +293,9 @@ static const char *set_error_format(cmd_parms *cmd, void *dconf, const char *arg
 
     if (strcasecmp(arg, "seed") == 0) {
         conf->error_format = OAIP_ERRFMT_SEED;
-    }
-    else if (strcasecmp(arg, "openai") == 0) {
+    } else if (strcasecmp(arg, "openai") == 0) {
         conf->error_format = OAIP_ERRFMT_OPENAI;
-    }
-    else {
+    } else {
         return apr_psprintf(cmd->pool, "%s: '%s' is not one of seed, openai",
                             cmd->cmd->name, arg);
     }
@@ -321,8 +319,9 @@ const command_rec oaip_directives[] = {
                     "https://host[:port], https://*.domain or *"),
     AP_INIT_TAKE2("OpenAIProxyDefault", set_default, NULL, OAIP_CONTEXT,
                   "A default for a request field: NAME JSON-VALUE, or NAME none"),
-    AP_INIT_TAKE1("OpenAIProxyMaxRequestBody", set_max_body, NULL, OAIP_CONTEXT,
-                  "Largest accepted request body in bytes (K, M, G suffixes; default 8M)"),
+    AP_INIT_TAKE1(
+        "OpenAIProxyMaxRequestBody", set_max_body, NULL, OAIP_CONTEXT,
+        "Largest accepted request body in bytes (K, M, G suffixes; default 8M)"),
     AP_INIT_FLAG("OpenAIProxyAllowClientKey", set_allow_client_key, NULL, OAIP_CONTEXT,
                  "On: a request header x-openai-key replaces the configured key"),
     AP_INIT_TAKE1("OpenAIProxyErrorFormat", set_error_format, NULL, OAIP_CONTEXT,

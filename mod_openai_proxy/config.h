@@ -15,14 +15,14 @@ typedef struct {
     /* "Authorization: Bearer <key>", ready for libcurl; NULL when unset.
      * The key itself is kept nowhere else and never logged. */
     const char *auth_header;
-    const char *upstream;      /* base URL, no trailing slash; NULL: unset */
-    const char *chat_url;      /* upstream + "/chat/completions" */
-    const char *ca_file;       /* NULL: unset (system store) */
+    const char *upstream;         /* base URL, no trailing slash; NULL: unset */
+    const char *chat_url;         /* upstream + "/chat/completions" */
+    const char *ca_file;          /* NULL: unset (system store) */
     apr_array_header_t *origins;  /* oaip_origin_rule; NULL: unset */
     apr_array_header_t *defaults; /* oaip_default, merged by name */
-    apr_off_t max_body;        /* OAIP_UNSET */
-    int allow_client_key;      /* OAIP_UNSET, 0, 1 */
-    int error_format;          /* oaip_error_format */
+    apr_off_t max_body;           /* OAIP_UNSET */
+    int allow_client_key;         /* OAIP_UNSET, 0, 1 */
+    int error_format;             /* oaip_error_format */
 } oaip_dir_conf;
 
 extern const command_rec oaip_directives[];

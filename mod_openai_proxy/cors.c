@@ -61,14 +61,14 @@ static int split_origin(const char *s, origin_parts *out)
             return 0;
         }
         p++;
-    }
-    else {
+    } else {
         while (is_host_char(*p)) {
             p++;
         }
     }
     out->host_len = (apr_size_t)(p - out->host);
-    if (out->host_len == 0 || out->host[out->host_len - 1] == '.' || out->host[0] == '.') {
+    if (out->host_len == 0 || out->host[out->host_len - 1] == '.' ||
+        out->host[0] == '.') {
         return 0;
     }
     if (*p == ':') {
@@ -232,9 +232,9 @@ static int header_listed(const char *list, const char *name, apr_size_t len)
 
 const char *oaip_cors_allow_headers(apr_pool_t *p, const char *requested)
 {
-    const char *list = apr_pstrcat(p, always_allowed_headers[0], ", ",
-                                   always_allowed_headers[1], ", ",
-                                   always_allowed_headers[2], NULL);
+    const char *list =
+        apr_pstrcat(p, always_allowed_headers[0], ", ", always_allowed_headers[1], ", ",
+                    always_allowed_headers[2], NULL);
     const char *s = requested;
 
     while (s != NULL && *s) {

@@ -7,16 +7,17 @@
 
 /* One entry of OpenAIProxyAllowOrigin. */
 typedef struct {
-    int any;              /* "*" */
-    const char *scheme;   /* lower case */
-    const char *host;     /* lower case; for a wildcard the suffix after "*." */
-    int wildcard_host;    /* host given as "*.example.com": subdomains only, not the apex */
-    int port;             /* explicit or the scheme's default; 0 when neither */
+    int any;            /* "*" */
+    const char *scheme; /* lower case */
+    const char *host;   /* lower case; for a wildcard the suffix after "*." */
+    int wildcard_host;  /* host given as "*.example.com": subdomains only, not the apex */
+    int port;           /* explicit or the scheme's default; 0 when neither */
 } oaip_origin_rule;
 
 /* Parses an OpenAIProxyAllowOrigin value. Returns NULL on success, else a
  * sentence saying what is wrong (for the config error). */
-const char *oaip_origin_rule_parse(apr_pool_t *p, const char *text, oaip_origin_rule *out);
+const char *oaip_origin_rule_parse(apr_pool_t *p, const char *text,
+                                   oaip_origin_rule *out);
 
 /* Whether the request's Origin header value is allowed by `rules` (an array of
  * oaip_origin_rule). A malformed origin, "null" included, never matches

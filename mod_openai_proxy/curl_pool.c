@@ -102,8 +102,7 @@ CURL *oaip_curl_acquire(void)
     apr_thread_mutex_unlock(idle_lock);
     if (handle == NULL) {
         handle = curl_easy_init();
-    }
-    else {
+    } else {
         /* keeps live connections, the DNS cache and TLS sessions */
         curl_easy_reset(handle);
     }

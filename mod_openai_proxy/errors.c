@@ -7,11 +7,12 @@
 
 static const oaip_error_info error_table[OAIP_ERR__COUNT] = {
     [OAIP_ERR_EMPTY_BODY] = {400, "Invalid JSON", "invalid_request_error", "empty_body"},
-    [OAIP_ERR_INVALID_JSON] = {400, "Invalid JSON", "invalid_request_error", "invalid_json"},
+    [OAIP_ERR_INVALID_JSON] = {400, "Invalid JSON", "invalid_request_error",
+                               "invalid_json"},
     [OAIP_ERR_NOT_OBJECT] = {400, "Invalid request", "invalid_request_error",
                              "invalid_body"},
-    [OAIP_ERR_INVALID_MESSAGES] = {400, "Invalid messages format", "invalid_request_error",
-                                   "invalid_messages"},
+    [OAIP_ERR_INVALID_MESSAGES] = {400, "Invalid messages format",
+                                   "invalid_request_error", "invalid_messages"},
     [OAIP_ERR_BAD_REQUEST] = {400, "Bad Request", "invalid_request_error", "bad_request"},
     [OAIP_ERR_ORIGIN_FORBIDDEN] = {403, "Origin Not Allowed", "invalid_request_error",
                                    "origin_not_allowed"},
@@ -24,7 +25,8 @@ static const oaip_error_info error_table[OAIP_ERR__COUNT] = {
                                "request_timeout"},
     [OAIP_ERR_NO_API_KEY] = {500, "Configuration Error", "server_error",
                              "api_key_not_configured"},
-    [OAIP_ERR_INTERNAL] = {500, "Internal Server Error", "server_error", "internal_error"},
+    [OAIP_ERR_INTERNAL] = {500, "Internal Server Error", "server_error",
+                           "internal_error"},
     [OAIP_ERR_UPSTREAM_UNREACHABLE] = {502, "Bad Gateway", "upstream_error",
                                        "upstream_unreachable"},
     [OAIP_ERR_UPSTREAM_INVALID] = {502, "Bad Gateway", "upstream_error",
@@ -99,8 +101,7 @@ const char *oaip_error_body(apr_pool_t *p, oaip_error_format fmt, oaip_error_kin
     }
     if (fmt == OAIP_ERRFMT_OPENAI) {
         body = openai_shape(info, detail);
-    }
-    else {
+    } else {
         body = json_pack("{s:s,s:o}", "error", info->title, "message", json_text(detail));
     }
     return dump_to_pool(p, body);
@@ -113,6 +114,6 @@ const char *oaip_error_sse_event(apr_pool_t *p, oaip_error_kind kind, const char
     if (detail == NULL) {
         detail = info->title;
     }
-    return apr_pstrcat(p, "event: error\ndata: ", dump_to_pool(p, openai_shape(info, detail)),
-                       "\n\n", NULL);
+    return apr_pstrcat(p, "event: error\ndata: ",
+                       dump_to_pool(p, openai_shape(info, detail)), "\n\n", NULL);
 }

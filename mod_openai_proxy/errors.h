@@ -6,7 +6,7 @@
 
 typedef enum {
     OAIP_ERRFMT_UNSET = -1,
-    OAIP_ERRFMT_SEED = 0, /* {"error":"<title>","message":"<detail>"} like the Worker */
+    OAIP_ERRFMT_SEED = 0,  /* {"error":"<title>","message":"<detail>"} like the Worker */
     OAIP_ERRFMT_OPENAI = 1 /* {"error":{"message","type","param","code"}} for SDKs */
 } oaip_error_format;
 

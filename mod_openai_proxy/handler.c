@@ -18,7 +18,8 @@ static int send_error(request_rec *r, const oaip_dir_conf *conf, oaip_error_kind
                       const char *detail)
 {
     const oaip_error_info *info = oaip_error_info_get(kind);
-    const char *body = oaip_error_body(r->pool, oaip_conf_error_format(conf), kind, detail);
+    const char *body =
+        oaip_error_body(r->pool, oaip_conf_error_format(conf), kind, detail);
     apr_size_t len = strlen(body);
 
     ap_log_rerror(APLOG_MARK, info->status >= 500 ? APLOG_ERR : APLOG_INFO, 0, r,
@@ -49,8 +50,8 @@ static int is_same_origin(request_rec *r, const char *origin)
 {
     const char *host = apr_table_get(r->headers_in, "Host");
 
-    return host != NULL &&
-           strcasecmp(origin, apr_pstrcat(r->pool, ap_http_scheme(r), "://", host, NULL)) == 0;
+    return host != NULL && strcasecmp(origin, apr_pstrcat(r->pool, ap_http_scheme(r),
+                                                          "://", host, NULL)) == 0;
 }
 
 /* Sets the CORS response headers (in err_headers_out, so that every answer,
@@ -120,12 +121,14 @@ static int is_chat_path(request_rec *r)
         }
     }
     return strcmp(sub, "") == 0 || strcmp(sub, "/") == 0 ||
-           strcmp(sub, "/chat/completions") == 0 || strcmp(sub, "/chat/completions/") == 0;
+           strcmp(sub, "/chat/completions") == 0 ||
+           strcmp(sub, "/chat/completions/") == 0;
 }
 
 /* The Authorization line for the upstream: the client's own key where the
  * operator allows it, else the configured one. NULL: no key at all. */
-static const char *choose_auth(request_rec *r, const oaip_dir_conf *conf, int *bad_client_key)
+static const char *choose_auth(request_rec *r, const oaip_dir_conf *conf,
+                               int *bad_client_key)
 {
     const char *client_key = apr_table_get(r->headers_in, "x-openai-key");
 
@@ -147,11 +150,12 @@ static int body_error(request_rec *r, const oaip_dir_conf *conf, int status)
 {
     switch (status) {
     case HTTP_REQUEST_ENTITY_TOO_LARGE:
-        return send_error(r, conf, OAIP_ERR_BODY_TOO_LARGE,
-                          apr_psprintf(r->pool,
-                                       "The request body is larger than the %" APR_OFF_T_FMT
-                                       " bytes this endpoint accepts",
-                                       oaip_conf_max_body(conf)));
+        return send_error(
+            r, conf, OAIP_ERR_BODY_TOO_LARGE,
+            apr_psprintf(r->pool,
+                         "The request body is larger than the %" APR_OFF_T_FMT
+                         " bytes this endpoint accepts",
+                         oaip_conf_max_body(conf)));
     case HTTP_REQUEST_TIME_OUT:
         r->connection->keepalive = AP_CONN_CLOSE;
         return send_error(r, conf, OAIP_ERR_BODY_TIMEOUT,

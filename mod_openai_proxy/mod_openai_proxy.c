@@ -14,7 +14,9 @@ static int oaip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
 {
     (void)plog;
     (void)ptemp;
-    return oaip_upstream_global_init(pconf, s) == APR_SUCCESS ? OK : HTTP_INTERNAL_SERVER_ERROR;
+    return oaip_upstream_global_init(pconf, s) == APR_SUCCESS
+               ? OK
+               : HTTP_INTERNAL_SERVER_ERROR;
 }
 
 static void oaip_child_init(apr_pool_t *pchild, server_rec *s)

@@ -208,8 +208,8 @@ static void build_body(apr_pool_t *p, const char *body, apr_size_t len, json_t *
 }
 
 /* The value a request ends up with for `name`: its own, else the default. */
-static json_t *value_after_defaults(json_t *object,
-                                    const apr_array_header_t *defaults, const char *name)
+static json_t *value_after_defaults(json_t *object, const apr_array_header_t *defaults,
+                                    const char *name)
 {
     json_t *own = json_object_get(object, name);
     int i;
@@ -227,8 +227,9 @@ static json_t *value_after_defaults(json_t *object,
 }
 
 int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
-                              const apr_array_header_t *configured, oaip_chat_request *out,
-                              oaip_error_kind *kind, const char **detail)
+                              const apr_array_header_t *configured,
+                              oaip_chat_request *out, oaip_error_kind *kind,
+                              const char **detail)
 {
     apr_array_header_t *defaults;
     json_error_t error;
@@ -238,14 +239,16 @@ int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
     for (i = 0; i < len && apr_isspace(body[i]); i++) {
     }
     if (i == len) {
-        return fail(kind, detail, OAIP_ERR_EMPTY_BODY,
-                    "The request body is empty; send a JSON object with a messages array");
+        return fail(
+            kind, detail, OAIP_ERR_EMPTY_BODY,
+            "The request body is empty; send a JSON object with a messages array");
     }
     object = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &error);
     if (object == NULL) {
         return fail(kind, detail, OAIP_ERR_INVALID_JSON,
-                    apr_psprintf(p, "The request body is not valid JSON: %s (line %d, "
-                                    "column %d)",
+                    apr_psprintf(p,
+                                 "The request body is not valid JSON: %s (line %d, "
+                                 "column %d)",
                                  error.text, error.line, error.column));
     }
     if (!json_is_object(object)) {
@@ -256,10 +259,9 @@ int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
     }
     messages = json_object_get(object, "messages");
     if (!json_is_array(messages)) {
-        *detail = messages == NULL
-                      ? "The request must contain a messages array"
-                      : apr_psprintf(p, "messages must be an array, not %s",
-                                     json_type_name(messages));
+        *detail = messages == NULL ? "The request must contain a messages array"
+                                   : apr_psprintf(p, "messages must be an array, not %s",
+                                                  json_type_name(messages));
         json_decref(object);
         return fail(kind, detail, OAIP_ERR_INVALID_MESSAGES, *detail);
     }

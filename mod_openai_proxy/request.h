@@ -16,10 +16,10 @@ typedef struct {
 
 /* What the handler needs to know about a validated request. */
 typedef struct {
-    const char *body;   /* the body to send upstream */
+    const char *body; /* the body to send upstream */
     apr_size_t body_len;
-    int stream;         /* "stream": true after defaults */
-    const char *model;  /* after defaults; NULL when not a string */
+    int stream;        /* "stream": true after defaults */
+    const char *model; /* after defaults; NULL when not a string */
 } oaip_chat_request;
 
 /* Validates a client body and applies defaults: the built-in ones (model,
@@ -29,8 +29,9 @@ typedef struct {
  * defaults are appended to the object. On failure returns the error kind and
  * sets *detail to a sentence for the client. */
 int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
-                              const apr_array_header_t *configured, oaip_chat_request *out,
-                              oaip_error_kind *kind, const char **detail);
+                              const apr_array_header_t *configured,
+                              oaip_chat_request *out, oaip_error_kind *kind,
+                              const char **detail);
 
 /* Parses an OpenAIProxyDefault value: JSON, or a bare word taken as a string
  * (so `OpenAIProxyDefault model gpt-4o-mini` works), or "none". Sets *json to

@@ -18,7 +18,7 @@ typedef enum { RELAY_UNDECIDED, RELAY_STREAM, RELAY_BUFFER } relay_mode;
 typedef struct {
     request_rec *r;
     apr_bucket_brigade *bb;
-    long status;             /* of the last status line seen */
+    long status; /* of the last status line seen */
     const char *content_type;
     apr_table_t *pass_headers;
     relay_mode mode;
@@ -43,7 +43,8 @@ void oaip_upstream_child_init(apr_pool_t *pchild, server_rec *s)
     apr_status_t rv = oaip_curl_pool_child_init(pchild);
 
     if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "cannot set up the libcurl handle pool");
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
+                     "cannot set up the libcurl handle pool");
     }
 }
 
@@ -94,8 +95,7 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
     }
     if ((size_t)(colon - line) == 12 && strncasecmp(line, "content-type", 12) == 0) {
         x->content_type = apr_pstrndup(x->r->pool, value, (apr_size_t)(end - value));
-    }
-    else if (is_passed_header(line, (apr_size_t)(colon - line))) {
+    } else if (is_passed_header(line, (apr_size_t)(colon - line))) {
         apr_table_addn(x->pass_headers,
                        apr_pstrndup(x->r->pool, line, (apr_size_t)(colon - line)),
                        apr_pstrndup(x->r->pool, value, (apr_size_t)(end - value)));
@@ -148,7 +148,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
     apr_status_t rv;
 
     if (x->mode == RELAY_UNDECIDED) {
-        int streaming = x->status >= 200 && x->status < 300 && is_event_stream(x->content_type);
+        int streaming =
+            x->status >= 200 && x->status < 300 && is_event_stream(x->content_type);
         x->mode = streaming ? RELAY_STREAM : RELAY_BUFFER;
         if (streaming) {
             start_stream(x);
@@ -263,8 +264,8 @@ static void end_stream_with_error(exchange *x, oaip_error_kind kind, const char 
 
     /* an event cut in the middle would swallow ours: close it first */
     APR_BRIGADE_INSERT_TAIL(x->bb, apr_bucket_immortal_create("\n\n", 2, ba));
-    APR_BRIGADE_INSERT_TAIL(x->bb, apr_bucket_pool_create(event, strlen(event),
-                                                          x->r->pool, ba));
+    APR_BRIGADE_INSERT_TAIL(x->bb,
+                            apr_bucket_pool_create(event, strlen(event), x->r->pool, ba));
     APR_BRIGADE_INSERT_TAIL(x->bb, apr_bucket_flush_create(ba));
     ap_pass_brigade(x->r->output_filters, x->bb);
     apr_brigade_cleanup(x->bb);
@@ -315,21 +316,23 @@ static void finish(exchange *x, CURLcode code, const char *errbuf,
         return;
     }
     outcome->error = classify_failure(code);
-    outcome->error_detail = apr_psprintf(
-        r->pool, "%s (%s)",
-        outcome->error == OAIP_ERR_UPSTREAM_TIMEOUT ? "The upstream API did not answer in time"
-        : outcome->error == OAIP_ERR_UPSTREAM_UNREACHABLE
-            ? "Could not reach the upstream API"
-            : "The upstream API failed to send a valid response",
-        reason);
+    outcome->error_detail =
+        apr_psprintf(r->pool, "%s (%s)",
+                     outcome->error == OAIP_ERR_UPSTREAM_TIMEOUT
+                         ? "The upstream API did not answer in time"
+                     : outcome->error == OAIP_ERR_UPSTREAM_UNREACHABLE
+                         ? "Could not reach the upstream API"
+                         : "The upstream API failed to send a valid response",
+                     reason);
     if (x->mode == RELAY_STREAM) {
         end_stream_with_error(x, outcome->error, outcome->error_detail);
         outcome->responded = 1;
     }
 }
 
-void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf, const char *auth_header,
-                        const oaip_chat_request *req, oaip_upstream_outcome *outcome)
+void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf,
+                        const char *auth_header, const oaip_chat_request *req,
+                        oaip_upstream_outcome *outcome)
 {
     char errbuf[CURL_ERROR_SIZE] = "";
     struct curl_slist *headers;
@@ -362,9 +365,9 @@ void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf, const char *a
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
     curl_slist_free_all(headers);
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
-                  "upstream answered %ld (%s), curl: %s", x.status,
-                  x.mode == RELAY_STREAM ? "stream" : "whole", curl_easy_strerror(code));
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "upstream answered %ld (%s), curl: %s",
+                  x.status, x.mode == RELAY_STREAM ? "stream" : "whole",
+                  curl_easy_strerror(code));
     finish(&x, code, errbuf, outcome);
     oaip_curl_release(h);
 }

@@ -17,16 +17,17 @@ void oaip_upstream_child_init(apr_pool_t *pchild, server_rec *s);
 
 /* Where an exchange ended up. */
 typedef struct {
-    int responded;             /* something was sent to the client */
-    oaip_error_kind error;     /* when !responded: the error to answer with */
-    const char *error_detail;  /* sentence for the client, no secrets */
+    int responded;            /* something was sent to the client */
+    oaip_error_kind error;    /* when !responded: the error to answer with */
+    const char *error_detail; /* sentence for the client, no secrets */
 } oaip_upstream_outcome;
 
 /* Sends `req` to the chat endpoint with `auth_header` and relays the answer:
  * a stream chunk by chunk with a flush each, anything else whole, with the
  * upstream's status, content type and pass-through headers. */
-void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf, const char *auth_header,
-                        const oaip_chat_request *req, oaip_upstream_outcome *outcome);
+void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf,
+                        const char *auth_header, const oaip_chat_request *req,
+                        oaip_upstream_outcome *outcome);
 
 /* Response headers of the upstream that reach the client (lower case). */
 #define OAIP_EXPOSED_HEADERS                                                             \
