@@ -131,15 +131,25 @@ static apr_array_header_t *effective_defaults(apr_pool_t *p,
     return list;
 }
 
-static int default_applies(json_t *object, const oaip_default *d)
+static int in_defaults(const apr_array_header_t *defaults, const char *name)
+{
+    return find_default(defaults, name) != NULL;
+}
+
+/* max_tokens and max_completion_tokens exclude each other: newer models
+ * refuse a request with both, and the newer field wins. */
+static int default_applies(json_t *object, const apr_array_header_t *defaults,
+                           const oaip_default *d)
 {
     if (json_object_get(object, d->name) != NULL) {
         return 0;
     }
-    /* newer models reject max_tokens next to max_completion_tokens */
-    if (strcmp(d->name, "max_tokens") == 0 &&
-        json_object_get(object, "max_completion_tokens") != NULL) {
-        return 0;
+    if (strcmp(d->name, "max_tokens") == 0) {
+        return json_object_get(object, "max_completion_tokens") == NULL &&
+               !in_defaults(defaults, "max_completion_tokens");
+    }
+    if (strcmp(d->name, "max_completion_tokens") == 0) {
+        return json_object_get(object, "max_tokens") == NULL;
     }
     return 1;
 }
@@ -187,7 +197,7 @@ static void build_body(apr_pool_t *p, const char *body, apr_size_t len, json_t *
     close--; /* index of the closing brace; the parser guarantees one */
     for (i = 0; i < defaults->nelts; i++) {
         const oaip_default *d = &APR_ARRAY_IDX(defaults, i, oaip_default);
-        if (default_applies(object, d)) {
+        if (default_applies(object, defaults, d)) {
             extra += strlen(d->name) + strlen(d->json) + 4; /* ,"": */
         }
     }
@@ -196,7 +206,7 @@ static void build_body(apr_pool_t *p, const char *body, apr_size_t len, json_t *
     at = close;
     for (i = 0; i < defaults->nelts; i++) {
         const oaip_default *d = &APR_ARRAY_IDX(defaults, i, oaip_default);
-        if (default_applies(object, d)) {
+        if (default_applies(object, defaults, d)) {
             at += (apr_size_t)apr_snprintf(text + at, close + extra + 2 - at,
                                            ",\"%s\":%s", d->name, d->json);
         }
@@ -236,7 +246,7 @@ int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
     json_t *object, *messages, *stream, *model;
     apr_size_t i;
 
-    for (i = 0; i < len && apr_isspace(body[i]); i++) {
+    for (i = 0; i < len && strchr(" \t\r\n", body[i]) != NULL && body[i] != '\0'; i++) {
     }
     if (i == len) {
         return fail(

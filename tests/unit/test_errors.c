@@ -1,0 +1,356 @@
+/* JSON error bodies and the SSE error event. */
+#include "unit.h"
+
+#include <apr_strings.h>
+#include <string.h>
+
+#include "errors.h"
+
+#define SSE_PREFIX "event: error\ndata: "
+#define SSE_SUFFIX "\n\n"
+
+static const oaip_error_format formats[] = {OAIP_ERRFMT_SEED, OAIP_ERRFMT_OPENAI};
+
+static json_t *parse_body(apr_pool_t *p, const char *body)
+{
+    json_t *value;
+
+    assert_non_null(body);
+    value = unit_json_parse(p, body, strlen(body));
+    assert_true(json_is_object(value));
+    return value;
+}
+
+static const char *string_member(json_t *object, const char *name)
+{
+    json_t *member = json_object_get(object, name);
+
+    if (!json_is_string(member)) {
+        fail_msg("\"%s\" is missing or not a string", name);
+    }
+    return json_string_value(member);
+}
+
+/* The human message of a body in either format. */
+static const char *message_of(json_t *body, oaip_error_format fmt)
+{
+    return string_member(
+        fmt == OAIP_ERRFMT_OPENAI ? json_object_get(body, "error") : body, "message");
+}
+
+/* {"error":{"message","type","param":null,"code"}} with the values of `kind`;
+ * returns the message. */
+static const char *check_openai_shape(json_t *body, oaip_error_kind kind)
+{
+    const oaip_error_info *info = oaip_error_info_get(kind);
+    json_t *error = json_object_get(body, "error");
+
+    assert_int_equal(json_object_size(body), 1);
+    assert_true(json_is_object(error));
+    assert_int_equal(json_object_size(error), 4);
+    assert_string_equal(string_member(error, "type"), info->type);
+    assert_string_equal(string_member(error, "code"), info->code);
+    assert_true(json_is_null(json_object_get(error, "param")));
+    return string_member(error, "message");
+}
+
+/* {"error":"<title>","message":"<detail>"}; returns the message. */
+static const char *check_seed_shape(json_t *body, oaip_error_kind kind)
+{
+    assert_int_equal(json_object_size(body), 2);
+    assert_string_equal(string_member(body, "error"), oaip_error_info_get(kind)->title);
+    return string_member(body, "message");
+}
+
+/* The JSON of the event's single data line. */
+static json_t *parse_sse_event(apr_pool_t *p, const char *event)
+{
+    size_t len;
+    const char *data;
+
+    assert_non_null(event);
+    len = strlen(event);
+    if (strncmp(event, SSE_PREFIX, strlen(SSE_PREFIX)) != 0) {
+        fail_msg("event does not start with the error prefix: %.200s", event);
+    }
+    assert_true(len >= strlen(SSE_PREFIX) + strlen(SSE_SUFFIX));
+    assert_string_equal(event + len - strlen(SSE_SUFFIX), SSE_SUFFIX);
+    data = event + strlen(SSE_PREFIX);
+    len -= strlen(SSE_PREFIX) + strlen(SSE_SUFFIX);
+    /* one data line: no line break inside the JSON */
+    assert_null(memchr(data, '\n', len));
+    assert_null(memchr(data, '\r', len));
+    return unit_json_parse(p, data, len);
+}
+
+/* ---- oaip_error_info_get ---- */
+
+static void test_status_per_kind(void **state)
+{
+    static const struct {
+        oaip_error_kind kind;
+        int status;
+    } cases[] = {
+        {OAIP_ERR_EMPTY_BODY, 400},
+        {OAIP_ERR_INVALID_JSON, 400},
+        {OAIP_ERR_NOT_OBJECT, 400},
+        {OAIP_ERR_INVALID_MESSAGES, 400},
+        {OAIP_ERR_BAD_REQUEST, 400},
+        {OAIP_ERR_ORIGIN_FORBIDDEN, 403},
+        {OAIP_ERR_NOT_FOUND, 404},
+        {OAIP_ERR_METHOD_NOT_ALLOWED, 405},
+        {OAIP_ERR_BODY_TIMEOUT, 408},
+        {OAIP_ERR_BODY_TOO_LARGE, 413},
+        {OAIP_ERR_NO_API_KEY, 500},
+        {OAIP_ERR_INTERNAL, 500},
+        {OAIP_ERR_UPSTREAM_UNREACHABLE, 502},
+        {OAIP_ERR_UPSTREAM_INVALID, 502},
+        {OAIP_ERR_TOO_MANY_STREAMS, 503},
+        {OAIP_ERR_UPSTREAM_TIMEOUT, 504},
+    };
+    size_t i;
+
+    (void)state;
+    assert_int_equal(N_ELEMS(cases), OAIP_ERR__COUNT);
+    for (i = 0; i < N_ELEMS(cases); i++) {
+        const oaip_error_info *info = oaip_error_info_get(cases[i].kind);
+        assert_non_null(info);
+        if (info->status != cases[i].status) {
+            fail_msg("kind %d: status %d, expected %d", (int)cases[i].kind, info->status,
+                     cases[i].status);
+        }
+    }
+}
+
+static void test_every_kind_is_described(void **state)
+{
+    int kind;
+
+    (void)state;
+    for (kind = 0; kind < OAIP_ERR__COUNT; kind++) {
+        const oaip_error_info *info = oaip_error_info_get((oaip_error_kind)kind);
+        if (info->title == NULL || info->type == NULL || info->code == NULL ||
+            *info->title == '\0' || *info->type == '\0' || *info->code == '\0') {
+            fail_msg("kind %d has no title, type or code", kind);
+        }
+    }
+}
+
+static void test_out_of_range_kind_is_internal(void **state)
+{
+    const oaip_error_info *internal = oaip_error_info_get(OAIP_ERR_INTERNAL);
+    apr_pool_t *p = *state;
+
+    assert_int_equal(internal->status, 500);
+    assert_ptr_equal(oaip_error_info_get(OAIP_ERR__COUNT), internal);
+    assert_ptr_equal(oaip_error_info_get((oaip_error_kind)1000), internal);
+    assert_ptr_equal(oaip_error_info_get((oaip_error_kind)-1), internal);
+    check_openai_shape(
+        parse_body(p, oaip_error_body(p, OAIP_ERRFMT_OPENAI, (oaip_error_kind)-7, NULL)),
+        OAIP_ERR_INTERNAL);
+    check_seed_shape(
+        parse_body(p, oaip_error_body(p, OAIP_ERRFMT_SEED, OAIP_ERR__COUNT, "x")),
+        OAIP_ERR_INTERNAL);
+}
+
+/* ---- oaip_error_body ---- */
+
+static void test_seed_format(void **state)
+{
+    apr_pool_t *p = *state;
+    const char *body = oaip_error_body(p, OAIP_ERRFMT_SEED, OAIP_ERR_INVALID_MESSAGES,
+                                       "messages must be an array, not a string");
+
+    assert_string_equal(check_seed_shape(parse_body(p, body), OAIP_ERR_INVALID_MESSAGES),
+                        "messages must be an array, not a string");
+    assert_string_equal(oaip_error_info_get(OAIP_ERR_INVALID_MESSAGES)->title,
+                        "Invalid messages format");
+}
+
+static void test_seed_format_null_detail(void **state)
+{
+    apr_pool_t *p = *state;
+    const char *body =
+        oaip_error_body(p, OAIP_ERRFMT_SEED, OAIP_ERR_BODY_TOO_LARGE, NULL);
+
+    assert_string_equal(check_seed_shape(parse_body(p, body), OAIP_ERR_BODY_TOO_LARGE),
+                        oaip_error_info_get(OAIP_ERR_BODY_TOO_LARGE)->title);
+}
+
+static void test_openai_format(void **state)
+{
+    apr_pool_t *p = *state;
+    const char *body = oaip_error_body(p, OAIP_ERRFMT_OPENAI, OAIP_ERR_ORIGIN_FORBIDDEN,
+                                       "Origin https://evil.com is not allowed");
+
+    assert_string_equal(
+        check_openai_shape(parse_body(p, body), OAIP_ERR_ORIGIN_FORBIDDEN),
+        "Origin https://evil.com is not allowed");
+}
+
+static void test_openai_format_null_detail(void **state)
+{
+    apr_pool_t *p = *state;
+    const char *body =
+        oaip_error_body(p, OAIP_ERRFMT_OPENAI, OAIP_ERR_UPSTREAM_TIMEOUT, NULL);
+
+    assert_string_equal(
+        check_openai_shape(parse_body(p, body), OAIP_ERR_UPSTREAM_TIMEOUT),
+        oaip_error_info_get(OAIP_ERR_UPSTREAM_TIMEOUT)->title);
+}
+
+static void test_every_kind_in_both_formats(void **state)
+{
+    apr_pool_t *p = *state;
+    int kind;
+
+    for (kind = 0; kind < OAIP_ERR__COUNT; kind++) {
+        check_seed_shape(parse_body(p, oaip_error_body(p, OAIP_ERRFMT_SEED, kind, "d")),
+                         kind);
+        check_openai_shape(
+            parse_body(p, oaip_error_body(p, OAIP_ERRFMT_OPENAI, kind, "d")), kind);
+    }
+}
+
+/* Details made of valid UTF-8 come back exactly, whatever they contain. */
+static void test_hostile_detail_round_trips(void **state)
+{
+    static const char *const details[] = {
+        "",
+        "quote \" backslash \\ slash /",
+        "\"}],\"injected\":true,\"x\":[{\"",
+        "line\nbreak\r\nand\ttab",
+        "control \x01\x02\x1b[31m\x1f\x7f bytes",
+        "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80",
+        "</script><script>alert(1)</script>",
+        "%s%n%x",
+    };
+    apr_pool_t *p = *state;
+    size_t i, f;
+
+    for (i = 0; i < N_ELEMS(details); i++) {
+        for (f = 0; f < N_ELEMS(formats); f++) {
+            json_t *body = parse_body(
+                p, oaip_error_body(p, formats[f], OAIP_ERR_BAD_REQUEST, details[i]));
+            assert_string_equal(message_of(body, formats[f]), details[i]);
+        }
+    }
+}
+
+/* A message made from "bad <invalid bytes> bytes" kept its ASCII around them. */
+static void assert_keeps_ascii(const char *message)
+{
+    size_t len = strlen(message);
+
+    if (len < strlen("bad  bytes") || strncmp(message, "bad ", 4) != 0 ||
+        strcmp(message + len - 6, " bytes") != 0) {
+        fail_msg("message lost its text: \"%s\"", message);
+    }
+}
+
+/* Details that are not UTF-8 still give valid JSON, keeping their ASCII. */
+static void test_invalid_utf8_detail(void **state)
+{
+    static const char *const middles[] = {
+        "\xff\xfe",         /* never valid */
+        "\xc3",             /* truncated sequence */
+        "\xc0\xaf",         /* overlong '/' */
+        "\xed\xa0\x80",     /* UTF-16 surrogate */
+        "\xf4\x90\x80\x80", /* beyond U+10FFFF */
+        "\x80\xc3\xa9\xff", /* a valid character between invalid bytes */
+        "\n\xff\"",         /* with characters that need escaping */
+    };
+    apr_pool_t *p = *state;
+    size_t i, f;
+
+    for (i = 0; i < N_ELEMS(middles); i++) {
+        const char *detail = apr_pstrcat(p, "bad ", middles[i], " bytes", NULL);
+        const char *event = oaip_error_sse_event(p, OAIP_ERR_BAD_REQUEST, detail);
+        for (f = 0; f < N_ELEMS(formats); f++) {
+            assert_keeps_ascii(
+                message_of(parse_body(p, oaip_error_body(p, formats[f],
+                                                         OAIP_ERR_BAD_REQUEST, detail)),
+                           formats[f]));
+        }
+        assert_keeps_ascii(
+            check_openai_shape(parse_sse_event(p, event), OAIP_ERR_BAD_REQUEST));
+    }
+}
+
+static void test_long_detail(void **state)
+{
+    apr_pool_t *p = *state;
+    char *detail = apr_palloc(p, 100001);
+    size_t f;
+
+    memset(detail, '"', 100000);
+    detail[100000] = '\0';
+    for (f = 0; f < N_ELEMS(formats); f++) {
+        json_t *body =
+            parse_body(p, oaip_error_body(p, formats[f], OAIP_ERR_BAD_REQUEST, detail));
+        assert_string_equal(message_of(body, formats[f]), detail);
+    }
+}
+
+/* ---- oaip_error_sse_event ---- */
+
+static void test_sse_event(void **state)
+{
+    apr_pool_t *p = *state;
+    const char *event =
+        oaip_error_sse_event(p, OAIP_ERR_UPSTREAM_INVALID, "upstream said no");
+
+    assert_string_equal(
+        check_openai_shape(parse_sse_event(p, event), OAIP_ERR_UPSTREAM_INVALID),
+        "upstream said no");
+}
+
+static void test_sse_event_null_detail(void **state)
+{
+    apr_pool_t *p = *state;
+    const char *event = oaip_error_sse_event(p, OAIP_ERR_UPSTREAM_TIMEOUT, NULL);
+
+    assert_string_equal(
+        check_openai_shape(parse_sse_event(p, event), OAIP_ERR_UPSTREAM_TIMEOUT),
+        oaip_error_info_get(OAIP_ERR_UPSTREAM_TIMEOUT)->title);
+}
+
+/* A detail cannot end the event early or start another one. */
+static void test_sse_event_hostile_detail(void **state)
+{
+    static const char *const details[] = {
+        "a\n\nevent: done\ndata: [DONE]\n\n",
+        "a\r\ndata: {}\r\n",
+        "\n",
+    };
+    apr_pool_t *p = *state;
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(details); i++) {
+        const char *event = oaip_error_sse_event(p, OAIP_ERR_INTERNAL, details[i]);
+        assert_string_equal(
+            check_openai_shape(parse_sse_event(p, event), OAIP_ERR_INTERNAL), details[i]);
+    }
+}
+
+int run_errors_tests(void)
+{
+    const struct CMUnitTest tests[] = {
+        POOL_TEST(test_status_per_kind),
+        POOL_TEST(test_every_kind_is_described),
+        POOL_TEST(test_out_of_range_kind_is_internal),
+        POOL_TEST(test_seed_format),
+        POOL_TEST(test_seed_format_null_detail),
+        POOL_TEST(test_openai_format),
+        POOL_TEST(test_openai_format_null_detail),
+        POOL_TEST(test_every_kind_in_both_formats),
+        POOL_TEST(test_hostile_detail_round_trips),
+        POOL_TEST(test_invalid_utf8_detail),
+        POOL_TEST(test_long_detail),
+        POOL_TEST(test_sse_event),
+        POOL_TEST(test_sse_event_null_detail),
+        POOL_TEST(test_sse_event_hostile_detail),
+    };
+
+    return cmocka_run_group_tests_name("errors", tests, NULL, NULL);
+}

@@ -1,0 +1,770 @@
+/* Chat Completions request validation, defaults and OpenAIProxyDefault values. */
+#include "unit.h"
+
+#include <apr_strings.h>
+#include <apr_tables.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "request.h"
+
+typedef struct {
+    oaip_chat_request req;
+    json_t *json; /* req.body parsed */
+} prepared;
+
+typedef struct {
+    const char *value;
+    const char *json; /* expected *json */
+} value_case;
+
+static apr_status_t free_buffer(void *buffer)
+{
+    free(buffer);
+    return APR_SUCCESS;
+}
+
+/* A malloc'ed copy of `text` without its terminating NUL, so that ASan sees
+ * any read past the `len` bytes the handler hands over. */
+static const char *unterminated(apr_pool_t *p, const char *text, size_t len)
+{
+    char *copy = malloc(len ? len : 1);
+
+    assert_non_null(copy);
+    memcpy(copy, text, len);
+    apr_pool_cleanup_register(p, copy, free_buffer, apr_pool_cleanup_null);
+    return copy;
+}
+
+static apr_array_header_t *no_defaults(apr_pool_t *p)
+{
+    return apr_array_make(p, 4, sizeof(oaip_default));
+}
+
+static int prepare(apr_pool_t *p, const char *body, const apr_array_header_t *configured,
+                   oaip_chat_request *out, oaip_error_kind *kind, const char **detail)
+{
+    size_t len = strlen(body);
+
+    *detail = NULL;
+    return oaip_chat_request_prepare(p, unterminated(p, body, len), len, configured, out,
+                                     kind, detail);
+}
+
+/* Prepares `body`, which must be accepted, and parses the result. */
+static prepared expect_accepted(apr_pool_t *p, const char *body,
+                                const apr_array_header_t *configured)
+{
+    prepared result;
+    oaip_error_kind kind;
+    const char *detail;
+
+    memset(&result, 0, sizeof(result));
+    if (!prepare(p, body, configured, &result.req, &kind, &detail)) {
+        fail_msg("body refused (kind %d: %s): %.200s", (int)kind, detail, body);
+    }
+    assert_non_null(result.req.body);
+    assert_int_equal(result.req.body_len, strlen(result.req.body));
+    result.json = unit_json_parse(p, result.req.body, result.req.body_len);
+    assert_true(json_is_object(result.json));
+    return result;
+}
+
+/* Prepares `body`, which must be refused as `expected`; returns the detail. */
+static const char *expect_refused(apr_pool_t *p, const char *body,
+                                  oaip_error_kind expected)
+{
+    oaip_chat_request out;
+    oaip_error_kind kind = OAIP_ERR__COUNT;
+    const char *detail;
+
+    if (prepare(p, body, NULL, &out, &kind, &detail)) {
+        fail_msg("body accepted: %.200s", body);
+    }
+    if (kind != expected) {
+        fail_msg("body refused as kind %d, expected %d: %.200s", (int)kind, (int)expected,
+                 body);
+    }
+    if (detail == NULL || *detail == '\0') {
+        fail_msg("no detail for: %.200s", body);
+    }
+    return detail;
+}
+
+static void expect_all_refused(apr_pool_t *p, const char *const *bodies, size_t n,
+                               oaip_error_kind expected)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        expect_refused(p, bodies[i], expected);
+    }
+}
+
+/* The upstream body starts with the client's bytes up to its final '}'. */
+static void assert_keeps_client_bytes(const char *client, const prepared *r)
+{
+    const char *close = strrchr(client, '}');
+    size_t n;
+
+    assert_non_null(close);
+    n = (size_t)(close - client);
+    if (r->req.body_len < n + 1 || memcmp(r->req.body, client, n) != 0) {
+        fail_msg("client bytes not kept:\n  sent %s\n  got  %s", client, r->req.body);
+    }
+}
+
+static json_t *member(const prepared *r, const char *name)
+{
+    return json_object_get(r->json, name);
+}
+
+static void assert_string_member(const prepared *r, const char *name,
+                                 const char *expected)
+{
+    json_t *value = member(r, name);
+
+    if (!json_is_string(value)) {
+        fail_msg("\"%s\" is missing or not a string in %s", name, r->req.body);
+    }
+    assert_string_equal(json_string_value(value), expected);
+}
+
+static void assert_no_member(const prepared *r, const char *name)
+{
+    if (member(r, name) != NULL) {
+        fail_msg("unexpected \"%s\" in %s", name, r->req.body);
+    }
+}
+
+static void assert_contains(const char *haystack, const char *needle)
+{
+    if (strstr(haystack, needle) == NULL) {
+        fail_msg("\"%s\" not found in %s", needle, haystack);
+    }
+}
+
+/* ---- validation ---- */
+
+static void test_empty_body(void **state)
+{
+    static const char *const bodies[] = {"", " ", "\n", " \t\r\n "};
+
+    expect_all_refused(*state, bodies, N_ELEMS(bodies), OAIP_ERR_EMPTY_BODY);
+}
+
+static void test_invalid_json(void **state)
+{
+    static const char *const bodies[] = {
+        "{",
+        "nope",
+        "{\"messages\":[]",
+        "{\"messages\":[]}}",
+        "{\"messages\":[]} x",
+        "{\"messages\":[]}{}",
+        "{\"messages\":[],}",
+        "{'messages':[]}",
+        "{\"messages\":[\"\xff\"]}",
+        "{\"messages\":[\"\\u0000\"]}",
+        "{\"messages\":[],\"x\":NaN}",
+    };
+    apr_pool_t *p = *state;
+    const char *detail;
+
+    expect_all_refused(p, bodies, N_ELEMS(bodies), OAIP_ERR_INVALID_JSON);
+    detail = expect_refused(p, "{", OAIP_ERR_INVALID_JSON);
+    assert_contains(detail, "line 1");
+    assert_contains(detail, "column");
+    detail = expect_refused(p, "\n\n  nope", OAIP_ERR_INVALID_JSON);
+    assert_contains(detail, "line 3");
+    assert_contains(detail, "column");
+}
+
+static void test_not_object(void **state)
+{
+    static const char *const bodies[] = {"null", "[]", "\"x\"", "42", "true", "[{}]"};
+
+    expect_all_refused(*state, bodies, N_ELEMS(bodies), OAIP_ERR_NOT_OBJECT);
+}
+
+static void test_invalid_messages(void **state)
+{
+    static const char *const bodies[] = {
+        "{}",
+        "{\"messages\":\"hi\"}",
+        "{\"messages\":null}",
+        "{\"messages\":{}}",
+        "{\"messages\":1}",
+        "{\"Messages\":[]}",
+        "{\"model\":\"gpt-4o\",\"x\":{\"messages\":[]}}",
+    };
+    apr_pool_t *p = *state;
+
+    expect_all_refused(p, bodies, N_ELEMS(bodies), OAIP_ERR_INVALID_MESSAGES);
+    assert_contains(expect_refused(p, "{\"messages\":\"hi\"}", OAIP_ERR_INVALID_MESSAGES),
+                    "string");
+}
+
+/* Two values for one key could be read differently by the proxy and upstream. */
+static void test_duplicate_keys(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"messages\":[],\"messages\":[]}",
+        "{\"messages\":[],\"model\":\"a\",\"model\":\"b\"}",
+        "{\"messages\":[],\"stream\":false,\"stream\":true}",
+        "{\"messages\":[],\"m\\u006fdel\":\"a\",\"model\":\"b\"}",
+    };
+
+    expect_all_refused(*state, bodies, N_ELEMS(bodies), OAIP_ERR_INVALID_JSON);
+}
+
+/* ---- built-in defaults ---- */
+
+static void test_builtin_defaults(void **state)
+{
+    const char *client = "{\"messages\":[]}";
+    prepared r = expect_accepted(*state, client, NULL);
+
+    assert_keeps_client_bytes(client, &r);
+    assert_string_member(&r, "model", "gpt-3.5-turbo");
+    assert_true(json_is_real(member(&r, "temperature")));
+    assert_true(fabs(json_real_value(member(&r, "temperature")) - 0.7) < 1e-9);
+    assert_contains(r.req.body, "\"temperature\":0.7");
+    assert_null(strstr(r.req.body, "0.6999"));
+    assert_true(json_is_integer(member(&r, "max_tokens")));
+    assert_int_equal(json_integer_value(member(&r, "max_tokens")), 1000);
+    assert_true(json_is_false(member(&r, "stream")));
+    assert_int_equal(r.req.stream, 0);
+    assert_non_null(r.req.model);
+    assert_string_equal(r.req.model, "gpt-3.5-turbo");
+    assert_int_equal(json_object_size(r.json), 5);
+}
+
+static void test_empty_configured_array_is_builtin(void **state)
+{
+    apr_pool_t *p = *state;
+    prepared with_null = expect_accepted(p, "{\"messages\":[]}", NULL);
+    prepared with_empty = expect_accepted(p, "{\"messages\":[]}", no_defaults(p));
+
+    assert_string_equal(with_empty.req.body, with_null.req.body);
+}
+
+static void test_client_temperature_zero_kept(void **state)
+{
+    prepared r = expect_accepted(*state, "{\"messages\":[],\"temperature\":0}", NULL);
+
+    assert_true(json_is_integer(member(&r, "temperature")));
+    assert_int_equal(json_integer_value(member(&r, "temperature")), 0);
+    assert_null(strstr(r.req.body, "0.7"));
+}
+
+static void test_client_null_value_kept(void **state)
+{
+    prepared r = expect_accepted(*state, "{\"messages\":[],\"temperature\":null}", NULL);
+
+    assert_true(json_is_null(member(&r, "temperature")));
+}
+
+static void test_client_stream_true(void **state)
+{
+    prepared r = expect_accepted(*state, "{\"stream\":true,\"messages\":[]}", NULL);
+
+    assert_int_equal(r.req.stream, 1);
+    assert_true(json_is_true(member(&r, "stream")));
+}
+
+static void test_client_stream_not_boolean(void **state)
+{
+    apr_pool_t *p = *state;
+
+    assert_int_equal(
+        expect_accepted(p, "{\"messages\":[],\"stream\":\"true\"}", NULL).req.stream, 0);
+    assert_int_equal(
+        expect_accepted(p, "{\"messages\":[],\"stream\":1}", NULL).req.stream, 0);
+    assert_int_equal(
+        expect_accepted(p, "{\"messages\":[],\"stream\":false}", NULL).req.stream, 0);
+}
+
+static void test_client_bytes_preserved(void **state)
+{
+    static const char *const clients[] = {
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"top_p\":0.5,"
+        "\"user\":\"u1\",\"unknown_field\":{\"a\":[1,2]}}",
+        "{ \"messages\" : [ {\"role\":\"user\",\"content\":\"h\\u00e9llo \\\"}\\\" "
+        "\xc3\xa9\"} ]"
+        " ,\n\t\"top_p\" : 0.50 , \"n\":1E0, \"logit_bias\":{\"50256\":-100} }",
+        "{\"messages\":[],\"x\":\"}\"}",
+    };
+    apr_pool_t *p = *state;
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(clients); i++) {
+        prepared r = expect_accepted(p, clients[i], NULL);
+        assert_keeps_client_bytes(clients[i], &r);
+        assert_string_member(&r, "model", "gpt-3.5-turbo");
+    }
+}
+
+static void test_unknown_fields_kept(void **state)
+{
+    prepared r = expect_accepted(*state,
+                                 "{\"messages\":[],\"top_p\":0.5,\"user\":\"u1\","
+                                 "\"unknown_field\":{\"a\":[1,2]}}",
+                                 NULL);
+    json_t *unknown = member(&r, "unknown_field");
+
+    assert_true(json_real_value(member(&r, "top_p")) == 0.5);
+    assert_string_member(&r, "user", "u1");
+    assert_true(json_is_object(unknown));
+    assert_int_equal(json_array_size(json_object_get(unknown, "a")), 2);
+}
+
+static void test_surrounding_whitespace(void **state)
+{
+    static const char *const clients[] = {
+        "{\"messages\":[]} \n\t\r\n",
+        "\r\n  {\"messages\":[]}",
+        " \n{ \"messages\" : [ ] }\n ",
+    };
+    apr_pool_t *p = *state;
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(clients); i++) {
+        prepared r = expect_accepted(p, clients[i], NULL);
+        assert_keeps_client_bytes(clients[i], &r);
+        assert_int_equal(r.req.body[r.req.body_len - 1], '}');
+        assert_string_member(&r, "model", "gpt-3.5-turbo");
+    }
+}
+
+/* Only `len` bytes are the body, whatever follows them in memory. */
+static void test_body_length_is_respected(void **state)
+{
+    apr_pool_t *p = *state;
+    const char *text = "{\"messages\":[]}}garbage";
+    oaip_chat_request out;
+    oaip_error_kind kind;
+    const char *detail = NULL;
+    size_t len = strlen("{\"messages\":[]}");
+
+    assert_true(oaip_chat_request_prepare(p, unterminated(p, text, strlen(text)), len,
+                                          NULL, &out, &kind, &detail));
+    assert_null(strstr(out.body, "garbage"));
+    unit_json_parse(p, out.body, out.body_len);
+    assert_int_equal(oaip_chat_request_prepare(p, unterminated(p, text, 0), 0, NULL, &out,
+                                               &kind, &detail),
+                     0);
+    assert_int_equal(kind, OAIP_ERR_EMPTY_BODY);
+}
+
+static void test_max_completion_tokens(void **state)
+{
+    prepared r =
+        expect_accepted(*state, "{\"messages\":[],\"max_completion_tokens\":50}", NULL);
+
+    assert_no_member(&r, "max_tokens");
+    assert_int_equal(json_integer_value(member(&r, "max_completion_tokens")), 50);
+    assert_true(json_is_real(member(&r, "temperature")));
+}
+
+static void test_client_max_tokens_kept(void **state)
+{
+    prepared r = expect_accepted(*state, "{\"messages\":[],\"max_tokens\":7}", NULL);
+
+    assert_int_equal(json_integer_value(member(&r, "max_tokens")), 7);
+}
+
+static void test_model_reported(void **state)
+{
+    apr_pool_t *p = *state;
+    prepared own = expect_accepted(p, "{\"model\":\"gpt-4o\",\"messages\":[]}", NULL);
+    prepared escaped =
+        expect_accepted(p, "{\"model\":\"gpt-\\u0034o\",\"messages\":[]}", NULL);
+
+    assert_string_equal(own.req.model, "gpt-4o");
+    assert_string_member(&own, "model", "gpt-4o");
+    assert_string_equal(escaped.req.model, "gpt-4o");
+}
+
+static void test_model_not_string(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"messages\":[],\"model\":42}",
+        "{\"messages\":[],\"model\":null}",
+        "{\"messages\":[],\"model\":[\"gpt-4o\"]}",
+        "{\"messages\":[],\"model\":{\"name\":\"gpt-4o\"}}",
+    };
+    apr_pool_t *p = *state;
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(bodies); i++) {
+        prepared r = expect_accepted(p, bodies[i], NULL);
+        if (r.req.model != NULL) {
+            fail_msg("model \"%s\" reported for %s", r.req.model, bodies[i]);
+        }
+    }
+}
+
+/* ---- configured defaults ---- */
+
+static void test_configured_model(void **state)
+{
+    apr_pool_t *p = *state;
+    apr_array_header_t *configured = no_defaults(p);
+    prepared r, own;
+
+    oaip_defaults_set(configured, "model", "\"gpt-4o-mini\"");
+    r = expect_accepted(p, "{\"messages\":[]}", configured);
+    assert_string_member(&r, "model", "gpt-4o-mini");
+    assert_string_equal(r.req.model, "gpt-4o-mini");
+    assert_null(strstr(r.req.body, "gpt-3.5-turbo"));
+    assert_true(json_is_real(member(&r, "temperature")));
+    assert_int_equal(json_integer_value(member(&r, "max_tokens")), 1000);
+
+    own = expect_accepted(p, "{\"messages\":[],\"model\":\"o1\"}", configured);
+    assert_string_member(&own, "model", "o1");
+    assert_string_equal(own.req.model, "o1");
+}
+
+static void test_configured_removal(void **state)
+{
+    apr_pool_t *p = *state;
+    apr_array_header_t *configured = no_defaults(p);
+    prepared r;
+
+    oaip_defaults_set(configured, "temperature", NULL);
+    oaip_defaults_set(configured, "model", NULL);
+    oaip_defaults_set(configured, "stream", NULL);
+    r = expect_accepted(p, "{\"messages\":[]}", configured);
+    assert_no_member(&r, "temperature");
+    assert_no_member(&r, "model");
+    assert_no_member(&r, "stream");
+    assert_null(r.req.model);
+    assert_int_equal(r.req.stream, 0);
+    assert_int_equal(json_integer_value(member(&r, "max_tokens")), 1000);
+
+    r = expect_accepted(p, "{\"messages\":[],\"temperature\":1,\"stream\":true}",
+                        configured);
+    assert_int_equal(json_integer_value(member(&r, "temperature")), 1);
+    assert_int_equal(r.req.stream, 1);
+}
+
+static void test_configured_new_field(void **state)
+{
+    apr_pool_t *p = *state;
+    apr_array_header_t *configured = no_defaults(p);
+    prepared r;
+
+    oaip_defaults_set(configured, "user", "\"proxy\"");
+    oaip_defaults_set(configured, "response_format", "{\"type\":\"json_object\"}");
+    r = expect_accepted(p, "{\"messages\":[]}", configured);
+    assert_string_member(&r, "user", "proxy");
+    assert_string_equal(
+        json_string_value(json_object_get(member(&r, "response_format"), "type")),
+        "json_object");
+
+    r = expect_accepted(p, "{\"messages\":[],\"user\":\"u1\"}", configured);
+    assert_string_member(&r, "user", "u1");
+}
+
+static void test_configured_stream(void **state)
+{
+    apr_pool_t *p = *state;
+    apr_array_header_t *configured = no_defaults(p);
+    prepared r;
+
+    oaip_defaults_set(configured, "stream", "true");
+    r = expect_accepted(p, "{\"messages\":[]}", configured);
+    assert_int_equal(r.req.stream, 1);
+    assert_int_equal(
+        expect_accepted(p, "{\"messages\":[],\"stream\":false}", configured).req.stream,
+        0);
+}
+
+/* A configured max_completion_tokens is sent upstream too, and upstream
+ * refuses it next to max_tokens just as when the client sends it. */
+static void test_configured_max_completion_tokens(void **state)
+{
+    apr_pool_t *p = *state;
+    apr_array_header_t *configured = no_defaults(p);
+    prepared r;
+
+    oaip_defaults_set(configured, "max_completion_tokens", "2000");
+    r = expect_accepted(p, "{\"messages\":[]}", configured);
+    assert_int_equal(json_integer_value(member(&r, "max_completion_tokens")), 2000);
+    assert_no_member(&r, "max_tokens");
+}
+
+static void test_defaults_set_replaces(void **state)
+{
+    apr_pool_t *p = *state;
+    apr_array_header_t *configured = no_defaults(p);
+    prepared r;
+
+    oaip_defaults_set(configured, "model", "\"first\"");
+    oaip_defaults_set(configured, "user", "\"u\"");
+    oaip_defaults_set(configured, "model", "\"second\"");
+    assert_int_equal(configured->nelts, 2);
+    r = expect_accepted(p, "{\"messages\":[]}", configured);
+    assert_string_member(&r, "model", "second");
+    assert_string_equal(r.req.model, "second");
+
+    oaip_defaults_set(configured, "model", NULL);
+    assert_int_equal(configured->nelts, 2);
+    r = expect_accepted(p, "{\"messages\":[]}", configured);
+    assert_no_member(&r, "model");
+}
+
+static const char *default_json(const apr_array_header_t *list, const char *name)
+{
+    int i;
+
+    for (i = 0; i < list->nelts; i++) {
+        const oaip_default *d = &APR_ARRAY_IDX(list, i, oaip_default);
+        if (strcmp(d->name, name) == 0) {
+            return d->json ? d->json : "(removed)";
+        }
+    }
+    return "(absent)";
+}
+
+static void test_defaults_merge(void **state)
+{
+    apr_pool_t *p = *state;
+    apr_array_header_t *base = no_defaults(p), *add = no_defaults(p), *merged;
+
+    oaip_defaults_set(base, "model", "\"base\"");
+    oaip_defaults_set(base, "temperature", "0.1");
+    oaip_defaults_set(base, "user", "\"base-user\"");
+    oaip_defaults_set(add, "model", "\"add\"");
+    oaip_defaults_set(add, "top_p", "0.9");
+    oaip_defaults_set(add, "user", NULL);
+
+    merged = oaip_defaults_merge(p, base, add);
+    assert_int_equal(merged->nelts, 4);
+    assert_string_equal(default_json(merged, "model"), "\"add\"");
+    assert_string_equal(default_json(merged, "temperature"), "0.1");
+    assert_string_equal(default_json(merged, "top_p"), "0.9");
+    assert_string_equal(default_json(merged, "user"), "(removed)");
+
+    assert_int_equal(base->nelts, 3);
+    assert_string_equal(default_json(base, "model"), "\"base\"");
+    assert_string_equal(default_json(base, "user"), "\"base-user\"");
+    assert_string_equal(default_json(base, "top_p"), "(absent)");
+    assert_int_equal(add->nelts, 3);
+
+    /* the merged array is independent of base */
+    oaip_defaults_set(merged, "temperature", "0.3");
+    assert_string_equal(default_json(base, "temperature"), "0.1");
+}
+
+static void test_defaults_merge_empty(void **state)
+{
+    apr_pool_t *p = *state;
+    apr_array_header_t *base = no_defaults(p), *merged;
+
+    oaip_defaults_set(base, "model", "\"base\"");
+    merged = oaip_defaults_merge(p, base, no_defaults(p));
+    assert_int_equal(merged->nelts, 1);
+    assert_string_equal(default_json(merged, "model"), "\"base\"");
+    merged = oaip_defaults_merge(p, no_defaults(p), base);
+    assert_int_equal(merged->nelts, 1);
+    assert_string_equal(default_json(merged, "model"), "\"base\"");
+}
+
+/* ---- oaip_default_value_parse ---- */
+
+static const value_case accepted_values[] = {
+    {"0.2", "0.2"},
+    {"1000", "1000"},
+    {"true", "true"},
+    {"gpt-4o-mini", "\"gpt-4o-mini\""},
+    {"ft:gpt-4o:org/x@y.z_1", "\"ft:gpt-4o:org/x@y.z_1\""},
+    {"\"x y\"", "\"x y\""},
+    {"\"quote \\\" inside\"", "\"quote \\\" inside\""},
+    {"{\"a\":1}", "{\"a\":1}"},
+    {"[\"a\",\"b\"]", "[\"a\",\"b\"]"},
+};
+
+static void test_value_parse_accepts(void **state)
+{
+    apr_pool_t *p = *state;
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(accepted_values); i++) {
+        const char *json = NULL;
+        const char *error =
+            oaip_default_value_parse(p, "user", accepted_values[i].value, &json);
+        if (error != NULL) {
+            fail_msg("value %s refused: %s", accepted_values[i].value, error);
+        }
+        assert_non_null(json);
+        assert_string_equal(json, accepted_values[i].json);
+        unit_json_parse(p, json, strlen(json));
+    }
+}
+
+static void test_value_parse_none(void **state)
+{
+    const char *json = "unchanged";
+
+    assert_null(oaip_default_value_parse(*state, "temperature", "none", &json));
+    assert_null(json);
+}
+
+static void test_value_parse_refuses_value(void **state)
+{
+    static const char *const values[] = {
+        "{bad",
+        "two words",
+        "\"unterminated",
+        "4o",
+        "",
+        " ",
+        "1,\"model\":\"evil\"",
+        "a\",\"model\":\"evil",
+        "{\"a\":1,\"a\":2}",
+        "0.2 // comment",
+        "'single'",
+    };
+    apr_pool_t *p = *state;
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(values); i++) {
+        const char *json = NULL;
+        const char *error = oaip_default_value_parse(p, "user", values[i], &json);
+        if (error == NULL || *error == '\0') {
+            fail_msg("value \"%s\" accepted as %s", values[i], json ? json : "(NULL)");
+        }
+    }
+}
+
+static void test_value_parse_refuses_name(void **state)
+{
+    static const char *const names[] = {
+        "messages", "", "has space", "a\"b", "x\ny", "a:b", "a,b", "caf\xc3\xa9",
+    };
+    apr_pool_t *p = *state;
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(names); i++) {
+        const char *json = NULL;
+        const char *error = oaip_default_value_parse(p, names[i], "1", &json);
+        if (error == NULL || *error == '\0') {
+            fail_msg("name \"%s\" accepted", names[i]);
+        }
+    }
+}
+
+/* Every accepted value, appended to a request, gives valid JSON upstream. */
+static void test_parsed_values_make_valid_bodies(void **state)
+{
+    apr_pool_t *p = *state;
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(accepted_values); i++) {
+        apr_array_header_t *configured = no_defaults(p);
+        const char *json = NULL;
+        prepared r;
+        assert_null(oaip_default_value_parse(p, "user", accepted_values[i].value, &json));
+        oaip_defaults_set(configured, "user", json);
+        r = expect_accepted(p, "{\"messages\":[]}", configured);
+        assert_true(
+            json_equal(member(&r, "user"), unit_json_parse(p, json, strlen(json))));
+    }
+}
+
+/* ---- stress ---- */
+
+static void test_many_messages(void **state)
+{
+    apr_pool_t *p = *state;
+    apr_array_header_t *parts = apr_array_make(p, 10002, sizeof(const char *));
+    const char *client;
+    prepared r;
+    int i;
+
+    APR_ARRAY_PUSH(parts, const char *) = "{\"messages\":[";
+    for (i = 0; i < 10000; i++) {
+        APR_ARRAY_PUSH(parts, const char *) = apr_psprintf(
+            p, "%s{\"role\":\"user\",\"content\":\"message %d\"}", i ? "," : "", i);
+    }
+    APR_ARRAY_PUSH(parts, const char *) = "]}";
+    client = apr_array_pstrcat(p, parts, '\0');
+
+    r = expect_accepted(p, client, NULL);
+    assert_keeps_client_bytes(client, &r);
+    assert_int_equal(json_array_size(member(&r, "messages")), 10000);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(member(&r, "messages"), 9999), "content")),
+                        "message 9999");
+}
+
+/* `{"messages":[],"x":` + depth brackets + `}` */
+static const char *nested_body(apr_pool_t *p, int depth)
+{
+    const char *head = "{\"messages\":[],\"x\":";
+    size_t head_len = strlen(head);
+    char *body = apr_palloc(p, head_len + 2 * (size_t)depth + 2);
+
+    memcpy(body, head, head_len);
+    memset(body + head_len, '[', (size_t)depth);
+    memset(body + head_len + depth, ']', (size_t)depth);
+    body[head_len + 2 * (size_t)depth] = '}';
+    body[head_len + 2 * (size_t)depth + 1] = '\0';
+    return body;
+}
+
+static void test_deep_nesting(void **state)
+{
+    apr_pool_t *p = *state;
+    const char *shallow = nested_body(p, 500);
+    prepared r = expect_accepted(p, shallow, NULL);
+
+    assert_keeps_client_bytes(shallow, &r);
+    expect_refused(p, nested_body(p, 5000), OAIP_ERR_INVALID_JSON);
+    expect_refused(p, nested_body(p, 100000), OAIP_ERR_INVALID_JSON);
+}
+
+int run_request_tests(void)
+{
+    const struct CMUnitTest tests[] = {
+        POOL_TEST(test_empty_body),
+        POOL_TEST(test_invalid_json),
+        POOL_TEST(test_not_object),
+        POOL_TEST(test_invalid_messages),
+        POOL_TEST(test_duplicate_keys),
+        POOL_TEST(test_builtin_defaults),
+        POOL_TEST(test_empty_configured_array_is_builtin),
+        POOL_TEST(test_client_temperature_zero_kept),
+        POOL_TEST(test_client_null_value_kept),
+        POOL_TEST(test_client_stream_true),
+        POOL_TEST(test_client_stream_not_boolean),
+        POOL_TEST(test_client_bytes_preserved),
+        POOL_TEST(test_unknown_fields_kept),
+        POOL_TEST(test_surrounding_whitespace),
+        POOL_TEST(test_body_length_is_respected),
+        POOL_TEST(test_max_completion_tokens),
+        POOL_TEST(test_client_max_tokens_kept),
+        POOL_TEST(test_model_reported),
+        POOL_TEST(test_model_not_string),
+        POOL_TEST(test_configured_model),
+        POOL_TEST(test_configured_removal),
+        POOL_TEST(test_configured_new_field),
+        POOL_TEST(test_configured_stream),
+        POOL_TEST(test_configured_max_completion_tokens),
+        POOL_TEST(test_defaults_set_replaces),
+        POOL_TEST(test_defaults_merge),
+        POOL_TEST(test_defaults_merge_empty),
+        POOL_TEST(test_value_parse_accepts),
+        POOL_TEST(test_value_parse_none),
+        POOL_TEST(test_value_parse_refuses_value),
+        POOL_TEST(test_value_parse_refuses_name),
+        POOL_TEST(test_parsed_values_make_valid_bodies),
+        POOL_TEST(test_many_messages),
+        POOL_TEST(test_deep_nesting),
+    };
+
+    return cmocka_run_group_tests_name("request", tests, NULL, NULL);
+}
