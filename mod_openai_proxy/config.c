@@ -10,6 +10,7 @@
 #include "cors.h"
 #include "mod_openai_proxy.h"
 #include "request.h"
+#include "upstream.h"
 
 void *oaip_create_dir_conf(apr_pool_t *p, char *dir)
 {
@@ -20,6 +21,10 @@ void *oaip_create_dir_conf(apr_pool_t *p, char *dir)
     conf->max_body = OAIP_UNSET;
     conf->allow_client_key = OAIP_UNSET;
     conf->error_format = OAIP_ERRFMT_UNSET;
+    conf->connect_timeout = OAIP_UNSET;
+    conf->first_byte_timeout = OAIP_UNSET;
+    conf->idle_timeout = OAIP_UNSET;
+    conf->heartbeat = OAIP_UNSET;
     return conf;
 }
 
@@ -32,7 +37,14 @@ void *oaip_merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
     const oaip_dir_conf *base = base_, *add = add_;
     oaip_dir_conf *merged = apr_pcalloc(p, sizeof(*merged));
 
-    MERGE_PTR(auth_header);
+    if (add->auth_header) {
+        merged->auth_header = add->auth_header;
+        merged->upstream_headers = add->upstream_headers;
+    }
+    else {
+        merged->auth_header = base->auth_header;
+        merged->upstream_headers = base->upstream_headers;
+    }
     MERGE_PTR(ca_file);
     /* an inner list of origins replaces the outer one as a whole */
     MERGE_PTR(origins);
@@ -47,7 +59,36 @@ void *oaip_merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
     MERGE_INT(max_body);
     MERGE_INT(allow_client_key);
     MERGE_INT(error_format);
+    MERGE_INT(connect_timeout);
+    MERGE_INT(first_byte_timeout);
+    MERGE_INT(idle_timeout);
+    MERGE_INT(heartbeat);
     return merged;
+}
+
+void *oaip_create_server_conf(apr_pool_t *p, server_rec *s)
+{
+    oaip_server_conf *conf = apr_pcalloc(p, sizeof(*conf));
+
+    (void)s;
+    conf->max_streams = OAIP_UNSET;
+    conf->index = OAIP_UNSET;
+    return conf;
+}
+
+void *oaip_merge_server_conf(apr_pool_t *p, void *base_, void *add_)
+{
+    const oaip_server_conf *base = base_, *add = add_;
+    oaip_server_conf *merged = apr_pcalloc(p, sizeof(*merged));
+
+    MERGE_INT(max_streams);
+    merged->index = OAIP_UNSET; /* assigned in post_config, one per server_rec */
+    return merged;
+}
+
+int oaip_conf_seconds(int value, int fallback)
+{
+    return value != OAIP_UNSET ? value : fallback;
 }
 
 const char *oaip_conf_chat_url(const oaip_dir_conf *conf)
@@ -159,6 +200,10 @@ static const char *set_api_key(cmd_parms *cmd, void *dconf, const char *arg)
                             cmd->cmd->name, where);
     }
     conf->auth_header = apr_pstrcat(cmd->pool, "Authorization: Bearer ", key, NULL);
+    conf->upstream_headers = oaip_upstream_headers_make(cmd->pool, conf->auth_header);
+    if (conf->upstream_headers == NULL) {
+        return "OpenAIProxyAPIKey: out of memory";
+    }
     return NULL;
 }
 
@@ -302,6 +347,58 @@ static const char *set_error_format(cmd_parms *cmd, void *dconf, const char *arg
     return NULL;
 }
 
+static const char *parse_seconds(cmd_parms *cmd, const char *arg, int max, int *out)
+{
+    char *end;
+    long value = strtol(arg, &end, 10);
+
+    if (end == arg || *end != '\0' || value < 1 || value > max) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a number of seconds from 1 to %d",
+                            cmd->cmd->name, arg, max);
+    }
+    *out = (int)value;
+    return NULL;
+}
+
+/* The three timeouts share one parser; the field is in cmd->info. */
+static const char *set_timeout(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    int *field = (int *)((char *)dconf + (apr_size_t)cmd->info);
+
+    return parse_seconds(cmd, arg, 86400, field);
+}
+
+static const char *set_heartbeat(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+
+    if (strcasecmp(arg, "off") == 0) {
+        conf->heartbeat = 0;
+        return NULL;
+    }
+    return parse_seconds(cmd, arg, 3600, &conf->heartbeat);
+}
+
+static const char *set_max_streams(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_server_conf *conf =
+        ap_get_module_config(cmd->server->module_config, &openai_proxy_module);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+    char *end;
+    long value = strtol(arg, &end, 10);
+
+    (void)dconf;
+    if (err != NULL) {
+        return err;
+    }
+    if (end == arg || *end != '\0' || value < 1 || value > 1000000) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a number from 1 to 1000000",
+                            cmd->cmd->name, arg);
+    }
+    conf->max_streams = (int)value;
+    return NULL;
+}
+
 /* Server, virtual host, <Directory> and <Location>; never .htaccess, where a
  * site author could point the key at another upstream. */
 #define OAIP_CONTEXT (RSRC_CONF | ACCESS_CONF)
@@ -326,5 +423,19 @@ const command_rec oaip_directives[] = {
                  "On: a request header x-openai-key replaces the configured key"),
     AP_INIT_TAKE1("OpenAIProxyErrorFormat", set_error_format, NULL, OAIP_CONTEXT,
                   "Shape of the proxy's own error bodies: seed or openai"),
+    AP_INIT_TAKE1("OpenAIProxyConnectTimeout", set_timeout,
+                  (void *)APR_OFFSETOF(oaip_dir_conf, connect_timeout), OAIP_CONTEXT,
+                  "Seconds to connect to the upstream (default 10)"),
+    AP_INIT_TAKE1("OpenAIProxyFirstByteTimeout", set_timeout,
+                  (void *)APR_OFFSETOF(oaip_dir_conf, first_byte_timeout), OAIP_CONTEXT,
+                  "Seconds until the upstream's answer begins (default 300)"),
+    AP_INIT_TAKE1("OpenAIProxyIdleTimeout", set_timeout,
+                  (void *)APR_OFFSETOF(oaip_dir_conf, idle_timeout), OAIP_CONTEXT,
+                  "Longest silence within an answer, in seconds (default 120)"),
+    AP_INIT_TAKE1("OpenAIProxyHeartbeat", set_heartbeat, NULL, OAIP_CONTEXT,
+                  "Seconds between SSE keep-alive comments while the upstream is silent, "
+                  "or Off (default)"),
+    AP_INIT_TAKE1("OpenAIProxyMaxStreams", set_max_streams, NULL, RSRC_CONF,
+                  "Most concurrent streams of this virtual host, over all processes"),
     {NULL, {NULL}, NULL, 0, RAW_ARGS, NULL},
 };

@@ -4,17 +4,23 @@
 
 #include <httpd.h>
 #include <http_config.h>
+#include <curl/curl.h>
 
 #include "errors.h"
 
 #define OAIP_UNSET -1
 #define OAIP_DEFAULT_UPSTREAM "https://api.openai.com/v1"
 #define OAIP_DEFAULT_MAX_BODY ((apr_off_t)8 * 1024 * 1024)
+#define OAIP_DEFAULT_CONNECT_TIMEOUT 10
+#define OAIP_DEFAULT_FIRST_BYTE_TIMEOUT 300 /* reasoning models think long */
+#define OAIP_DEFAULT_IDLE_TIMEOUT 120
 
 typedef struct {
     /* "Authorization: Bearer <key>", ready for libcurl; NULL when unset.
      * The key itself is kept nowhere else and never logged. */
     const char *auth_header;
+    /* the constant upstream request headers with that key, built once */
+    struct curl_slist *upstream_headers;
     const char *upstream;         /* base URL, no trailing slash; NULL: unset */
     const char *chat_url;         /* upstream + "/chat/completions" */
     const char *ca_file;          /* NULL: unset (system store) */
@@ -23,16 +29,29 @@ typedef struct {
     apr_off_t max_body;           /* OAIP_UNSET */
     int allow_client_key;         /* OAIP_UNSET, 0, 1 */
     int error_format;             /* oaip_error_format */
+    int connect_timeout;          /* seconds; OAIP_UNSET */
+    int first_byte_timeout;       /* seconds until the upstream's answer begins */
+    int idle_timeout;             /* seconds of silence allowed within an answer */
+    int heartbeat;                /* seconds between SSE comments; 0: Off */
 } oaip_dir_conf;
+
+/* Per virtual host. */
+typedef struct {
+    int max_streams; /* OAIP_UNSET: no limit */
+    int index;       /* this server_rec's column in the shared stream counters */
+} oaip_server_conf;
 
 extern const command_rec oaip_directives[];
 
 void *oaip_create_dir_conf(apr_pool_t *p, char *dir);
 void *oaip_merge_dir_conf(apr_pool_t *p, void *base, void *add);
+void *oaip_create_server_conf(apr_pool_t *p, server_rec *s);
+void *oaip_merge_server_conf(apr_pool_t *p, void *base, void *add);
 
 /* Effective values: what an unset field means. */
 const char *oaip_conf_chat_url(const oaip_dir_conf *conf);
 apr_off_t oaip_conf_max_body(const oaip_dir_conf *conf);
 oaip_error_format oaip_conf_error_format(const oaip_dir_conf *conf);
+int oaip_conf_seconds(int value, int fallback);
 
 #endif

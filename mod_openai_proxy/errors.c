@@ -117,3 +117,27 @@ const char *oaip_error_sse_event(apr_pool_t *p, oaip_error_kind kind, const char
     return apr_pstrcat(p, "event: error\ndata: ",
                        dump_to_pool(p, openai_shape(info, detail)), "\n\n", NULL);
 }
+
+const char *oaip_error_sse_from_upstream(apr_pool_t *p, int status, const char *body,
+                                         apr_size_t len)
+{
+    json_t *parsed = json_loadb(body, len, 0, NULL);
+    const oaip_error_info *info = oaip_error_info_get(OAIP_ERR_UPSTREAM_INVALID);
+    json_t *event;
+
+    if (json_is_object(parsed) && json_object_get(parsed, "error") != NULL) {
+        event = parsed;
+        if (json_object_get(event, "status") == NULL) {
+            json_object_set_new(event, "status", json_integer(status));
+        }
+    }
+    else {
+        char *excerpt = apr_pstrndup(p, body, len > 200 ? 200 : len);
+        json_decref(parsed);
+        event = json_pack(
+            "{s:{s:o,s:s,s:n,s:s},s:i}", "error", "message",
+            json_text(apr_psprintf(p, "The upstream API answered %d: %s", status, excerpt)),
+            "type", info->type, "param", "code", "upstream_error", "status", status);
+    }
+    return apr_pstrcat(p, "event: error\ndata: ", dump_to_pool(p, event), "\n\n", NULL);
+}

@@ -49,4 +49,10 @@ const char *oaip_error_body(apr_pool_t *p, oaip_error_format fmt, oaip_error_kin
  * is what streaming clients parse. */
 const char *oaip_error_sse_event(apr_pool_t *p, oaip_error_kind kind, const char *detail);
 
+/* An upstream error answer (`status`, `body`) as an SSE error event, for a
+ * stream whose head already went out (heartbeats): the upstream's own error
+ * object when it sent one, with "status" added; else a wrapped excerpt. */
+const char *oaip_error_sse_from_upstream(apr_pool_t *p, int status, const char *body,
+                                         apr_size_t len);
+
 #endif

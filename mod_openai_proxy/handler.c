@@ -10,6 +10,7 @@
 #include "cors.h"
 #include "mod_openai_proxy.h"
 #include "request.h"
+#include "streams.h"
 #include "upstream.h"
 
 #define ALLOWED_METHODS "POST, OPTIONS"
@@ -125,25 +126,26 @@ static int is_chat_path(request_rec *r)
            strcmp(sub, "/chat/completions/") == 0;
 }
 
-/* The Authorization line for the upstream: the client's own key where the
- * operator allows it, else the configured one. NULL: no key at all. */
-static const char *choose_auth(request_rec *r, const oaip_dir_conf *conf,
-                               int *bad_client_key)
+/* The upstream request headers: with the client's own key where the
+ * operator allows it, else the configured key's. NULL: no key at all. */
+static struct curl_slist *choose_headers(request_rec *r, const oaip_dir_conf *conf,
+                                         int *bad_client_key)
 {
     const char *client_key = apr_table_get(r->headers_in, "x-openai-key");
+    const char *c;
 
     *bad_client_key = 0;
-    if (conf->allow_client_key == 1 && client_key != NULL && *client_key != '\0') {
-        const char *c;
-        for (c = client_key; *c; c++) {
-            if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f) {
-                *bad_client_key = 1;
-                return NULL;
-            }
-        }
-        return apr_pstrcat(r->pool, "Authorization: Bearer ", client_key, NULL);
+    if (conf->allow_client_key != 1 || client_key == NULL || *client_key == '\0') {
+        return conf->upstream_headers;
     }
-    return conf->auth_header;
+    for (c = client_key; *c; c++) {
+        if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f) {
+            *bad_client_key = 1;
+            return NULL;
+        }
+    }
+    return oaip_upstream_headers_make(
+        r->pool, apr_pstrcat(r->pool, "Authorization: Bearer ", client_key, NULL));
 }
 
 static int body_error(request_rec *r, const oaip_dir_conf *conf, int status)
@@ -167,7 +169,7 @@ static int body_error(request_rec *r, const oaip_dir_conf *conf, int status)
     }
 }
 
-static int proxy_chat(request_rec *r, const oaip_dir_conf *conf, const char *auth)
+static int proxy_chat(request_rec *r, const oaip_dir_conf *conf, struct curl_slist *headers)
 {
     oaip_chat_request chat;
     oaip_upstream_outcome outcome;
@@ -188,7 +190,12 @@ static int proxy_chat(request_rec *r, const oaip_dir_conf *conf, const char *aut
                                    &detail)) {
         return send_error(r, conf, kind, detail);
     }
-    oaip_upstream_chat(r, conf, auth, &chat, &outcome);
+    if (chat.stream && !oaip_streams_acquire(r)) {
+        apr_table_setn(r->err_headers_out, "Retry-After", OAIP_STREAMS_RETRY_AFTER);
+        return send_error(r, conf, OAIP_ERR_TOO_MANY_STREAMS,
+                          "Too many streams are open on this server; retry shortly");
+    }
+    oaip_upstream_chat(r, conf, headers, &chat, &outcome);
     if (!outcome.responded) {
         return send_error(r, conf, outcome.error, outcome.error_detail);
     }
@@ -198,7 +205,8 @@ static int proxy_chat(request_rec *r, const oaip_dir_conf *conf, const char *aut
 int oaip_handler(request_rec *r)
 {
     const oaip_dir_conf *conf;
-    const char *origin, *auth;
+    struct curl_slist *headers;
+    const char *origin;
     int bad_client_key;
 
     if (r->handler == NULL || strcmp(r->handler, OAIP_HANDLER_NAME) != 0) {
@@ -226,13 +234,13 @@ int oaip_handler(request_rec *r)
                       apr_psprintf(r->pool, "%s is not allowed; use POST",
                                    ap_escape_logitem(r->pool, r->method)));
     }
-    auth = choose_auth(r, conf, &bad_client_key);
+    headers = choose_headers(r, conf, &bad_client_key);
     if (bad_client_key) {
         return refuse(r, conf, OAIP_ERR_BAD_REQUEST,
                       "The x-openai-key header contains invalid characters");
     }
-    if (auth == NULL) {
+    if (headers == NULL) {
         return refuse(r, conf, OAIP_ERR_NO_API_KEY, "OpenAI API key is not configured");
     }
-    return proxy_chat(r, conf, auth);
+    return proxy_chat(r, conf, headers);
 }

@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "handler.h"
+#include "streams.h"
 #include "upstream.h"
 
 static int oaip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
@@ -14,14 +15,17 @@ static int oaip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
 {
     (void)plog;
     (void)ptemp;
-    return oaip_upstream_global_init(pconf, s) == APR_SUCCESS
-               ? OK
-               : HTTP_INTERNAL_SERVER_ERROR;
+    if (oaip_upstream_global_init(pconf, s) != APR_SUCCESS ||
+        oaip_streams_post_config(pconf, s) != APR_SUCCESS) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    return OK;
 }
 
 static void oaip_child_init(apr_pool_t *pchild, server_rec *s)
 {
     oaip_upstream_child_init(pchild, s);
+    oaip_streams_child_init(pchild, s);
 }
 
 static void oaip_register_hooks(apr_pool_t *p)
@@ -36,8 +40,8 @@ AP_DECLARE_MODULE(openai_proxy) = {
     STANDARD20_MODULE_STUFF,
     oaip_create_dir_conf,
     oaip_merge_dir_conf,
-    NULL, /* per-server config */
-    NULL, /* merge per-server config */
+    oaip_create_server_conf,
+    oaip_merge_server_conf,
     oaip_directives,
     oaip_register_hooks,
     AP_MODULE_FLAG_NONE,

@@ -1,31 +1,37 @@
 #include "upstream.h"
 
 #include <apr_strings.h>
-#include <http_connection.h>
 #include <http_protocol.h>
 #include <http_request.h>
-#include <util_filter.h>
 
 #include "curl_pool.h"
 #include "mod_openai_proxy.h"
+#include "relay.h"
 
 /* A non-streamed answer larger than this is not relayed (chat answers are a
  * few KiB; this only stops a broken upstream from eating memory). */
 #define MAX_BUFFERED_ANSWER ((apr_size_t)64 * 1024 * 1024)
 
-typedef enum { RELAY_UNDECIDED, RELAY_STREAM, RELAY_BUFFER } relay_mode;
+typedef enum { BODY_UNDECIDED, BODY_STREAMED, BODY_BUFFERED } body_mode;
+typedef enum { NO_TIMEOUT, FIRST_BYTE_TIMEOUT, IDLE_TIMEOUT } timeout_kind;
 
 typedef struct {
     request_rec *r;
-    apr_bucket_brigade *bb;
-    long status; /* of the last status line seen */
+    const oaip_dir_conf *conf;
+    int stream_requested;
+    oaip_relay relay;
+    /* the upstream's answer */
+    long status; /* of the last status line seen; 0 before the first byte */
     const char *content_type;
     apr_table_t *pass_headers;
-    relay_mode mode;
+    body_mode mode;
+    apr_bucket_brigade *buffer; /* a whole (non-streamed) answer */
     apr_size_t buffered;
-    int client_gone;
     int answer_too_large;
-    apr_size_t bytes_relayed;
+    /* timing */
+    apr_time_t started;
+    apr_time_t last_upstream_byte;
+    timeout_kind timed_out;
 } exchange;
 
 apr_status_t oaip_upstream_global_init(apr_pool_t *pconf, server_rec *s)
@@ -43,9 +49,32 @@ void oaip_upstream_child_init(apr_pool_t *pchild, server_rec *s)
     apr_status_t rv = oaip_curl_pool_child_init(pchild);
 
     if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
-                     "cannot set up the libcurl handle pool");
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "cannot set up the libcurl handle pool");
     }
+}
+
+static apr_status_t free_headers(void *list)
+{
+    curl_slist_free_all(list);
+    return APR_SUCCESS;
+}
+
+struct curl_slist *oaip_upstream_headers_make(apr_pool_t *pool, const char *auth_header)
+{
+    const char *lines[] = {"Content-Type: application/json", "Expect:", auth_header};
+    struct curl_slist *list = NULL, *next;
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+        next = curl_slist_append(list, lines[i]);
+        if (next == NULL) {
+            curl_slist_free_all(list);
+            return NULL;
+        }
+        list = next;
+    }
+    apr_pool_cleanup_register(pool, list, free_headers, apr_pool_cleanup_null);
+    return list;
 }
 
 static int is_passed_header(const char *name, apr_size_t len)
@@ -71,12 +100,12 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
 {
     exchange *x = userdata;
     size_t len = size * nitems;
-    const char *colon;
-    const char *value, *end;
+    const char *colon, *value, *end;
 
+    x->last_upstream_byte = apr_time_now();
     if (len > 5 && strncmp(line, "HTTP/", 5) == 0) {
         const char *sp = memchr(line, ' ', len);
-        x->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+        x->status = sp ? strtol(sp + 1, NULL, 10) : -1;
         x->content_type = NULL;
         apr_table_clear(x->pass_headers);
         return len;
@@ -95,7 +124,8 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
     }
     if ((size_t)(colon - line) == 12 && strncasecmp(line, "content-type", 12) == 0) {
         x->content_type = apr_pstrndup(x->r->pool, value, (apr_size_t)(end - value));
-    } else if (is_passed_header(line, (apr_size_t)(colon - line))) {
+    }
+    else if (is_passed_header(line, (apr_size_t)(colon - line))) {
         apr_table_addn(x->pass_headers,
                        apr_pstrndup(x->r->pool, line, (apr_size_t)(colon - line)),
                        apr_pstrndup(x->r->pool, value, (apr_size_t)(end - value)));
@@ -105,115 +135,105 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
 
 static int is_event_stream(const char *content_type)
 {
-    return content_type != NULL &&
-           strncasecmp(content_type, "text/event-stream", 17) == 0;
+    return content_type != NULL && strncasecmp(content_type, "text/event-stream", 17) == 0;
 }
 
-/* Status, content type and pass-through headers of the upstream's answer. */
-static void set_response_head(exchange *x)
+static const char *content_type_or_json(const exchange *x)
 {
-    request_rec *r = x->r;
-
-    r->status = (int)x->status;
-    ap_set_content_type(r, x->content_type ? x->content_type : "application/json");
-    apr_table_overlap(r->headers_out, x->pass_headers, APR_OVERLAP_TABLES_SET);
+    return x->content_type ? x->content_type : "application/json";
 }
 
-static void start_stream(exchange *x)
+/* On the first byte of the body: a successful event stream is relayed as it
+ * comes; anything else (JSON answers, errors) is relayed whole. */
+static void choose_mode(exchange *x)
 {
-    request_rec *r = x->r;
+    int streamed = x->status >= 200 && x->status < 300 && is_event_stream(x->content_type);
 
-    set_response_head(x);
-    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
-    apr_table_setn(r->headers_out, "X-Accel-Buffering", "no");
-    apr_table_unset(r->headers_out, "Content-Length");
-    /* compression would hold back chunks until its buffer fills */
-    apr_table_setn(r->subprocess_env, "no-gzip", "1");
-    apr_table_setn(r->subprocess_env, "no-brotli", "1");
-}
-
-static int client_is_gone(exchange *x, apr_status_t rv)
-{
-    if (rv != APR_SUCCESS || x->r->connection->aborted) {
-        x->client_gone = 1;
+    x->mode = streamed ? BODY_STREAMED : BODY_BUFFERED;
+    if (streamed && !x->relay.committed) {
+        oaip_relay_start_stream(&x->relay, (int)x->status, x->content_type,
+                                x->pass_headers);
     }
-    return x->client_gone;
 }
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 {
     exchange *x = userdata;
     size_t len = size * nmemb;
-    apr_bucket_alloc_t *ba = x->r->connection->bucket_alloc;
-    apr_status_t rv;
 
-    if (x->mode == RELAY_UNDECIDED) {
-        int streaming =
-            x->status >= 200 && x->status < 300 && is_event_stream(x->content_type);
-        x->mode = streaming ? RELAY_STREAM : RELAY_BUFFER;
-        if (streaming) {
-            start_stream(x);
-        }
+    x->last_upstream_byte = apr_time_now();
+    if (x->mode == BODY_UNDECIDED) {
+        choose_mode(x);
     }
-    if (x->mode == RELAY_BUFFER) {
-        if (x->buffered + len > MAX_BUFFERED_ANSWER) {
-            x->answer_too_large = 1;
-            return 0;
-        }
-        x->buffered += len;
-        apr_brigade_write(x->bb, NULL, NULL, data, len);
-        return len;
+    if (x->mode == BODY_STREAMED) {
+        return oaip_relay_write(&x->relay, data, len) ? len : 0;
     }
-    if (client_is_gone(x, APR_SUCCESS)) {
+    if (x->buffered + len > MAX_BUFFERED_ANSWER) {
+        x->answer_too_large = 1;
         return 0;
     }
-    /* transient: the core output filter copies only what it cannot send now */
-    APR_BRIGADE_INSERT_TAIL(x->bb, apr_bucket_transient_create(data, len, ba));
-    APR_BRIGADE_INSERT_TAIL(x->bb, apr_bucket_flush_create(ba));
-    rv = ap_pass_brigade(x->r->output_filters, x->bb);
-    apr_brigade_cleanup(x->bb);
-    if (client_is_gone(x, rv)) {
-        return 0;
-    }
-    x->bytes_relayed += len;
+    x->buffered += len;
+    apr_brigade_write(x->buffer, NULL, NULL, data, len);
     return len;
 }
 
+/* An SSE comment keeps idle connections of proxies and load balancers in
+ * between alive; it may only go between two of the upstream's events. */
+static int send_heartbeat(exchange *x, apr_time_t now)
+{
+    static const char comment[] = ": keep-alive\n\n";
+    apr_interval_time_t every = apr_time_from_sec(x->conf->heartbeat);
+
+    if (!x->stream_requested || x->conf->heartbeat <= 0 || x->mode == BODY_BUFFERED ||
+        now - x->relay.last_write < every || !oaip_relay_at_event_boundary(&x->relay)) {
+        return 1;
+    }
+    if (!x->relay.committed) {
+        /* the upstream's status is not known yet: a failure will become an
+         * SSE error event */
+        oaip_relay_start_stream(&x->relay, HTTP_OK, "text/event-stream", NULL);
+    }
+    return oaip_relay_write(&x->relay, comment, sizeof(comment) - 1);
+}
+
 /* About once a second while the transfer runs, even while the upstream is
- * silent: a non-zero return aborts the transfer. */
+ * silent, and after each read: a non-zero return aborts the transfer. */
 static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
                        curl_off_t ultotal, curl_off_t ulnow)
 {
     exchange *x = userdata;
+    apr_time_t now = apr_time_now();
+    const oaip_dir_conf *conf = x->conf;
 
     (void)dltotal;
     (void)dlnow;
     (void)ultotal;
     (void)ulnow;
-    return client_is_gone(x, APR_SUCCESS);
-}
-
-static struct curl_slist *request_headers(const char *auth_header)
-{
-    struct curl_slist *list = NULL, *next;
-    const char *lines[] = {"Content-Type: application/json", "Expect:", auth_header};
-    apr_size_t i;
-
-    for (i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
-        next = curl_slist_append(list, lines[i]);
-        if (next == NULL) {
-            curl_slist_free_all(list);
-            return NULL;
-        }
-        list = next;
+    if (oaip_relay_client_hung_up(&x->relay)) {
+        return 1;
     }
-    return list;
+    if (x->status == 0) {
+        if (now - x->started >
+            apr_time_from_sec(oaip_conf_seconds(conf->first_byte_timeout,
+                                                OAIP_DEFAULT_FIRST_BYTE_TIMEOUT))) {
+            x->timed_out = FIRST_BYTE_TIMEOUT;
+            return 1;
+        }
+    }
+    else if (now - x->last_upstream_byte >
+             apr_time_from_sec(
+                 oaip_conf_seconds(conf->idle_timeout, OAIP_DEFAULT_IDLE_TIMEOUT))) {
+        x->timed_out = IDLE_TIMEOUT;
+        return 1;
+    }
+    return send_heartbeat(x, now) ? 0 : 1;
 }
 
-static void configure(CURL *h, exchange *x, const oaip_dir_conf *conf,
-                      const oaip_chat_request *req, struct curl_slist *headers,
-                      char *errbuf)
+static void configure(CURL *h, exchange *x, const oaip_chat_request *req,
+                      struct curl_slist *headers, char *errbuf)
 {
+    const oaip_dir_conf *conf = x->conf;
+
     curl_easy_setopt(h, CURLOPT_URL, oaip_conf_chat_url(conf));
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -222,8 +242,11 @@ static void configure(CURL *h, exchange *x, const oaip_dir_conf *conf,
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "mod_openai_proxy/" OAIP_VERSION);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(
+        h, CURLOPT_CONNECTTIMEOUT,
+        (long)oaip_conf_seconds(conf->connect_timeout, OAIP_DEFAULT_CONNECT_TIMEOUT));
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
     if (conf->ca_file != NULL) {
@@ -239,103 +262,111 @@ static void configure(CURL *h, exchange *x, const oaip_dir_conf *conf,
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
 }
 
-static oaip_error_kind classify_failure(CURLcode code)
+static void fail(oaip_upstream_outcome *outcome, oaip_error_kind kind, const char *detail)
 {
-    switch (code) {
-    case CURLE_OPERATION_TIMEDOUT:
-        return OAIP_ERR_UPSTREAM_TIMEOUT;
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CACERT_BADFILE:
-        return OAIP_ERR_UPSTREAM_UNREACHABLE;
-    default:
-        return OAIP_ERR_UPSTREAM_INVALID;
+    outcome->error = kind;
+    outcome->error_detail = detail;
+}
+
+static void describe_failure(exchange *x, CURLcode code, oaip_upstream_outcome *outcome)
+{
+    apr_pool_t *p = x->r->pool;
+    const char *reason = curl_easy_strerror(code);
+
+    if (x->timed_out == FIRST_BYTE_TIMEOUT) {
+        fail(outcome, OAIP_ERR_UPSTREAM_TIMEOUT,
+             apr_psprintf(p, "The upstream API did not answer within %d seconds",
+                          oaip_conf_seconds(x->conf->first_byte_timeout,
+                                            OAIP_DEFAULT_FIRST_BYTE_TIMEOUT)));
+    }
+    else if (x->timed_out == IDLE_TIMEOUT) {
+        fail(outcome, OAIP_ERR_UPSTREAM_TIMEOUT,
+             apr_psprintf(p, "The upstream API fell silent for more than %d seconds",
+                          oaip_conf_seconds(x->conf->idle_timeout,
+                                            OAIP_DEFAULT_IDLE_TIMEOUT)));
+    }
+    else if (x->answer_too_large) {
+        fail(outcome, OAIP_ERR_UPSTREAM_INVALID,
+             "The upstream API's answer is too large to relay");
+    }
+    else if (code == CURLE_OPERATION_TIMEDOUT) {
+        fail(outcome, OAIP_ERR_UPSTREAM_TIMEOUT,
+             apr_psprintf(p, "Could not connect to the upstream API in time (%s)", reason));
+    }
+    else if (code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_CONNECT ||
+             code == CURLE_SSL_CONNECT_ERROR || code == CURLE_PEER_FAILED_VERIFICATION ||
+             code == CURLE_SSL_CACERT_BADFILE) {
+        fail(outcome, OAIP_ERR_UPSTREAM_UNREACHABLE,
+             apr_psprintf(p, "Could not reach the upstream API (%s)", reason));
+    }
+    else {
+        fail(outcome, OAIP_ERR_UPSTREAM_INVALID,
+             apr_psprintf(p, "The upstream API failed to send a valid response (%s)",
+                          reason));
     }
 }
 
-/* Ends a stream that the upstream broke off with an SSE error event, so the
- * client can tell a cut answer from a finished one. */
-static void end_stream_with_error(exchange *x, oaip_error_kind kind, const char *detail)
+/* A complete answer that was not streamed through: relayed whole, or, when
+ * heartbeats already committed the stream's head, turned into an SSE error
+ * event (a success that is not an event stream is passed on as data). */
+static void relay_buffered_answer(exchange *x, oaip_upstream_outcome *outcome)
 {
-    apr_bucket_alloc_t *ba = x->r->connection->bucket_alloc;
-    const char *event = oaip_error_sse_event(x->r->pool, kind, detail);
-
-    /* an event cut in the middle would swallow ours: close it first */
-    APR_BRIGADE_INSERT_TAIL(x->bb, apr_bucket_immortal_create("\n\n", 2, ba));
-    APR_BRIGADE_INSERT_TAIL(x->bb,
-                            apr_bucket_pool_create(event, strlen(event), x->r->pool, ba));
-    APR_BRIGADE_INSERT_TAIL(x->bb, apr_bucket_flush_create(ba));
-    ap_pass_brigade(x->r->output_filters, x->bb);
-    apr_brigade_cleanup(x->bb);
-}
-
-static void relay_buffered(exchange *x)
-{
-    set_response_head(x);
-    ap_set_content_length(x->r, (apr_off_t)x->buffered);
-    APR_BRIGADE_INSERT_TAIL(x->bb, apr_bucket_eos_create(x->r->connection->bucket_alloc));
-    ap_pass_brigade(x->r->output_filters, x->bb);
-    apr_brigade_cleanup(x->bb);
+    if (x->status < 200 || x->status > 599) {
+        fail(outcome, OAIP_ERR_UPSTREAM_INVALID, "The upstream API sent an invalid response");
+        return;
+    }
+    if (!x->relay.committed) {
+        oaip_relay_whole(&x->relay, (int)x->status, content_type_or_json(x), x->pass_headers,
+                         x->buffer, (apr_off_t)x->buffered);
+        outcome->responded = 1;
+        return;
+    }
+    {
+        char *body = apr_palloc(x->r->pool, x->buffered + 1);
+        apr_size_t len = x->buffered;
+        apr_brigade_flatten(x->buffer, body, &len);
+        oaip_relay_end_with_event(
+            &x->relay, oaip_error_sse_from_upstream(x->r->pool, (int)x->status, body, len));
+        outcome->responded = 1;
+    }
 }
 
 static void finish(exchange *x, CURLcode code, const char *errbuf,
                    oaip_upstream_outcome *outcome)
 {
     request_rec *r = x->r;
-    const char *reason = curl_easy_strerror(code);
 
-    if (x->client_gone) {
+    if (x->relay.client_gone) {
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                       "client went away after %" APR_SIZE_T_FMT
                       " bytes; upstream transfer stopped",
-                      x->bytes_relayed);
-        outcome->responded = 1;
-        return;
-    }
-    if (code == CURLE_OK && x->mode != RELAY_STREAM) {
-        if (x->status < 200 || x->status > 599) {
-            outcome->error = OAIP_ERR_UPSTREAM_INVALID;
-            outcome->error_detail = "The upstream API sent an invalid response";
-            return;
-        }
-        relay_buffered(x);
+                      x->relay.bytes);
         outcome->responded = 1;
         return;
     }
     if (code == CURLE_OK) {
-        outcome->responded = 1;
+        if (x->mode == BODY_STREAMED) {
+            outcome->responded = 1;
+        }
+        else {
+            relay_buffered_answer(x, outcome);
+        }
         return;
     }
-    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "upstream request failed: %s (%s)", reason,
-                  errbuf[0] ? errbuf : "no detail");
-    if (x->answer_too_large) {
-        outcome->error = OAIP_ERR_UPSTREAM_INVALID;
-        outcome->error_detail = "The upstream API's answer is too large to relay";
-        return;
-    }
-    outcome->error = classify_failure(code);
-    outcome->error_detail =
-        apr_psprintf(r->pool, "%s (%s)",
-                     outcome->error == OAIP_ERR_UPSTREAM_TIMEOUT
-                         ? "The upstream API did not answer in time"
-                     : outcome->error == OAIP_ERR_UPSTREAM_UNREACHABLE
-                         ? "Could not reach the upstream API"
-                         : "The upstream API failed to send a valid response",
-                     reason);
-    if (x->mode == RELAY_STREAM) {
-        end_stream_with_error(x, outcome->error, outcome->error_detail);
+    describe_failure(x, code, outcome);
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "upstream request failed: %s [%s]",
+                  outcome->error_detail, errbuf[0] ? errbuf : curl_easy_strerror(code));
+    if (x->relay.committed) {
+        oaip_relay_end_with_event(
+            &x->relay, oaip_error_sse_event(r->pool, outcome->error, outcome->error_detail));
         outcome->responded = 1;
     }
 }
 
-void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf,
-                        const char *auth_header, const oaip_chat_request *req,
-                        oaip_upstream_outcome *outcome)
+void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf, struct curl_slist *headers,
+                        const oaip_chat_request *req, oaip_upstream_outcome *outcome)
 {
     char errbuf[CURL_ERROR_SIZE] = "";
-    struct curl_slist *headers;
     exchange x;
     CURL *h;
     CURLcode code;
@@ -343,31 +374,30 @@ void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf,
     memset(outcome, 0, sizeof(*outcome));
     memset(&x, 0, sizeof(x));
     x.r = r;
-    x.bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    x.conf = conf;
+    x.stream_requested = req->stream;
+    oaip_relay_init(&x.relay, r);
+    x.buffer = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     x.pass_headers = apr_table_make(r->pool, 12);
+    x.started = x.last_upstream_byte = apr_time_now();
 
-    headers = request_headers(auth_header);
     h = oaip_curl_acquire();
-    if (headers == NULL || h == NULL) {
-        curl_slist_free_all(headers);
-        oaip_curl_release(h);
-        outcome->error = OAIP_ERR_INTERNAL;
-        outcome->error_detail = "Out of memory";
+    if (h == NULL) {
+        fail(outcome, OAIP_ERR_INTERNAL, "Out of memory");
         return;
     }
-    configure(h, &x, conf, req, headers, errbuf);
+    configure(h, &x, req, headers, errbuf);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "upstream POST %s model=%s stream=%d",
-                  oaip_conf_chat_url(conf), req->model ? req->model : "(none)",
-                  req->stream);
+                  oaip_conf_chat_url(conf), req->model ? req->model : "(none)", req->stream);
     code = curl_easy_perform(h);
-    /* the handle keeps pointers to this request's memory: drop them before
-     * another thread may pick it up */
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                  "upstream answered %ld (%s) in %" APR_TIME_T_FMT " ms, curl: %s", x.status,
+                  x.mode == BODY_STREAMED ? "streamed" : "whole",
+                  apr_time_as_msec(apr_time_now() - x.started), curl_easy_strerror(code));
+    /* the handle points into this request's memory: unhook it before another
+     * request may take it */
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
-    curl_slist_free_all(headers);
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "upstream answered %ld (%s), curl: %s",
-                  x.status, x.mode == RELAY_STREAM ? "stream" : "whole",
-                  curl_easy_strerror(code));
-    finish(&x, code, errbuf, outcome);
     oaip_curl_release(h);
+    finish(&x, code, errbuf, outcome);
 }

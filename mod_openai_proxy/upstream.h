@@ -4,6 +4,7 @@
 #define OAIP_UPSTREAM_H
 
 #include <httpd.h>
+#include <curl/curl.h>
 
 #include "config.h"
 #include "errors.h"
@@ -15,6 +16,10 @@ apr_status_t oaip_upstream_global_init(apr_pool_t *pconf, server_rec *s);
 /* Once per child process: the pool of reusable easy handles. */
 void oaip_upstream_child_init(apr_pool_t *pchild, server_rec *s);
 
+/* The constant request headers for a key, freed with `pool`. NULL: no
+ * memory. */
+struct curl_slist *oaip_upstream_headers_make(apr_pool_t *pool, const char *auth_header);
+
 /* Where an exchange ended up. */
 typedef struct {
     int responded;            /* something was sent to the client */
@@ -22,11 +27,12 @@ typedef struct {
     const char *error_detail; /* sentence for the client, no secrets */
 } oaip_upstream_outcome;
 
-/* Sends `req` to the chat endpoint with `auth_header` and relays the answer:
- * a stream chunk by chunk with a flush each, anything else whole, with the
- * upstream's status, content type and pass-through headers. */
+/* Sends `req` to the chat endpoint with `headers` (content type and key)
+ * and relays the answer: a stream chunk by chunk with a flush each, anything
+ * else whole, with the upstream's status, content type and pass-through
+ * headers. Applies the timeouts and heartbeats of `conf`. */
 void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf,
-                        const char *auth_header, const oaip_chat_request *req,
+                        struct curl_slist *headers, const oaip_chat_request *req,
                         oaip_upstream_outcome *outcome);
 
 /* Response headers of the upstream that reach the client (lower case). */
