@@ -36,25 +36,17 @@ void *oaip_merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
 {
     const oaip_dir_conf *base = base_, *add = add_;
     oaip_dir_conf *merged = apr_pcalloc(p, sizeof(*merged));
+    /* fields that belong together come from the same level */
+    const oaip_dir_conf *key_level = add->auth_header ? add : base;
+    const oaip_dir_conf *upstream_level = add->upstream ? add : base;
 
-    if (add->auth_header) {
-        merged->auth_header = add->auth_header;
-        merged->upstream_headers = add->upstream_headers;
-    }
-    else {
-        merged->auth_header = base->auth_header;
-        merged->upstream_headers = base->upstream_headers;
-    }
+    merged->auth_header = key_level->auth_header;
+    merged->upstream_headers = key_level->upstream_headers;
+    merged->upstream = upstream_level->upstream;
+    merged->chat_url = upstream_level->chat_url;
     MERGE_PTR(ca_file);
     /* an inner list of origins replaces the outer one as a whole */
     MERGE_PTR(origins);
-    if (add->upstream) {
-        merged->upstream = add->upstream;
-        merged->chat_url = add->chat_url;
-    } else {
-        merged->upstream = base->upstream;
-        merged->chat_url = base->chat_url;
-    }
     merged->defaults = oaip_defaults_merge(p, base->defaults, add->defaults);
     MERGE_INT(max_body);
     MERGE_INT(allow_client_key);

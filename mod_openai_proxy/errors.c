@@ -130,14 +130,14 @@ const char *oaip_error_sse_from_upstream(apr_pool_t *p, int status, const char *
         if (json_object_get(event, "status") == NULL) {
             json_object_set_new(event, "status", json_integer(status));
         }
-    }
-    else {
+    } else {
         char *excerpt = apr_pstrndup(p, body, len > 200 ? 200 : len);
         json_decref(parsed);
-        event = json_pack(
-            "{s:{s:o,s:s,s:n,s:s},s:i}", "error", "message",
-            json_text(apr_psprintf(p, "The upstream API answered %d: %s", status, excerpt)),
-            "type", info->type, "param", "code", "upstream_error", "status", status);
+        event = json_pack("{s:{s:o,s:s,s:n,s:s},s:i}", "error", "message",
+                          json_text(apr_psprintf(p, "The upstream API answered %d: %s",
+                                                 status, excerpt)),
+                          "type", info->type, "param", "code", "upstream_error", "status",
+                          status);
     }
     return apr_pstrcat(p, "event: error\ndata: ", dump_to_pool(p, event), "\n\n", NULL);
 }

@@ -23,9 +23,13 @@ static int send_error(request_rec *r, const oaip_dir_conf *conf, oaip_error_kind
         oaip_error_body(r->pool, oaip_conf_error_format(conf), kind, detail);
     apr_size_t len = strlen(body);
 
-    ap_log_rerror(APLOG_MARK, info->status >= 500 ? APLOG_ERR : APLOG_INFO, 0, r,
-                  "answering %d %s: %s", info->status, info->code,
-                  detail ? detail : info->title);
+    /* upstream failures were logged where they happened; client mistakes
+     * and limits are the client's business: only our own faults are errors */
+    int level = (kind == OAIP_ERR_NO_API_KEY || kind == OAIP_ERR_INTERNAL) ? APLOG_ERR
+                                                                           : APLOG_INFO;
+
+    ap_log_rerror(APLOG_MARK, level, 0, r, "answering %d %s: %s", info->status,
+                  info->code, detail ? detail : info->title);
     r->status = info->status;
     ap_set_content_type(r, "application/json");
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
@@ -169,7 +173,8 @@ static int body_error(request_rec *r, const oaip_dir_conf *conf, int status)
     }
 }
 
-static int proxy_chat(request_rec *r, const oaip_dir_conf *conf, struct curl_slist *headers)
+static int proxy_chat(request_rec *r, const oaip_dir_conf *conf,
+                      struct curl_slist *headers)
 {
     oaip_chat_request chat;
     oaip_upstream_outcome outcome;

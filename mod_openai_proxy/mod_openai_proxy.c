@@ -37,12 +37,7 @@ static void oaip_register_hooks(apr_pool_t *p)
 }
 
 AP_DECLARE_MODULE(openai_proxy) = {
-    STANDARD20_MODULE_STUFF,
-    oaip_create_dir_conf,
-    oaip_merge_dir_conf,
-    oaip_create_server_conf,
-    oaip_merge_server_conf,
-    oaip_directives,
-    oaip_register_hooks,
-    AP_MODULE_FLAG_NONE,
+    STANDARD20_MODULE_STUFF, oaip_create_dir_conf,   oaip_merge_dir_conf,
+    oaip_create_server_conf, oaip_merge_server_conf, oaip_directives,
+    oaip_register_hooks,     AP_MODULE_FLAG_NONE,
 };

@@ -44,8 +44,7 @@ static void remember_tail(oaip_relay *relay, const char *data, apr_size_t len)
 
     if (len >= keep) {
         memcpy(relay->tail, data + len - keep, keep);
-    }
-    else {
+    } else {
         memmove(relay->tail, relay->tail + len, keep - len);
         memcpy(relay->tail + keep - len, data, len);
     }
@@ -73,6 +72,20 @@ int oaip_relay_write(oaip_relay *relay, const char *data, apr_size_t len)
     remember_tail(relay, data, len);
     relay->last_write = apr_time_now();
     return 1;
+}
+
+void oaip_relay_write_brigade(oaip_relay *relay, apr_bucket_brigade *data)
+{
+    apr_off_t len = 0;
+
+    apr_brigade_length(data, 0, &len);
+    APR_BRIGADE_INSERT_TAIL(data,
+                            apr_bucket_flush_create(relay->r->connection->bucket_alloc));
+    if (ap_pass_brigade(relay->r->output_filters, data) != APR_SUCCESS) {
+        relay->client_gone = 1;
+    }
+    apr_brigade_cleanup(data);
+    relay->bytes += (apr_size_t)len;
 }
 
 int oaip_relay_at_event_boundary(const oaip_relay *relay)

@@ -8,10 +8,10 @@
 typedef struct {
     request_rec *r;
     apr_bucket_brigade *bb;
-    int committed;     /* a stream head went out: status and headers are final */
-    int client_gone;   /* a write failed or the connection was closed */
-    apr_size_t bytes;  /* body bytes handed to the output filters */
-    char tail[4];      /* the last bytes sent, to find SSE event boundaries */
+    int committed;    /* a stream head went out: status and headers are final */
+    int client_gone;  /* a write failed or the connection was closed */
+    apr_size_t bytes; /* body bytes handed to the output filters */
+    char tail[4];     /* the last bytes sent, to find SSE event boundaries */
     apr_time_t last_write;
 } oaip_relay;
 
@@ -25,6 +25,9 @@ void oaip_relay_start_stream(oaip_relay *relay, int status, const char *content_
 /* Passes `len` bytes to the client and flushes. Returns 0 once the client
  * is gone. */
 int oaip_relay_write(oaip_relay *relay, const char *data, apr_size_t len);
+
+/* Passes a brigade of data to the client and flushes. */
+void oaip_relay_write_brigade(oaip_relay *relay, apr_bucket_brigade *data);
 
 /* Whether what was sent so far ends between two SSE events, where a comment
  * or an event of our own may go without corrupting the upstream's. */

@@ -38,7 +38,8 @@ apr_status_t oaip_streams_post_config(apr_pool_t *pconf, server_rec *s)
 
     server_count = 0;
     for (vs = s; vs != NULL; vs = vs->next) {
-        oaip_server_conf *conf = ap_get_module_config(vs->module_config, &openai_proxy_module);
+        oaip_server_conf *conf =
+            ap_get_module_config(vs->module_config, &openai_proxy_module);
         conf->index = server_count++;
         any_limit |= conf->max_streams > 0;
     }

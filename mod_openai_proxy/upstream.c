@@ -49,7 +49,8 @@ void oaip_upstream_child_init(apr_pool_t *pchild, server_rec *s)
     apr_status_t rv = oaip_curl_pool_child_init(pchild);
 
     if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "cannot set up the libcurl handle pool");
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
+                     "cannot set up the libcurl handle pool");
     }
 }
 
@@ -124,8 +125,7 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
     }
     if ((size_t)(colon - line) == 12 && strncasecmp(line, "content-type", 12) == 0) {
         x->content_type = apr_pstrndup(x->r->pool, value, (apr_size_t)(end - value));
-    }
-    else if (is_passed_header(line, (apr_size_t)(colon - line))) {
+    } else if (is_passed_header(line, (apr_size_t)(colon - line))) {
         apr_table_addn(x->pass_headers,
                        apr_pstrndup(x->r->pool, line, (apr_size_t)(colon - line)),
                        apr_pstrndup(x->r->pool, value, (apr_size_t)(end - value)));
@@ -135,7 +135,8 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
 
 static int is_event_stream(const char *content_type)
 {
-    return content_type != NULL && strncasecmp(content_type, "text/event-stream", 17) == 0;
+    return content_type != NULL &&
+           strncasecmp(content_type, "text/event-stream", 17) == 0;
 }
 
 static const char *content_type_or_json(const exchange *x)
@@ -147,7 +148,8 @@ static const char *content_type_or_json(const exchange *x)
  * comes; anything else (JSON answers, errors) is relayed whole. */
 static void choose_mode(exchange *x)
 {
-    int streamed = x->status >= 200 && x->status < 300 && is_event_stream(x->content_type);
+    int streamed =
+        x->status >= 200 && x->status < 300 && is_event_stream(x->content_type);
 
     x->mode = streamed ? BODY_STREAMED : BODY_BUFFERED;
     if (streamed && !x->relay.committed) {
@@ -219,10 +221,9 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
             x->timed_out = FIRST_BYTE_TIMEOUT;
             return 1;
         }
-    }
-    else if (now - x->last_upstream_byte >
-             apr_time_from_sec(
-                 oaip_conf_seconds(conf->idle_timeout, OAIP_DEFAULT_IDLE_TIMEOUT))) {
+    } else if (now - x->last_upstream_byte >
+               apr_time_from_sec(
+                   oaip_conf_seconds(conf->idle_timeout, OAIP_DEFAULT_IDLE_TIMEOUT))) {
         x->timed_out = IDLE_TIMEOUT;
         return 1;
     }
@@ -278,28 +279,25 @@ static void describe_failure(exchange *x, CURLcode code, oaip_upstream_outcome *
              apr_psprintf(p, "The upstream API did not answer within %d seconds",
                           oaip_conf_seconds(x->conf->first_byte_timeout,
                                             OAIP_DEFAULT_FIRST_BYTE_TIMEOUT)));
-    }
-    else if (x->timed_out == IDLE_TIMEOUT) {
+    } else if (x->timed_out == IDLE_TIMEOUT) {
         fail(outcome, OAIP_ERR_UPSTREAM_TIMEOUT,
-             apr_psprintf(p, "The upstream API fell silent for more than %d seconds",
-                          oaip_conf_seconds(x->conf->idle_timeout,
-                                            OAIP_DEFAULT_IDLE_TIMEOUT)));
-    }
-    else if (x->answer_too_large) {
+             apr_psprintf(
+                 p, "The upstream API fell silent for more than %d seconds",
+                 oaip_conf_seconds(x->conf->idle_timeout, OAIP_DEFAULT_IDLE_TIMEOUT)));
+    } else if (x->answer_too_large) {
         fail(outcome, OAIP_ERR_UPSTREAM_INVALID,
              "The upstream API's answer is too large to relay");
-    }
-    else if (code == CURLE_OPERATION_TIMEDOUT) {
+    } else if (code == CURLE_OPERATION_TIMEDOUT) {
         fail(outcome, OAIP_ERR_UPSTREAM_TIMEOUT,
-             apr_psprintf(p, "Could not connect to the upstream API in time (%s)", reason));
-    }
-    else if (code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_CONNECT ||
-             code == CURLE_SSL_CONNECT_ERROR || code == CURLE_PEER_FAILED_VERIFICATION ||
-             code == CURLE_SSL_CACERT_BADFILE) {
+             apr_psprintf(p, "Could not connect to the upstream API in time (%s)",
+                          reason));
+    } else if (code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_CONNECT ||
+               code == CURLE_SSL_CONNECT_ERROR ||
+               code == CURLE_PEER_FAILED_VERIFICATION ||
+               code == CURLE_SSL_CACERT_BADFILE) {
         fail(outcome, OAIP_ERR_UPSTREAM_UNREACHABLE,
              apr_psprintf(p, "Could not reach the upstream API (%s)", reason));
-    }
-    else {
+    } else {
         fail(outcome, OAIP_ERR_UPSTREAM_INVALID,
              apr_psprintf(p, "The upstream API failed to send a valid response (%s)",
                           reason));
@@ -312,23 +310,27 @@ static void describe_failure(exchange *x, CURLcode code, oaip_upstream_outcome *
 static void relay_buffered_answer(exchange *x, oaip_upstream_outcome *outcome)
 {
     if (x->status < 200 || x->status > 599) {
-        fail(outcome, OAIP_ERR_UPSTREAM_INVALID, "The upstream API sent an invalid response");
+        fail(outcome, OAIP_ERR_UPSTREAM_INVALID,
+             "The upstream API sent an invalid response");
         return;
     }
     if (!x->relay.committed) {
-        oaip_relay_whole(&x->relay, (int)x->status, content_type_or_json(x), x->pass_headers,
-                         x->buffer, (apr_off_t)x->buffered);
+        oaip_relay_whole(&x->relay, (int)x->status, content_type_or_json(x),
+                         x->pass_headers, x->buffer, (apr_off_t)x->buffered);
         outcome->responded = 1;
         return;
     }
-    {
+    if (x->status < 300) {
+        /* the upstream ignored "stream": its answer is all the stream has */
+        oaip_relay_write_brigade(&x->relay, x->buffer);
+    } else {
         char *body = apr_palloc(x->r->pool, x->buffered + 1);
         apr_size_t len = x->buffered;
         apr_brigade_flatten(x->buffer, body, &len);
-        oaip_relay_end_with_event(
-            &x->relay, oaip_error_sse_from_upstream(x->r->pool, (int)x->status, body, len));
-        outcome->responded = 1;
+        oaip_relay_end_with_event(&x->relay, oaip_error_sse_from_upstream(
+                                                 x->r->pool, (int)x->status, body, len));
     }
+    outcome->responded = 1;
 }
 
 static void finish(exchange *x, CURLcode code, const char *errbuf,
@@ -347,8 +349,7 @@ static void finish(exchange *x, CURLcode code, const char *errbuf,
     if (code == CURLE_OK) {
         if (x->mode == BODY_STREAMED) {
             outcome->responded = 1;
-        }
-        else {
+        } else {
             relay_buffered_answer(x, outcome);
         }
         return;
@@ -357,14 +358,15 @@ static void finish(exchange *x, CURLcode code, const char *errbuf,
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "upstream request failed: %s [%s]",
                   outcome->error_detail, errbuf[0] ? errbuf : curl_easy_strerror(code));
     if (x->relay.committed) {
-        oaip_relay_end_with_event(
-            &x->relay, oaip_error_sse_event(r->pool, outcome->error, outcome->error_detail));
+        oaip_relay_end_with_event(&x->relay, oaip_error_sse_event(r->pool, outcome->error,
+                                                                  outcome->error_detail));
         outcome->responded = 1;
     }
 }
 
-void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf, struct curl_slist *headers,
-                        const oaip_chat_request *req, oaip_upstream_outcome *outcome)
+void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf,
+                        struct curl_slist *headers, const oaip_chat_request *req,
+                        oaip_upstream_outcome *outcome)
 {
     char errbuf[CURL_ERROR_SIZE] = "";
     exchange x;
@@ -388,11 +390,12 @@ void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf, struct curl_s
     }
     configure(h, &x, req, headers, errbuf);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "upstream POST %s model=%s stream=%d",
-                  oaip_conf_chat_url(conf), req->model ? req->model : "(none)", req->stream);
+                  oaip_conf_chat_url(conf), req->model ? req->model : "(none)",
+                  req->stream);
     code = curl_easy_perform(h);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
-                  "upstream answered %ld (%s) in %" APR_TIME_T_FMT " ms, curl: %s", x.status,
-                  x.mode == BODY_STREAMED ? "streamed" : "whole",
+                  "upstream answered %ld (%s) in %" APR_TIME_T_FMT " ms, curl: %s",
+                  x.status, x.mode == BODY_STREAMED ? "streamed" : "whole",
                   apr_time_as_msec(apr_time_now() - x.started), curl_easy_strerror(code));
     /* the handle points into this request's memory: unhook it before another
      * request may take it */

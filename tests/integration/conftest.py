@@ -4,13 +4,14 @@ config, and after every test two checks: no unexpected error in httpd's error
 log, and no configured secret in any response the test received."""
 
 import os
+import subprocess
 import shutil
 import tempfile
 
 import pytest
 
-from harness import (CLIENT_KEY, SECRETS, TEST_KEY_B, BAD_LOG_LINE, Client, Httpd,
-                     MockUpstream, free_port)
+from harness import (APACHE_BIN, CLIENT_KEY, SECRETS, TEST_KEY_B, BAD_LOG_LINE, Client,
+                     Httpd, MockUpstream, free_port)
 
 ORIGIN_RULES = "https://app.example.com https://*.example.org http://localhost:3000"
 
@@ -122,6 +123,18 @@ def reset_mock(request):
         request.getfixturevalue("mock").reset()
 
 
+def core_backtraces(directory):
+    """Backtraces of the cores crashed children left, for the failure text."""
+    out = []
+    for name in sorted(os.listdir(directory)):
+        if name.startswith("core"):
+            path = os.path.join(directory, name)
+            result = subprocess.run(["gdb", "-batch", "-ex", "thread apply all bt 30",
+                                     APACHE_BIN, path], capture_output=True, text=True)
+            out.append(f"== {path}\n{result.stdout[-8000:]}")
+    return "\n".join(out)
+
+
 class LogExpectations:
     def __init__(self):
         self.patterns = []
@@ -149,7 +162,10 @@ def check_logs_and_secrets(request, error_log, responses):
             for secret in SECRETS:
                 assert secret not in line, "a secret reached the error log"
             if BAD_LOG_LINE.search(line) and not any(p in line for p in error_log.patterns):
-                pytest.fail(f"unexpected error in {server.name}'s error log: {line}")
+                pytest.fail(f"unexpected error in {server.name}'s error log: {line}\n"
+                            f"{core_backtraces(server.core_dir())}")
+        reports = server.sanitizer_reports()
+        assert not reports, "sanitizer report:\n" + "\n".join(reports)[:6000]
         with open(server.access_log, "rb") as f:
             access = f.read().decode("utf-8", "replace")
         for secret in SECRETS:
@@ -166,9 +182,9 @@ def own_httpd(request, workdir, responses):
     and its logs checked like the shared one's."""
     started = []
 
-    def start(body, name=None, env=None, mpm="event"):
+    def start(body, name=None, env=None, mpm="event", modules=()):
         server = Httpd(workdir, body, name=name or f"own{len(started)}-{request.node.name[:40]}",
-                       env=env, mpm=mpm)
+                       env=env, mpm=mpm, modules=modules)
         server.start()
         started.append(server)
         request.node.extra_servers = started

@@ -1,0 +1,260 @@
+"""The upstream engine: connection reuse, cost safety when the client leaves,
+timeouts, heartbeats, the stream limit, and unbuffered streams under every
+MPM and HTTP/2."""
+
+import json
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from harness import TEST_KEY, sse_data_lines, sse_events_with_arrival, wait_for
+
+MESSAGES = [{"role": "user", "content": "Think hard"}]
+
+
+def proxy_location(mock, path="/v1", *directives):
+    lines = "\n".join("  " + d for d in directives)
+    return (f"<Location {path}>\n  SetHandler openai-proxy\n  OpenAIProxyUpstream {mock.api}\n"
+            f"  OpenAIProxyAPIKey {TEST_KEY}\n{lines}\n</Location>\n")
+
+
+def send_raw(port, body):
+    data = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"POST /v1 HTTP/1.1\r\nHost: a.test\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(data) + data)
+    return sock
+
+
+def finished_record(mock):
+    def done():
+        records = mock.requests()
+        return records and records[-1]["outcome"] and records[-1]
+    return wait_for(done, 15, "the upstream request to end")
+
+
+def test_upstream_connections_are_reused(client, mock):
+    for _ in range(50):
+        assert client.post("/v1", {"messages": MESSAGES}).status == 200
+    stats = mock.stats()
+    assert stats["requests"] == 50
+    # one kept-alive connection per httpd child that served requests
+    assert stats["connections_accepted"] <= 4, stats
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_client_leaving_while_the_model_thinks_stops_the_upstream(httpd, mock, stream):
+    sock = send_raw(httpd.port, {"messages": MESSAGES, "stream": stream,
+                                 "mock": {"delay_headers": 30}})
+    wait_for(lambda: mock.requests(), 5, "the request to reach the upstream")
+    time.sleep(0.3)
+    sock.close()
+    closed_at = time.time()
+    record = finished_record(mock)
+    assert record["outcome"] == "client_gone"
+    # noticed from curl's progress callback, which runs about once a second
+    assert record["ended_at"] - closed_at < 3.0
+
+
+def test_first_byte_timeout_is_504_json(own_httpd, mock, error_log):
+    error_log.allow("upstream request failed")
+    _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyFirstByteTimeout 1"))
+    for stream in (False, True):
+        resp = client.post("/v1", {"messages": MESSAGES, "stream": stream,
+                                   "mock": {"delay_headers": 10}})
+        assert resp.status == 504
+        assert resp.json() == {"error": "Gateway Timeout",
+                               "message": "The upstream API did not answer within 1 seconds"}
+    assert finished_record(mock)["outcome"] == "client_gone"
+
+
+def test_idle_timeout_mid_stream_ends_with_sse_error(own_httpd, mock, error_log):
+    error_log.allow("upstream request failed")
+    _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyIdleTimeout 1"))
+    resp = client.post("/v1", {"messages": MESSAGES, "stream": True,
+                               "mock": {"chunks": 3, "chunk_delay": 4}}, stream=True)
+    assert resp.status == 200
+    events = resp.body.decode().rstrip("\n").split("\n\n")
+    assert events[0].startswith("data: {")  # the role chunk came before the silence
+    assert events[-1].startswith("event: error\ndata: ")
+    err = json.loads(events[-1].split("data: ", 1)[1])["error"]
+    assert err["code"] == "upstream_timeout"
+    assert "silent for more than 1 seconds" in err["message"]
+
+
+def test_heartbeats_while_the_upstream_is_silent(own_httpd, mock):
+    _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyHeartbeat 1"))
+    resp = client.post("/v1", {"messages": MESSAGES, "stream": True,
+                               "mock": {"delay_headers": 2.5, "chunks": 2,
+                                        "chunk_delay": 2.5}}, stream=True)
+    assert resp.status == 200
+    assert resp.header("Content-Type").startswith("text/event-stream")
+    events = [e for _, e in sse_events_with_arrival(resp)]
+    assert events[0] == ": keep-alive", "no comment while waiting for the first byte"
+    first_data = next(i for i, e in enumerate(events) if e.startswith("data: "))
+    assert first_data >= 2
+    # comments also fill the silences between events, never inside one
+    data_positions = [i for i, e in enumerate(events) if e.startswith("data: ")]
+    assert any(events[i] == ": keep-alive" for i in range(data_positions[0], data_positions[-1]))
+    for e in events:
+        assert e == ": keep-alive" or e.startswith("data: ")
+    assert sse_data_lines(resp.body)[-1] == "[DONE]"
+
+
+def test_heartbeat_then_upstream_error_becomes_an_sse_error_event(own_httpd, mock):
+    _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyHeartbeat 1"))
+    resp = client.post("/v1", {"messages": MESSAGES, "stream": True,
+                               "mock": {"delay_headers": 2.5, "status": 429}}, stream=True)
+    assert resp.status == 200  # committed by the heartbeats
+    text = resp.body.decode()
+    assert text.startswith(": keep-alive\n\n")
+    tail = text.rstrip("\n").split("\n\n")[-1]
+    assert tail.startswith("event: error\ndata: ")
+    data = json.loads(tail.split("data: ", 1)[1])
+    assert data["status"] == 429
+    assert data["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_no_heartbeat_for_plain_requests(own_httpd, mock):
+    _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyHeartbeat 1"))
+    resp = client.post("/v1", {"messages": MESSAGES, "mock": {"delay_headers": 2.2}})
+    assert resp.status == 200
+    assert resp.json()["object"] == "chat.completion"
+
+
+def test_max_streams_over_all_processes(own_httpd, mock):
+    """prefork: each stream is in its own process, so only shared counters
+    can enforce the limit."""
+    server, client = own_httpd(
+        f"<VirtualHost 127.0.0.1:*>\n  OpenAIProxyMaxStreams 2\n"
+        f"{proxy_location(mock)}</VirtualHost>\n", mpm="prefork")
+    long_stream = {"messages": MESSAGES, "stream": True,
+                   "mock": {"chunks": 100, "chunk_delay": 0.1}}
+    socks = [send_raw(server.port, long_stream) for _ in range(2)]
+    wait_for(lambda: mock.stats()["active_streams"] == 2, 10, "two open streams")
+    refused = client.post("/v1", {"messages": MESSAGES, "stream": True})
+    assert refused.status == 503
+    assert refused.header("Retry-After") == "2"
+    assert refused.json()["error"] == "Service Unavailable"
+    # plain requests are not streams
+    assert client.post("/v1", {"messages": MESSAGES}).status == 200
+    for s in socks:
+        s.close()
+    wait_for(lambda: mock.stats()["active_streams"] == 0, 10, "the streams to end")
+    time.sleep(0.2)
+    resp = client.post("/v1", {"messages": MESSAGES, "stream": True,
+                               "mock": {"chunk_delay": 0}}, stream=True)
+    assert resp.status == 200
+
+
+def test_max_streams_is_per_virtual_host(workdir):
+    from harness import Httpd
+    result = Httpd(workdir, "<Location /x>\nOpenAIProxyMaxStreams 3\n</Location>\n",
+                   name="maxstreams-ctx").config_test()
+    assert result.returncode != 0
+    assert "not allowed" in result.stderr
+
+
+def assert_unbuffered(events):
+    sent = [json.loads(e[len("data: "):])["mock_sent_at"] for _, e in events]
+    assert len(events) >= 4
+    for i in range(len(events) - 1):
+        assert events[i][0] < sent[i + 1], f"event {i} arrived after event {i + 1} was sent"
+
+
+TIMED_STREAM = {"messages": MESSAGES, "stream": True,
+                "mock": {"chunks": 3, "chunk_delay": 0.5, "timestamps": True}}
+
+
+@pytest.mark.parametrize("mpm", ["worker", "prefork"])
+def test_streams_are_unbuffered_under_every_mpm(own_httpd, mock, mpm):
+    _, client = own_httpd(proxy_location(mock), mpm=mpm)
+    resp = client.post("/v1", TIMED_STREAM, stream=True)
+    events = [(t, e) for t, e in sse_events_with_arrival(resp) if "[DONE]" not in e]
+    assert_unbuffered(events)
+
+
+def curl_stream_lines(url, body, *args):
+    """Runs curl and returns (arrival time, line) for each line it prints."""
+    proc = subprocess.Popen(["curl", "-sN", *args, url, "-H", "Content-Type: application/json",
+                             "-d", json.dumps(body), "-w", "\\nHTTP_VERSION=%{http_version}\\n"],
+                            stdout=subprocess.PIPE)
+    lines = []
+    for raw in proc.stdout:
+        lines.append((time.time(), raw.decode().rstrip("\n")))
+    proc.wait(30)
+    return lines
+
+
+def test_streams_are_unbuffered_over_http2(own_httpd, mock):
+    server, _ = own_httpd("Protocols h2c http/1.1\n" + proxy_location(mock),
+                          modules=["http2"])
+    lines = curl_stream_lines(server.url("/v1"), TIMED_STREAM, "--http2-prior-knowledge")
+    assert ("HTTP_VERSION=2") in [l for _, l in lines]
+    events = [(t, l) for t, l in lines if l.startswith("data: {")]
+    assert_unbuffered(events)
+
+
+def test_http2_client_reset_stops_the_upstream(own_httpd, mock):
+    server, _ = own_httpd("Protocols h2c http/1.1\n" + proxy_location(mock),
+                          modules=["http2"])
+    body = {"messages": MESSAGES, "stream": True, "mock": {"chunks": 200, "chunk_delay": 0.1}}
+    proc = subprocess.Popen(["curl", "-sN", "--http2-prior-knowledge", server.url("/v1"),
+                             "-H", "Content-Type: application/json", "-d", json.dumps(body)],
+                            stdout=subprocess.PIPE)
+    seen = 0
+    for raw in proc.stdout:
+        seen += raw.startswith(b"data: ")
+        if seen >= 3:
+            break
+    proc.kill()
+    proc.wait()
+    closed_at = time.time()
+    record = finished_record(mock)
+    assert record["outcome"] == "client_gone"
+    assert record["chunks_sent"] < 100
+    assert record["ended_at"] - closed_at < 3.0
+
+
+def test_heartbeat_then_upstream_ignoring_stream_relays_its_answer(own_httpd, mock):
+    _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyHeartbeat 1"))
+    resp = client.post("/v1", {"messages": MESSAGES, "stream": True,
+                               "mock": {"delay_headers": 2.5, "content_type": "application/json",
+                                        "status": 200, "error_body": '{"ok":true}'}},
+                       stream=True)
+    assert resp.status == 200
+    assert resp.body.decode().startswith(": keep-alive\n\n")
+    assert resp.body.decode().endswith('{"ok":true}')
+
+
+def test_connect_timeout_is_504_json(own_httpd, error_log):
+    """An upstream whose accept queue is full never completes the handshake."""
+    error_log.allow("upstream request failed")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):  # fill the accept queue; later SYNs are dropped
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        fillers.append(s)
+    time.sleep(0.2)
+    try:
+        _, client = own_httpd(
+            f"<Location /v1>\n  SetHandler openai-proxy\n  OpenAIProxyAPIKey {TEST_KEY}\n"
+            f"  OpenAIProxyUpstream http://127.0.0.1:{port}/v1\n"
+            "  OpenAIProxyConnectTimeout 1\n</Location>\n")
+        started = time.monotonic()
+        resp = client.post("/v1", {"messages": MESSAGES})
+        assert resp.status == 504
+        assert "Could not connect to the upstream API in time" in resp.json()["message"]
+        assert time.monotonic() - started < 10
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
