@@ -207,6 +207,41 @@ static int proxy_chat(request_rec *r, const oaip_dir_conf *conf,
     return OK;
 }
 
+#define FILENAME_PREFIX OAIP_HANDLER_NAME ":"
+
+/* Whether the Location that applies says "SetHandler openai-proxy". */
+static int location_is_ours(request_rec *r)
+{
+    const core_dir_config *core = ap_get_core_module_config(r->per_dir_config);
+    const char *handler, *err = NULL;
+
+    if (core == NULL || core->expr_handler == NULL) {
+        return 0;
+    }
+    handler = ap_expr_str_exec(r, core->expr_handler, &err);
+    return err == NULL && handler != NULL && strcmp(handler, OAIP_HANDLER_NAME) == 0;
+}
+
+int oaip_translate_name(request_rec *r)
+{
+    /* nothing of ours is a file: like mod_proxy, take the URI off the file
+     * system so httpd does not stat DocumentRoot paths for every request */
+    if (!location_is_ours(r)) {
+        return DECLINED;
+    }
+    r->filename = apr_pstrcat(r->pool, FILENAME_PREFIX, r->uri, NULL);
+    return OK;
+}
+
+int oaip_map_to_storage(request_rec *r)
+{
+    if (r->filename != NULL &&
+        strncmp(r->filename, FILENAME_PREFIX, sizeof(FILENAME_PREFIX) - 1) == 0) {
+        return OK; /* no <Directory> or <Files> walk; <Location> still applies */
+    }
+    return DECLINED;
+}
+
 int oaip_handler(request_rec *r)
 {
     const oaip_dir_conf *conf;

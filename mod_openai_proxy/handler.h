@@ -6,4 +6,8 @@
 
 int oaip_handler(request_rec *r);
 
+/* Requests for a Location with our handler map to no file. */
+int oaip_translate_name(request_rec *r);
+int oaip_map_to_storage(request_rec *r);
+
 #endif

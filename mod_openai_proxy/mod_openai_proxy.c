@@ -33,6 +33,8 @@ static void oaip_register_hooks(apr_pool_t *p)
     (void)p;
     ap_hook_post_config(oaip_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(oaip_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_translate_name(oaip_translate_name, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_map_to_storage(oaip_map_to_storage, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(oaip_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 

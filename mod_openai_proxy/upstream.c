@@ -12,6 +12,8 @@
  * few KiB; this only stops a broken upstream from eating memory). */
 #define MAX_BUFFERED_ANSWER ((apr_size_t)64 * 1024 * 1024)
 
+#define HANGUP_CHECK_INTERVAL apr_time_from_msec(250)
+
 typedef enum { BODY_UNDECIDED, BODY_STREAMED, BODY_BUFFERED } body_mode;
 typedef enum { NO_TIMEOUT, FIRST_BYTE_TIMEOUT, IDLE_TIMEOUT } timeout_kind;
 
@@ -31,6 +33,7 @@ typedef struct {
     /* timing */
     apr_time_t started;
     apr_time_t last_upstream_byte;
+    apr_time_t last_hangup_check;
     timeout_kind timed_out;
 } exchange;
 
@@ -211,8 +214,13 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
     (void)dlnow;
     (void)ultotal;
     (void)ulnow;
-    if (oaip_relay_client_hung_up(&x->relay)) {
-        return 1;
+    /* libcurl calls this after every read too: look at the client socket
+     * only every so often, which is all a silent upstream needs */
+    if (now - x->last_hangup_check >= HANGUP_CHECK_INTERVAL) {
+        x->last_hangup_check = now;
+        if (oaip_relay_client_hung_up(&x->relay)) {
+            return 1;
+        }
     }
     if (x->status == 0) {
         if (now - x->started >
@@ -381,7 +389,7 @@ void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf,
     oaip_relay_init(&x.relay, r);
     x.buffer = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     x.pass_headers = apr_table_make(r->pool, 12);
-    x.started = x.last_upstream_byte = apr_time_now();
+    x.started = x.last_upstream_byte = x.last_hangup_check = apr_time_now();
 
     h = oaip_curl_acquire();
     if (h == NULL) {
