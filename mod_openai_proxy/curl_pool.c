@@ -102,12 +102,12 @@ CURL *oaip_curl_acquire(void)
     apr_thread_mutex_unlock(idle_lock);
     if (handle == NULL) {
         handle = curl_easy_init();
+        if (handle != NULL && share != NULL) {
+            curl_easy_setopt(handle, CURLOPT_SHARE, share);
+        }
     } else {
-        /* keeps live connections, the DNS cache and TLS sessions */
+        /* keeps live connections and the share (DNS cache, TLS sessions) */
         curl_easy_reset(handle);
-    }
-    if (handle != NULL && share != NULL) {
-        curl_easy_setopt(handle, CURLOPT_SHARE, share);
     }
     return handle;
 }
