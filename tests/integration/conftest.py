@@ -129,9 +129,12 @@ def core_backtraces(directory):
     for name in sorted(os.listdir(directory)):
         if name.startswith("core"):
             path = os.path.join(directory, name)
-            result = subprocess.run(["gdb", "-batch", "-ex", "thread apply all bt 30",
-                                     APACHE_BIN, path], capture_output=True, text=True)
-            out.append(f"== {path}\n{result.stdout[-8000:]}")
+            try:
+                result = subprocess.run(["gdb", "-batch", "-ex", "thread apply all bt 30",
+                                         APACHE_BIN, path], capture_output=True, text=True)
+                out.append(f"== {path}\n{result.stdout[-8000:]}")
+            except FileNotFoundError:
+                out.append(f"== {path} (install gdb for a backtrace)")
     return "\n".join(out)
 
 
