@@ -49,14 +49,22 @@ static int refuse(request_rec *r, const oaip_dir_conf *conf, oaip_error_kind kin
     return send_error(r, conf, kind, detail);
 }
 
-/* A browser sends Origin on same-origin POSTs too; a page served by this
- * very host needs no allow-list entry. */
+/* A browser sends Origin on same-origin POSTs too: a page served by this
+ * virtual host under its ServerName needs no allow-list entry. The name is
+ * checked, not just the Host header, so that a catch-all host does not take
+ * any domain pointed at it for its own. */
 static int is_same_origin(request_rec *r, const char *origin)
 {
     const char *host = apr_table_get(r->headers_in, "Host");
+    const char *name = r->server->server_hostname;
+    apr_size_t name_len = name ? strlen(name) : 0;
 
-    return host != NULL && strcasecmp(origin, apr_pstrcat(r->pool, ap_http_scheme(r),
-                                                          "://", host, NULL)) == 0;
+    if (host == NULL || name == NULL || strncasecmp(host, name, name_len) != 0 ||
+        (host[name_len] != '\0' && host[name_len] != ':')) {
+        return 0;
+    }
+    return strcasecmp(origin,
+                      apr_pstrcat(r->pool, ap_http_scheme(r), "://", host, NULL)) == 0;
 }
 
 /* Sets the CORS response headers (in err_headers_out, so that every answer,

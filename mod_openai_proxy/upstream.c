@@ -26,6 +26,7 @@ typedef struct {
     long status; /* of the last status line seen; 0 before the first byte */
     const char *content_type;
     apr_table_t *pass_headers;
+    int headers_complete;
     body_mode mode;
     apr_bucket_brigade *buffer; /* a whole (non-streamed) answer */
     apr_size_t buffered;
@@ -111,11 +112,13 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
         const char *sp = memchr(line, ' ', len);
         x->status = sp ? strtol(sp + 1, NULL, 10) : -1;
         x->content_type = NULL;
+        x->headers_complete = 0;
         apr_table_clear(x->pass_headers);
         return len;
     }
     colon = memchr(line, ':', len);
     if (colon == NULL) {
+        x->headers_complete = (len <= 2); /* the blank line after the head */
         return len;
     }
     value = colon + 1;
@@ -192,6 +195,13 @@ static int send_heartbeat(exchange *x, apr_time_t now)
     if (!x->stream_requested || x->conf->heartbeat <= 0 || x->mode == BODY_BUFFERED ||
         now - x->relay.last_write < every || !oaip_relay_at_event_boundary(&x->relay)) {
         return 1;
+    }
+    if (!x->relay.committed && x->headers_complete) {
+        /* the upstream answered but sent no event yet: its own head goes out */
+        choose_mode(x);
+        if (x->mode == BODY_BUFFERED) {
+            return 1;
+        }
     }
     if (!x->relay.committed) {
         /* the upstream's status is not known yet: a failure will become an

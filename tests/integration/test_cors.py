@@ -92,10 +92,19 @@ def test_requests_without_origin_are_served_without_cors_headers(client, mock):
 
 
 def test_same_origin_page_needs_no_allow_list_entry(client, mock, httpd):
-    origin = f"http://127.0.0.1:{httpd.port}"
-    resp = client.post("/v1", {"messages": MESSAGES}, headers={"Origin": origin},
-                       host=f"127.0.0.1:{httpd.port}")
+    host = f"a.test:{httpd.port}"  # the virtual host's ServerName
+    resp = client.post("/v1", {"messages": MESSAGES}, headers={"Origin": f"http://{host}"},
+                       host=host)
     assert resp.status == 200
+
+
+def test_a_domain_pointed_at_the_server_is_not_same_origin(client, mock, httpd):
+    """A catch-all virtual host must not take any Host for its own name."""
+    host = f"evil.test:{httpd.port}"
+    resp = client.post("/v1", {"messages": MESSAGES}, headers={"Origin": f"http://{host}"},
+                       host=host)
+    assert resp.status == 403
+    assert mock.requests() == []
 
 
 def test_error_answers_carry_cors_headers(client, mock, error_log):

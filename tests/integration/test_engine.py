@@ -104,6 +104,18 @@ def test_heartbeats_while_the_upstream_is_silent(own_httpd, mock):
     assert sse_data_lines(resp.body)[-1] == "[DONE]"
 
 
+def test_heartbeat_after_the_upstream_head_keeps_its_headers(own_httpd, mock):
+    """The upstream answered at once but the model is slow to its first
+    event: the heartbeat commits the upstream's own head (x-request-id...)."""
+    _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyHeartbeat 1"))
+    resp = client.post("/v1", {"messages": MESSAGES, "stream": True,
+                               "mock": {"first_chunk_delay": 2.5, "chunks": 1}}, stream=True)
+    assert resp.status == 200
+    assert resp.body.decode().startswith(": keep-alive\n\n")
+    assert resp.header("x-request-id").startswith("req_")
+    assert resp.header("Content-Type") == "text/event-stream; charset=utf-8"
+
+
 def test_heartbeat_then_upstream_error_becomes_an_sse_error_event(own_httpd, mock):
     _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyHeartbeat 1"))
     resp = client.post("/v1", {"messages": MESSAGES, "stream": True,
