@@ -339,14 +339,16 @@ static const char *set_error_format(cmd_parms *cmd, void *dconf, const char *arg
     return NULL;
 }
 
-static const char *parse_seconds(cmd_parms *cmd, const char *arg, int max, int *out)
+/* A whole number from 1 to max; `what` names it in the error message. */
+static const char *parse_count(cmd_parms *cmd, const char *arg, int max, const char *what,
+                               int *out)
 {
     char *end;
     long value = strtol(arg, &end, 10);
 
     if (end == arg || *end != '\0' || value < 1 || value > max) {
-        return apr_psprintf(cmd->pool, "%s: '%s' is not a number of seconds from 1 to %d",
-                            cmd->cmd->name, arg, max);
+        return apr_psprintf(cmd->pool, "%s: '%s' is not %s from 1 to %d", cmd->cmd->name,
+                            arg, what, max);
     }
     *out = (int)value;
     return NULL;
@@ -357,7 +359,7 @@ static const char *set_timeout(cmd_parms *cmd, void *dconf, const char *arg)
 {
     int *field = (int *)((char *)dconf + (apr_size_t)cmd->info);
 
-    return parse_seconds(cmd, arg, 86400, field);
+    return parse_count(cmd, arg, 86400, "a number of seconds", field);
 }
 
 static const char *set_heartbeat(cmd_parms *cmd, void *dconf, const char *arg)
@@ -368,7 +370,7 @@ static const char *set_heartbeat(cmd_parms *cmd, void *dconf, const char *arg)
         conf->heartbeat = 0;
         return NULL;
     }
-    return parse_seconds(cmd, arg, 3600, &conf->heartbeat);
+    return parse_count(cmd, arg, 3600, "a number of seconds", &conf->heartbeat);
 }
 
 static const char *set_max_streams(cmd_parms *cmd, void *dconf, const char *arg)
@@ -376,19 +378,9 @@ static const char *set_max_streams(cmd_parms *cmd, void *dconf, const char *arg)
     oaip_server_conf *conf =
         ap_get_module_config(cmd->server->module_config, &openai_proxy_module);
     const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
-    char *end;
-    long value = strtol(arg, &end, 10);
 
     (void)dconf;
-    if (err != NULL) {
-        return err;
-    }
-    if (end == arg || *end != '\0' || value < 1 || value > 1000000) {
-        return apr_psprintf(cmd->pool, "%s: '%s' is not a number from 1 to 1000000",
-                            cmd->cmd->name, arg);
-    }
-    conf->max_streams = (int)value;
-    return NULL;
+    return err ? err : parse_count(cmd, arg, 1000000, "a number", &conf->max_streams);
 }
 
 /* Server, virtual host, <Directory> and <Location>; never .htaccess, where a

@@ -32,7 +32,13 @@ def test_good_config_is_accepted(workdir, key_file):
         "OpenAIProxyDefault max_tokens none",
         "OpenAIProxyMaxRequestBody 512K",
         "OpenAIProxyAllowClientKey Off",
-        "OpenAIProxyErrorFormat openai"))
+        "OpenAIProxyErrorFormat openai",
+        "OpenAIProxyConnectTimeout 5",
+        "OpenAIProxyFirstByteTimeout 600",
+        "OpenAIProxyIdleTimeout 60",
+        "OpenAIProxyHeartbeat 15",
+        "OpenAIProxyHeartbeat Off")
+        + "OpenAIProxyMaxStreams 100\n")
     assert result.returncode == 0, result.stderr
     assert "Syntax OK" in result.stderr
 
@@ -61,6 +67,11 @@ BAD = [
      "environment variable OAIP_SURELY_UNSET_VARIABLE is not set"),
     ("OpenAIProxyAPIKey file:/nonexistent/key", "cannot read key file /nonexistent/key"),
     ("OpenAIProxyDefault model", "takes two arguments"),
+    ("OpenAIProxyConnectTimeout 0", "is not a number of seconds from 1 to 86400"),
+    ("OpenAIProxyFirstByteTimeout 100000", "is not a number of seconds from 1 to 86400"),
+    ("OpenAIProxyIdleTimeout soon", "is not a number of seconds from 1 to 86400"),
+    ("OpenAIProxyHeartbeat 0", "is not a number of seconds from 1 to 3600"),
+    ("OpenAIProxyHeartbeat maybe", "is not a number of seconds from 1 to 3600"),
 ]
 
 
@@ -70,6 +81,14 @@ def test_bad_values_fail_the_config_test(workdir, directive, message):
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
     assert "Syntax error on line" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many", "2000000"])
+def test_bad_max_streams_fails_the_config_test(workdir, value):
+    result = config_test(workdir, f"OpenAIProxyMaxStreams {value}\n")
+    assert result.returncode != 0
+    assert "OpenAIProxyMaxStreams: '" + value + "' is not a number from 1 to 1000000" \
+        in result.stderr
 
 
 def test_key_errors_never_echo_the_key(workdir):

@@ -1,0 +1,133 @@
+"""A real client: the official openai Node SDK (tests/node/, `node --test`)
+against the session httpd and mock upstream. Each tests/node/*.test.mjs file
+runs as one pytest test, so a file that provokes an httpd error line on
+purpose can be allowed it alone. Every response the SDK received is handed
+to the secret scan of conftest.py, and httpd's error log is checked as for
+any other test."""
+
+import base64
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from harness import REPO, SECRETS, TEST_KEY, Response
+
+NODE_DIR = os.path.join(REPO, "tests", "node")
+TEST_FILES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(NODE_DIR, "*.test.mjs")))
+# httpd error-log lines a test file provokes on purpose
+ALLOWED_LOG_LINES = {
+    "sdk-stream-cut.test.mjs": ["upstream request failed"],
+}
+NPM_TIMEOUT = 300
+NODE_TIMEOUT = 180
+MIN_NODE_MAJOR = 20
+
+
+def redact(text):
+    for secret in SECRETS:
+        text = text.replace(secret, "<SECRET>")
+    return text
+
+
+def require_tool(name):
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"`{name}` is not installed: the SDK tests need Node.js {MIN_NODE_MAJOR}+ "
+                    "and npm (Debian: apt-get install nodejs npm)", pytrace=False)
+    return path
+
+
+def run(cmd, timeout, **kw):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode("utf-8", "replace") if isinstance(exc.stdout, bytes) \
+            else (exc.stdout or "")
+        pytest.fail(f"`{' '.join(cmd)}` did not finish within {timeout} s:\n{redact(out)}",
+                    pytrace=False)
+
+
+def locked_openai_version():
+    with open(os.path.join(NODE_DIR, "package-lock.json")) as f:
+        return json.load(f)["packages"]["node_modules/openai"]["version"]
+
+
+def installed_openai_version():
+    try:
+        with open(os.path.join(NODE_DIR, "node_modules", "openai", "package.json")) as f:
+            return json.load(f)["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@pytest.fixture(scope="module")
+def node():
+    """The node binary, with tests/node's dependencies installed as locked."""
+    node = require_tool("node")
+    version = run([node, "--version"], 30).stdout.strip()
+    match = re.match(r"v(\d+)\.", version)
+    if not match or int(match.group(1)) < MIN_NODE_MAJOR:
+        pytest.fail(f"node {version or '(unknown version)'} is too old: the SDK tests need "
+                    f"Node.js {MIN_NODE_MAJOR}+", pytrace=False)
+    if installed_openai_version() != locked_openai_version():
+        npm = require_tool("npm")
+        result = run([npm, "ci", "--no-audit", "--no-fund"], NPM_TIMEOUT, cwd=NODE_DIR)
+        if result.returncode != 0:
+            pytest.fail(f"npm ci in {NODE_DIR} failed (exit {result.returncode}):\n"
+                        f"{result.stdout}\n{result.stderr}", pytrace=False)
+        assert installed_openai_version() == locked_openai_version()
+    return node
+
+
+def recorded_responses(path):
+    """The responses the SDK received, as harness.Response objects."""
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            entry = json.loads(line)
+            out.append(Response(entry["status"], [tuple(h) for h in entry["headers"]],
+                                base64.b64decode(entry["body_b64"])))
+    return out
+
+
+@pytest.mark.parametrize("test_file", TEST_FILES)
+def test_openai_node_sdk(test_file, node, httpd, mock, error_log, responses, tmp_path):
+    for pattern in ALLOWED_LOG_LINES.get(test_file, []):
+        error_log.allow(pattern)
+    record = str(tmp_path / "sdk-responses.jsonl")
+    # no real OPENAI_* settings (key, organization, base URL) reach the SDK
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update(
+        OAIP_V1_URL=httpd.url("/v1"),
+        OAIP_OPENAI_ERRORS_URL=httpd.url("/openai-errors"),
+        OAIP_SMALL_URL=httpd.url("/small"),
+        OAIP_MOCK_URL=mock.base,
+        OAIP_UPSTREAM_KEY_SHA256=hashlib.sha256(TEST_KEY.encode()).hexdigest(),
+        OAIP_SDK_RECORD=record,
+        NO_COLOR="1",
+    )
+    result = run([node, "--test", "--test-reporter=spec", os.path.join(NODE_DIR, test_file)],
+                 NODE_TIMEOUT, cwd=REPO, env=env)
+    raw_output = result.stdout + result.stderr
+    output = redact(raw_output)
+    print(output)
+    got = recorded_responses(record)
+    responses.extend(got)  # scanned for secrets after the test (conftest.py)
+
+    if any(secret in raw_output for secret in SECRETS):
+        # not an assert: pytest would print the secret in the comparison
+        pytest.fail(f"a secret reached node's output (redacted here):\n{output}", pytrace=False)
+    assert result.returncode == 0, f"node --test {test_file} failed " \
+                                   f"(exit {result.returncode}):\n{output}"
+    counts = dict(re.findall(r"^\S* ?(tests|pass|fail) (\d+)$", output, re.M))
+    assert int(counts.get("tests", 0)) > 0, f"node ran no tests:\n{output}"
+    assert counts.get("pass") == counts.get("tests"), f"not every test passed:\n{output}"
+    assert got, "the SDK's responses were not recorded for the secret scan"
