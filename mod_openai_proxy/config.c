@@ -45,8 +45,9 @@ void *oaip_merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
     merged->upstream = upstream_level->upstream;
     merged->chat_url = upstream_level->chat_url;
     MERGE_PTR(ca_file);
-    /* an inner list of origins replaces the outer one as a whole */
+    /* an inner list of origins or models replaces the outer one as a whole */
     MERGE_PTR(origins);
+    MERGE_PTR(models);
     merged->defaults = oaip_defaults_merge(p, base->defaults, add->defaults);
     MERGE_INT(max_body);
     MERGE_INT(allow_client_key);
@@ -267,6 +268,23 @@ static const char *add_allow_origin(cmd_parms *cmd, void *dconf, const char *arg
     return NULL;
 }
 
+static const char *add_allow_model(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+    const char *star = strchr(arg, '*');
+
+    if (star != NULL && star[1] != '\0') {
+        return apr_psprintf(cmd->pool,
+                            "%s: '%s': '*' may only end a model name, as in gpt-4o*",
+                            cmd->cmd->name, arg);
+    }
+    if (conf->models == NULL) {
+        conf->models = apr_array_make(cmd->pool, 4, sizeof(const char *));
+    }
+    APR_ARRAY_PUSH(conf->models, const char *) = arg;
+    return NULL;
+}
+
 static const char *set_default(cmd_parms *cmd, void *dconf, const char *name,
                                const char *value)
 {
@@ -398,6 +416,9 @@ const command_rec oaip_directives[] = {
     AP_INIT_ITERATE("OpenAIProxyAllowOrigin", add_allow_origin, NULL, OAIP_CONTEXT,
                     "Origins allowed to call the proxy from a browser: "
                     "https://host[:port], https://*.domain or *"),
+    AP_INIT_ITERATE("OpenAIProxyAllowModels", add_allow_model, NULL, OAIP_CONTEXT,
+                    "Models a request may ask for (after defaults); a trailing * matches "
+                    "any rest"),
     AP_INIT_TAKE2("OpenAIProxyDefault", set_default, NULL, OAIP_CONTEXT,
                   "A default for a request field: NAME JSON-VALUE, or NAME none"),
     AP_INIT_TAKE1(

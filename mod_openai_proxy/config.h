@@ -26,6 +26,7 @@ typedef struct {
     const char *ca_file;          /* NULL: unset (system store) */
     apr_array_header_t *origins;  /* oaip_origin_rule; NULL: unset */
     apr_array_header_t *defaults; /* oaip_default, merged by name */
+    apr_array_header_t *models;   /* allowed model names (const char *); NULL: any */
     apr_off_t max_body;           /* OAIP_UNSET */
     int allow_client_key;         /* OAIP_UNSET, 0, 1 */
     int error_format;             /* oaip_error_format */

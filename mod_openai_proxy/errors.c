@@ -14,6 +14,8 @@ static const oaip_error_info error_table[OAIP_ERR__COUNT] = {
     [OAIP_ERR_INVALID_MESSAGES] = {400, "Invalid messages format",
                                    "invalid_request_error", "invalid_messages"},
     [OAIP_ERR_BAD_REQUEST] = {400, "Bad Request", "invalid_request_error", "bad_request"},
+    [OAIP_ERR_MODEL_NOT_ALLOWED] = {400, "Model Not Allowed", "invalid_request_error",
+                                    "model_not_allowed"},
     [OAIP_ERR_ORIGIN_FORBIDDEN] = {403, "Origin Not Allowed", "invalid_request_error",
                                    "origin_not_allowed"},
     [OAIP_ERR_NOT_FOUND] = {404, "Not Found", "invalid_request_error", "unknown_url"},

@@ -203,6 +203,13 @@ static int proxy_chat(request_rec *r, const oaip_dir_conf *conf,
                                    &detail)) {
         return send_error(r, conf, kind, detail);
     }
+    if (conf->models != NULL && !oaip_model_allowed(conf->models, chat.model)) {
+        return send_error(
+            r, conf, OAIP_ERR_MODEL_NOT_ALLOWED,
+            chat.model
+                ? apr_psprintf(r->pool, "The model %s is not available here", chat.model)
+                : "model must be a string");
+    }
     if (chat.stream && !oaip_streams_acquire(r)) {
         apr_table_setn(r->err_headers_out, "Retry-After", OAIP_STREAMS_RETRY_AFTER);
         return send_error(r, conf, OAIP_ERR_TOO_MANY_STREAMS,

@@ -51,6 +51,21 @@ apr_array_header_t *oaip_defaults_merge(apr_pool_t *p, const apr_array_header_t 
     return merged;
 }
 
+int oaip_model_allowed(const apr_array_header_t *allowed, const char *model)
+{
+    int i;
+
+    for (i = 0; model != NULL && i < allowed->nelts; i++) {
+        const char *entry = APR_ARRAY_IDX(allowed, i, const char *);
+        apr_size_t n = strlen(entry);
+        if (n > 0 && entry[n - 1] == '*' ? strncmp(model, entry, n - 1) == 0
+                                         : strcmp(model, entry) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int is_bare_word(const char *s)
 {
     if (!apr_isalpha(*s)) {

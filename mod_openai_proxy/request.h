@@ -39,6 +39,10 @@ int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
 const char *oaip_default_value_parse(apr_pool_t *p, const char *name, const char *value,
                                      const char **json);
 
+/* Whether `model` (NULL: not a string) is in `allowed`, an array of model
+ * names where a trailing '*' matches any rest ("gpt-4o*"). */
+int oaip_model_allowed(const apr_array_header_t *allowed, const char *model);
+
 /* Adds or replaces `name` in a defaults array (later directives override). */
 void oaip_defaults_set(apr_array_header_t *defaults, const char *name, const char *json);
 

@@ -49,6 +49,12 @@ def main_config(mock_api, key_file, dead_port):
   <Location /deflated>
 {proxy}    SetOutputFilter DEFLATE
   </Location>
+  <Location /models>
+{proxy}    OpenAIProxyAllowModels gpt-4o-mini o3*
+  </Location>
+  <Location /models/defaulted>
+{proxy}    OpenAIProxyDefault model gpt-4o-mini
+  </Location>
   <Location /byok>
 {proxy}    OpenAIProxyAllowClientKey On
   </Location>

@@ -37,7 +37,8 @@ def test_good_config_is_accepted(workdir, key_file):
         "OpenAIProxyFirstByteTimeout 600",
         "OpenAIProxyIdleTimeout 60",
         "OpenAIProxyHeartbeat 15",
-        "OpenAIProxyHeartbeat Off")
+        "OpenAIProxyHeartbeat Off",
+        "OpenAIProxyAllowModels gpt-4o-mini o3*")
         + "OpenAIProxyMaxStreams 100\n")
     assert result.returncode == 0, result.stderr
     assert "Syntax OK" in result.stderr
@@ -72,6 +73,7 @@ BAD = [
     ("OpenAIProxyIdleTimeout soon", "is not a number of seconds from 1 to 86400"),
     ("OpenAIProxyHeartbeat 0", "is not a number of seconds from 1 to 3600"),
     ("OpenAIProxyHeartbeat maybe", "is not a number of seconds from 1 to 3600"),
+    ("OpenAIProxyAllowModels gpt-4o gpt*mini", "'*' may only end a model name"),
 ]
 
 

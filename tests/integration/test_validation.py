@@ -111,3 +111,30 @@ def test_keepalive_connection_survives_an_error(client, mock, httpd):
     assert second.status == 200
     second.read()
     conn.close()
+
+
+def test_allow_models_refuses_other_models_before_the_upstream(client, mock):
+    for model in ("gpt-4o-mini", "o3", "o3-mini"):
+        resp = client.post("/models", {"messages": MESSAGES, "model": model})
+        assert resp.status == 200, model
+    for model in ("gpt-4o", "gpt-4o-mini-x", "GPT-4O-MINI"):
+        resp = client.post("/models", {"messages": MESSAGES, "model": model})
+        assert resp.status == 400, model
+        assert resp.json() == {"error": "Model Not Allowed",
+                               "message": f"The model {model} is not available here"}
+    assert [r["body"]["model"] for r in mock.requests()] == ["gpt-4o-mini", "o3", "o3-mini"]
+
+
+def test_the_default_model_counts_as_requested(client, mock):
+    # the built-in default gpt-3.5-turbo is not on the list
+    assert client.post("/models", {"messages": MESSAGES}).status == 400
+    # an inner Location inherits the list and sets an allowed default
+    assert client.post("/models/defaulted", {"messages": MESSAGES}).status == 200
+    assert mock.requests()[-1]["body"]["model"] == "gpt-4o-mini"
+
+
+def test_a_non_string_model_is_refused_where_models_are_listed(client, mock):
+    resp = client.post("/models", {"messages": MESSAGES, "model": ["gpt-4o-mini"]})
+    assert resp.status == 400
+    assert resp.json()["message"] == "model must be a string"
+    assert mock.requests() == []

@@ -96,6 +96,7 @@ static void test_status_per_kind(void **state)
         {OAIP_ERR_NOT_OBJECT, 400},
         {OAIP_ERR_INVALID_MESSAGES, 400},
         {OAIP_ERR_BAD_REQUEST, 400},
+        {OAIP_ERR_MODEL_NOT_ALLOWED, 400},
         {OAIP_ERR_ORIGIN_FORBIDDEN, 403},
         {OAIP_ERR_NOT_FOUND, 404},
         {OAIP_ERR_METHOD_NOT_ALLOWED, 405},

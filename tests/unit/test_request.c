@@ -727,6 +727,34 @@ static void test_deep_nesting(void **state)
     expect_refused(p, nested_body(p, 100000), OAIP_ERR_INVALID_JSON);
 }
 
+/* ---- oaip_model_allowed ---- */
+
+static void test_model_allow_list(void **state)
+{
+    apr_pool_t *p = *state;
+    apr_array_header_t *allowed = apr_array_make(p, 2, sizeof(const char *));
+    static const struct {
+        const char *model;
+        int allowed;
+    } cases[] = {
+        {"gpt-4o-mini", 1},  {"gpt-4o", 0}, {"gpt-4o-mini-2024", 0}, {"o3-mini", 1},
+        {"o3-mini-high", 1}, {"o3", 0},     {"GPT-4O-MINI", 0},      {"", 0},
+        {NULL, 0},
+    };
+    size_t i;
+
+    APR_ARRAY_PUSH(allowed, const char *) = "gpt-4o-mini";
+    APR_ARRAY_PUSH(allowed, const char *) = "o3-mini*";
+    for (i = 0; i < N_ELEMS(cases); i++) {
+        if (oaip_model_allowed(allowed, cases[i].model) != cases[i].allowed) {
+            fail_msg("model %s: expected %s", cases[i].model ? cases[i].model : "(null)",
+                     cases[i].allowed ? "allowed" : "refused");
+        }
+    }
+    allowed->nelts = 0;
+    assert_false(oaip_model_allowed(allowed, "gpt-4o-mini"));
+}
+
 int run_request_tests(void)
 {
     const struct CMUnitTest tests[] = {
@@ -764,6 +792,7 @@ int run_request_tests(void)
         POOL_TEST(test_parsed_values_make_valid_bodies),
         POOL_TEST(test_many_messages),
         POOL_TEST(test_deep_nesting),
+        POOL_TEST(test_model_allow_list),
     };
 
     return cmocka_run_group_tests_name("request", tests, NULL, NULL);
