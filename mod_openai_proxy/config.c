@@ -25,6 +25,7 @@ void *oaip_create_dir_conf(apr_pool_t *p, char *dir)
     conf->first_byte_timeout = OAIP_UNSET;
     conf->idle_timeout = OAIP_UNSET;
     conf->heartbeat = OAIP_UNSET;
+    conf->max_tokens = OAIP_UNSET;
     return conf;
 }
 
@@ -56,6 +57,7 @@ void *oaip_merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
     MERGE_INT(first_byte_timeout);
     MERGE_INT(idle_timeout);
     MERGE_INT(heartbeat);
+    MERGE_INT(max_tokens);
     return merged;
 }
 
@@ -391,6 +393,13 @@ static const char *set_heartbeat(cmd_parms *cmd, void *dconf, const char *arg)
     return parse_count(cmd, arg, 3600, "a number of seconds", &conf->heartbeat);
 }
 
+static const char *set_max_tokens(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+
+    return parse_count(cmd, arg, 100000000, "a number of tokens", &conf->max_tokens);
+}
+
 static const char *set_max_streams(cmd_parms *cmd, void *dconf, const char *arg)
 {
     oaip_server_conf *conf =
@@ -421,6 +430,8 @@ const command_rec oaip_directives[] = {
                     "any rest"),
     AP_INIT_TAKE2("OpenAIProxyDefault", set_default, NULL, OAIP_CONTEXT,
                   "A default for a request field: NAME JSON-VALUE, or NAME none"),
+    AP_INIT_TAKE1("OpenAIProxyMaxTokens", set_max_tokens, NULL, OAIP_CONTEXT,
+                  "Upper bound for max_tokens / max_completion_tokens of a request"),
     AP_INIT_TAKE1(
         "OpenAIProxyMaxRequestBody", set_max_body, NULL, OAIP_CONTEXT,
         "Largest accepted request body in bytes (K, M, G suffixes; default 8M)"),

@@ -34,6 +34,7 @@ typedef struct {
     int first_byte_timeout;       /* seconds until the upstream's answer begins */
     int idle_timeout;             /* seconds of silence allowed within an answer */
     int heartbeat;                /* seconds between SSE comments; 0: Off */
+    int max_tokens;               /* OpenAIProxyMaxTokens; OAIP_UNSET: no cap */
 } oaip_dir_conf;
 
 /* Per virtual host. */

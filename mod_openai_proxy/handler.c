@@ -203,6 +203,11 @@ static int proxy_chat(request_rec *r, const oaip_dir_conf *conf,
                                    &detail)) {
         return send_error(r, conf, kind, detail);
     }
+    if (conf->max_tokens != OAIP_UNSET &&
+        oaip_chat_request_cap_tokens(r->pool, &chat, conf->max_tokens)) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "token limit lowered to %d",
+                      conf->max_tokens);
+    }
     if (conf->models != NULL && !oaip_model_allowed(conf->models, chat.model)) {
         return send_error(
             r, conf, OAIP_ERR_MODEL_NOT_ALLOWED,

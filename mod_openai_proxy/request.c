@@ -302,3 +302,39 @@ int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
     json_decref(object);
     return 1;
 }
+
+/* A token limit above `cap`: numbers only (anything else is the upstream's
+ * to refuse). */
+static int exceeds(json_t *value, json_int_t cap)
+{
+    return (json_is_integer(value) && json_integer_value(value) > cap) ||
+           (json_is_real(value) && json_real_value(value) > (double)cap);
+}
+
+int oaip_chat_request_cap_tokens(apr_pool_t *p, oaip_chat_request *req, json_int_t cap)
+{
+    static const char *const fields[] = {"max_tokens", "max_completion_tokens"};
+    json_t *object = json_loadb(req->body, req->body_len, 0, NULL);
+    int changed = 0;
+    apr_size_t i;
+    char *text;
+
+    for (i = 0; object != NULL && i < sizeof(fields) / sizeof(fields[0]); i++) {
+        if (exceeds(json_object_get(object, fields[i]), cap)) {
+            json_object_set_new(object, fields[i], json_integer(cap));
+            changed = 1;
+        }
+    }
+    if (changed) {
+        /* 17 digits: every number keeps its exact double value */
+        text = json_dumps(object,
+                          JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+        if (text != NULL) {
+            req->body = apr_pstrdup(p, text);
+            req->body_len = strlen(text);
+            free(text);
+        }
+    }
+    json_decref(object);
+    return changed;
+}

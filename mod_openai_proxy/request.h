@@ -4,6 +4,7 @@
 
 #include <apr_pools.h>
 #include <apr_tables.h>
+#include <jansson.h>
 
 #include "errors.h"
 
@@ -32,6 +33,12 @@ int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
                               const apr_array_header_t *configured,
                               oaip_chat_request *out, oaip_error_kind *kind,
                               const char **detail);
+
+/* OpenAIProxyMaxTokens: lowers max_tokens and max_completion_tokens of a
+ * prepared request (client's or default) to `cap` where they are larger;
+ * a missing field stays missing. The body is re-encoded only when a value
+ * changes. Returns 1 when it did. */
+int oaip_chat_request_cap_tokens(apr_pool_t *p, oaip_chat_request *req, json_int_t cap);
 
 /* Parses an OpenAIProxyDefault value: JSON, or a bare word taken as a string
  * (so `OpenAIProxyDefault model gpt-4o-mini` works), or "none". Sets *json to

@@ -55,6 +55,9 @@ def main_config(mock_api, key_file, dead_port):
   <Location /models/defaulted>
 {proxy}    OpenAIProxyDefault model gpt-4o-mini
   </Location>
+  <Location /capped>
+{proxy}    OpenAIProxyMaxTokens 64
+  </Location>
   <Location /byok>
 {proxy}    OpenAIProxyAllowClientKey On
   </Location>

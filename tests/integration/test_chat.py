@@ -183,3 +183,21 @@ def test_virtual_hosts_have_their_own_key_origin_and_upstream(client, mock):
                        headers={"Origin": "https://app.example.com"}).status == 403
     assert client.post("/v1", {"messages": MESSAGES}, host="a.test",
                        headers={"Origin": "https://b.example.net"}).status == 403
+
+
+def test_max_tokens_cap_lowers_but_never_raises(client, mock):
+    client.post("/capped", {"messages": MESSAGES, "max_tokens": 5000, "temperature": 0.7})
+    sent = last_upstream_request(mock)["body"]
+    assert sent["max_tokens"] == 64
+    assert sent["temperature"] == 0.7
+    client.post("/capped", {"messages": MESSAGES})  # the default 1000 is lowered too
+    assert last_upstream_request(mock)["body"]["max_tokens"] == 64
+    client.post("/capped", {"messages": MESSAGES, "max_completion_tokens": 500})
+    sent = last_upstream_request(mock)["body"]
+    assert sent["max_completion_tokens"] == 64
+    assert "max_tokens" not in sent
+    raw = '{"messages":[{"role":"user","content":"x"}],"max_tokens":10}'
+    client.post("/capped", raw, headers={"Content-Type": "application/json"})
+    seen = last_upstream_request(mock)
+    assert seen["body"]["max_tokens"] == 10
+    assert seen["body_raw"].startswith(raw[:-1])  # below the cap: bytes untouched

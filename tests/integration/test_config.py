@@ -38,7 +38,8 @@ def test_good_config_is_accepted(workdir, key_file):
         "OpenAIProxyIdleTimeout 60",
         "OpenAIProxyHeartbeat 15",
         "OpenAIProxyHeartbeat Off",
-        "OpenAIProxyAllowModels gpt-4o-mini o3*")
+        "OpenAIProxyAllowModels gpt-4o-mini o3*",
+        "OpenAIProxyMaxTokens 4096")
         + "OpenAIProxyMaxStreams 100\n")
     assert result.returncode == 0, result.stderr
     assert "Syntax OK" in result.stderr
@@ -74,6 +75,7 @@ BAD = [
     ("OpenAIProxyHeartbeat 0", "is not a number of seconds from 1 to 3600"),
     ("OpenAIProxyHeartbeat maybe", "is not a number of seconds from 1 to 3600"),
     ("OpenAIProxyAllowModels gpt-4o gpt*mini", "'*' may only end a model name"),
+    ("OpenAIProxyMaxTokens 0", "is not a number of tokens from 1 to 100000000"),
 ]
 
 

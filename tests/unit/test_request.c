@@ -755,6 +755,40 @@ static void test_model_allow_list(void **state)
     assert_false(oaip_model_allowed(allowed, "gpt-4o-mini"));
 }
 
+/* ---- oaip_chat_request_cap_tokens ---- */
+
+static int cap(apr_pool_t *p, const char *body, json_int_t limit, json_t **result)
+{
+    oaip_chat_request req = {body, strlen(body), 0, NULL};
+    int changed = oaip_chat_request_cap_tokens(p, &req, limit);
+
+    *result = unit_json_parse(p, req.body, req.body_len);
+    if (!changed) {
+        assert_ptr_equal(req.body, body); /* untouched bytes */
+    }
+    return changed;
+}
+
+static void test_cap_tokens(void **state)
+{
+    apr_pool_t *p = *state;
+    json_t *out;
+
+    assert_true(
+        cap(p, "{\"messages\":[],\"max_tokens\":5000,\"temperature\":0.7}", 100, &out));
+    assert_int_equal(json_integer_value(json_object_get(out, "max_tokens")), 100);
+    assert_true(json_real_value(json_object_get(out, "temperature")) == 0.7);
+
+    assert_true(cap(p, "{\"messages\":[],\"max_completion_tokens\":1e9}", 100, &out));
+    assert_int_equal(json_integer_value(json_object_get(out, "max_completion_tokens")),
+                     100);
+
+    assert_false(cap(p, "{\"messages\":[],\"max_tokens\":100}", 100, &out));
+    assert_false(cap(p, "{\"messages\":[]}", 100, &out));
+    assert_null(json_object_get(out, "max_tokens")); /* a missing one is not added */
+    assert_false(cap(p, "{\"messages\":[],\"max_tokens\":\"9999\"}", 100, &out));
+}
+
 int run_request_tests(void)
 {
     const struct CMUnitTest tests[] = {
@@ -793,6 +827,7 @@ int run_request_tests(void)
         POOL_TEST(test_many_messages),
         POOL_TEST(test_deep_nesting),
         POOL_TEST(test_model_allow_list),
+        POOL_TEST(test_cap_tokens),
     };
 
     return cmocka_run_group_tests_name("request", tests, NULL, NULL);
