@@ -30,6 +30,9 @@ static int send_error(request_rec *r, const oaip_dir_conf *conf, oaip_error_kind
 
     ap_log_rerror(APLOG_MARK, level, 0, r, "answering %d %s: %s", info->status,
                   info->code, detail ? detail : info->title);
+    if (apr_table_get(r->notes, OAIP_NOTE_OUTCOME) == NULL) {
+        apr_table_setn(r->notes, OAIP_NOTE_OUTCOME, info->code);
+    }
     r->status = info->status;
     ap_set_content_type(r, "application/json");
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
@@ -203,6 +206,10 @@ static int proxy_chat(request_rec *r, const oaip_dir_conf *conf,
                                    &detail)) {
         return send_error(r, conf, kind, detail);
     }
+    if (chat.model != NULL) {
+        apr_table_setn(r->notes, "OPENAI_MODEL", chat.model);
+    }
+    apr_table_setn(r->notes, "OPENAI_STREAM", chat.stream ? "1" : "0");
     if (conf->max_tokens != OAIP_UNSET &&
         oaip_chat_request_cap_tokens(r->pool, &chat, conf->max_tokens)) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "token limit lowered to %d",

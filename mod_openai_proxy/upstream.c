@@ -7,6 +7,7 @@
 #include "curl_pool.h"
 #include "mod_openai_proxy.h"
 #include "relay.h"
+#include "sse.h"
 
 /* A non-streamed answer larger than this is not relayed (chat answers are a
  * few KiB; this only stops a broken upstream from eating memory). */
@@ -31,6 +32,10 @@ typedef struct {
     apr_bucket_brigade *buffer; /* a whole (non-streamed) answer */
     apr_size_t buffered;
     int answer_too_large;
+    /* what the answer reported, for the access log */
+    oaip_usage usage;
+    oaip_sse_reader *events;
+    apr_time_t first_byte;
     /* timing */
     apr_time_t started;
     apr_time_t last_upstream_byte;
@@ -108,6 +113,9 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
     const char *colon, *value, *end;
 
     x->last_upstream_byte = apr_time_now();
+    if (x->first_byte == 0) {
+        x->first_byte = x->last_upstream_byte;
+    }
     if (len > 5 && strncmp(line, "HTTP/", 5) == 0) {
         const char *sp = memchr(line, ' ', len);
         x->status = sp ? strtol(sp + 1, NULL, 10) : -1;
@@ -150,6 +158,24 @@ static const char *content_type_or_json(const exchange *x)
     return x->content_type ? x->content_type : "application/json";
 }
 
+/* The usage of a stream comes in its last chunk (stream_options
+ * include_usage); only events that mention it are parsed. */
+/* memmem: the answer is not NUL-terminated */
+static int mentions(const char *hay, apr_size_t len, const char *needle)
+{
+    return memmem(hay, len, needle, strlen(needle)) != NULL;
+}
+
+static void on_event(void *ctx, const char *data, apr_size_t len)
+{
+    exchange *x = ctx;
+    static const char needle[] = "\"usage\":{";
+
+    if (len > sizeof(needle) && mentions(data, len, needle)) {
+        oaip_usage_from_json(data, len, &x->usage);
+    }
+}
+
 /* On the first byte of the body: a successful event stream is relayed as it
  * comes; anything else (JSON answers, errors) is relayed whole. */
 static void choose_mode(exchange *x)
@@ -174,7 +200,11 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
         choose_mode(x);
     }
     if (x->mode == BODY_STREAMED) {
-        return oaip_relay_write(&x->relay, data, len) ? len : 0;
+        if (!oaip_relay_write(&x->relay, data, len)) {
+            return 0;
+        }
+        oaip_sse_feed(x->events, data, len);
+        return len;
     }
     if (x->buffered + len > MAX_BUFFERED_ANSWER) {
         x->answer_too_large = 1;
@@ -322,6 +352,17 @@ static void describe_failure(exchange *x, CURLcode code, oaip_upstream_outcome *
     }
 }
 
+static void read_whole_usage(exchange *x)
+{
+    char *body = apr_palloc(x->r->pool, x->buffered);
+    apr_size_t len = x->buffered;
+
+    if (apr_brigade_flatten(x->buffer, body, &len) == APR_SUCCESS &&
+        mentions(body, len, "\"usage\"")) {
+        oaip_usage_from_json(body, len, &x->usage);
+    }
+}
+
 /* A complete answer that was not streamed through: relayed whole, or, when
  * heartbeats already committed the stream's head, turned into an SSE error
  * event (a success that is not an event stream is passed on as data). */
@@ -331,6 +372,9 @@ static void relay_buffered_answer(exchange *x, oaip_upstream_outcome *outcome)
         fail(outcome, OAIP_ERR_UPSTREAM_INVALID,
              "The upstream API sent an invalid response");
         return;
+    }
+    if (x->status < 300 && x->buffered > 0) {
+        read_whole_usage(x);
     }
     if (!x->relay.committed) {
         oaip_relay_whole(&x->relay, (int)x->status, content_type_or_json(x),
@@ -382,6 +426,38 @@ static void finish(exchange *x, CURLcode code, const char *errbuf,
     }
 }
 
+static void note_count(request_rec *r, const char *name, long value)
+{
+    if (value >= 0) {
+        apr_table_setn(r->notes, name, apr_ltoa(r->pool, value));
+    }
+}
+
+/* What mod_log_config can show of the exchange: %{OPENAI_...}n */
+static void note_exchange(exchange *x, CURLcode code,
+                          const oaip_upstream_outcome *outcome)
+{
+    request_rec *r = x->r;
+    const char *result;
+
+    if (x->relay.client_gone) {
+        result = "client_gone";
+    } else if (x->timed_out != NO_TIMEOUT || code == CURLE_OPERATION_TIMEDOUT) {
+        result = "timeout";
+    } else if (code != CURLE_OK || !outcome->responded) {
+        result = "upstream_failed";
+    } else {
+        result = (x->status >= 200 && x->status < 300) ? "ok" : "upstream_error";
+    }
+    apr_table_setn(r->notes, OAIP_NOTE_OUTCOME, result);
+    note_count(r, "OPENAI_UPSTREAM_STATUS", x->status > 0 ? x->status : -1);
+    note_count(r, "OPENAI_TTFB_MS",
+               x->first_byte ? (long)apr_time_as_msec(x->first_byte - x->started) : -1);
+    note_count(r, "OPENAI_PROMPT_TOKENS", x->usage.prompt_tokens);
+    note_count(r, "OPENAI_COMPLETION_TOKENS", x->usage.completion_tokens);
+    note_count(r, "OPENAI_TOTAL_TOKENS", x->usage.total_tokens);
+}
+
 void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf,
                         struct curl_slist *headers, const oaip_chat_request *req,
                         oaip_upstream_outcome *outcome)
@@ -400,6 +476,8 @@ void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf,
     x.buffer = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     x.pass_headers = apr_table_make(r->pool, 12);
     x.started = x.last_upstream_byte = x.last_hangup_check = apr_time_now();
+    oaip_usage_init(&x.usage);
+    x.events = oaip_sse_reader_make(r->pool, on_event, &x);
 
     h = oaip_curl_acquire();
     if (h == NULL) {
@@ -421,4 +499,5 @@ void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf,
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
     oaip_curl_release(h);
     finish(&x, code, errbuf, outcome);
+    note_exchange(&x, code, outcome);
 }

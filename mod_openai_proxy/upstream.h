@@ -35,6 +35,11 @@ void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf,
                         struct curl_slist *headers, const oaip_chat_request *req,
                         oaip_upstream_outcome *outcome);
 
+/* The request note that tells how the request ended (for the access log):
+ * ok, upstream_error, client_gone, timeout, upstream_failed, or the code of
+ * the proxy's own error. */
+#define OAIP_NOTE_OUTCOME "OPENAI_OUTCOME"
+
 /* Response headers of the upstream that reach the client (lower case). */
 #define OAIP_EXPOSED_HEADERS                                                             \
     "x-request-id, openai-processing-ms, openai-version, x-ratelimit-limit-requests, "   \

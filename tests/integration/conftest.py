@@ -10,19 +10,21 @@ import tempfile
 
 import pytest
 
-from harness import (APACHE_BIN, CLIENT_KEY, SECRETS, TEST_KEY_B, BAD_LOG_LINE, Client,
+from harness import (REPO, APACHE_BIN, CLIENT_KEY, SECRETS, TEST_KEY_B, BAD_LOG_LINE, Client,
                      Httpd, MockUpstream, free_port)
 
 ORIGIN_RULES = "https://app.example.com https://*.example.org http://localhost:3000"
 
 
-def main_config(mock_api, key_file, dead_port):
+def main_config(mock_api, key_file, dead_port, usage_log):
     proxy = f"""    SetHandler openai-proxy
     OpenAIProxyUpstream {mock_api}
 """
     return f"""
+Include {REPO}/conf/openai_proxy_log.conf
 <VirtualHost 127.0.0.1:*>
   ServerName a.test
+  CustomLog {usage_log} openai_proxy
   OpenAIProxyAPIKey env:OAIP_TEST_KEY
   OpenAIProxyAllowOrigin {ORIGIN_RULES}
   <Location /v1>
@@ -109,7 +111,9 @@ def key_file(workdir):
 @pytest.fixture(scope="session")
 def httpd(workdir, mock, key_file):
     from harness import TEST_KEY
-    server = Httpd(workdir, main_config(mock.api, key_file, free_port()), name="main",
+    server = Httpd(workdir,
+                   main_config(mock.api, key_file, free_port(),
+                               os.path.join(workdir, "usage.log")), name="main",
                    env={"OAIP_TEST_KEY": TEST_KEY})
     server.start()
     yield server
@@ -178,10 +182,12 @@ def check_logs_and_secrets(request, error_log, responses):
                             f"{core_backtraces(server.core_dir())}")
         reports = server.sanitizer_reports()
         assert not reports, "sanitizer report:\n" + "\n".join(reports)[:6000]
-        with open(server.access_log, "rb") as f:
-            access = f.read().decode("utf-8", "replace")
-        for secret in SECRETS:
-            assert secret not in access, "a secret reached the access log"
+        for name in os.listdir(server.workdir):  # access, usage and error logs
+            if name.endswith(".log"):
+                with open(os.path.join(server.workdir, name), "rb") as f:
+                    text = f.read().decode("utf-8", "replace")
+                for secret in SECRETS:
+                    assert secret not in text, f"a secret reached {name}"
     for resp in responses:
         blob = resp.body + repr(resp.headers).encode()
         for secret in SECRETS:

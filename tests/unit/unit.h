@@ -29,5 +29,6 @@ json_t *unit_json_parse(apr_pool_t *p, const char *text, size_t len);
 int run_cors_tests(void);
 int run_errors_tests(void);
 int run_request_tests(void);
+int run_sse_tests(void);
 
 #endif

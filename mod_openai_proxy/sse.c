@@ -1,0 +1,156 @@
+#include "sse.h"
+
+#include <apr_strings.h>
+#include <jansson.h>
+#include <string.h>
+
+/* An event larger than this is not a chat chunk: its data is dropped (the
+ * bytes still reach the client; only usage reading skips it). */
+#define MAX_EVENT_DATA ((apr_size_t)1024 * 1024)
+
+struct oaip_sse_reader {
+    apr_pool_t *pool;
+    oaip_sse_event_fn *on_event;
+    void *ctx;
+    char *line; /* the unfinished line */
+    apr_size_t line_len, line_cap;
+    char *data; /* the current event's data */
+    apr_size_t data_len, data_cap;
+    int has_data, overflow, last_was_cr;
+};
+
+void oaip_usage_init(oaip_usage *usage)
+{
+    usage->prompt_tokens = usage->completion_tokens = usage->total_tokens = -1;
+}
+
+static long count_field(json_t *usage, const char *name)
+{
+    json_t *value = json_object_get(usage, name);
+
+    return json_is_integer(value) ? (long)json_integer_value(value) : -1;
+}
+
+int oaip_usage_from_json(const char *json, apr_size_t len, oaip_usage *usage)
+{
+    json_t *root = json_loadb(json, len, 0, NULL);
+    json_t *u = json_object_get(root, "usage");
+    int found = json_is_object(u);
+
+    if (found) {
+        usage->prompt_tokens = count_field(u, "prompt_tokens");
+        usage->completion_tokens = count_field(u, "completion_tokens");
+        usage->total_tokens = count_field(u, "total_tokens");
+    }
+    json_decref(root);
+    return found;
+}
+
+oaip_sse_reader *oaip_sse_reader_make(apr_pool_t *p, oaip_sse_event_fn *on_event,
+                                      void *ctx)
+{
+    oaip_sse_reader *reader = apr_pcalloc(p, sizeof(*reader));
+
+    reader->pool = p;
+    reader->on_event = on_event;
+    reader->ctx = ctx;
+    return reader;
+}
+
+/* Appends to a pool buffer that doubles as it fills. */
+static void append(apr_pool_t *p, char **buf, apr_size_t *len, apr_size_t *cap,
+                   const char *bytes, apr_size_t n)
+{
+    if (*len + n > *cap) {
+        apr_size_t bigger = *cap ? *cap * 2 : 256;
+        char *copy;
+        while (bigger < *len + n) {
+            bigger *= 2;
+        }
+        copy = apr_palloc(p, bigger);
+        if (*len > 0) {
+            memcpy(copy, *buf, *len);
+        }
+        *buf = copy;
+        *cap = bigger;
+    }
+    memcpy(*buf + *len, bytes, n);
+    *len += n;
+}
+
+static void dispatch(oaip_sse_reader *r)
+{
+    if (r->has_data && !r->overflow) {
+        r->on_event(r->ctx, r->data, r->data_len);
+    }
+    r->data_len = 0;
+    r->has_data = r->overflow = 0;
+}
+
+/* One complete line, without its end of line. */
+static void take_line(oaip_sse_reader *r, const char *line, apr_size_t len)
+{
+    const char *value;
+    apr_size_t value_len;
+
+    if (len == 0) {
+        dispatch(r);
+        return;
+    }
+    if (len < 4 || memcmp(line, "data", 4) != 0 || (len > 4 && line[4] != ':')) {
+        return; /* comments, event:, id:, retry: and other fields */
+    }
+    value = line + (len > 4 ? 5 : 4);
+    value_len = len - (apr_size_t)(value - line);
+    if (value_len > 0 && *value == ' ') {
+        value++;
+        value_len--;
+    }
+    if (r->data_len + value_len + 1 > MAX_EVENT_DATA) {
+        r->overflow = 1;
+        return;
+    }
+    if (r->has_data) {
+        append(r->pool, &r->data, &r->data_len, &r->data_cap, "\n", 1);
+    }
+    append(r->pool, &r->data, &r->data_len, &r->data_cap, value, value_len);
+    r->has_data = 1;
+}
+
+void oaip_sse_feed(oaip_sse_reader *r, const char *bytes, apr_size_t len)
+{
+    apr_size_t i, start = 0;
+
+    for (i = 0; i < len; i++) {
+        char c = bytes[i];
+        if (c != '\r' && c != '\n') {
+            continue;
+        }
+        /* "\r\n" is one end of line, also when split across two reads */
+        if (c == '\n' && i == start && r->last_was_cr && r->line_len == 0) {
+            r->last_was_cr = 0;
+            start = i + 1;
+            continue;
+        }
+        if (r->line_len > 0) {
+            append(r->pool, &r->line, &r->line_len, &r->line_cap, bytes + start,
+                   i - start);
+            take_line(r, r->line, r->line_len);
+            r->line_len = 0;
+        } else {
+            take_line(r, bytes + start, i - start);
+        }
+        r->last_was_cr = (c == '\r');
+        start = i + 1;
+    }
+    if (start < len) {
+        if (r->line_len + (len - start) > MAX_EVENT_DATA) {
+            r->line_len = 0; /* an endless line: drop it */
+            r->overflow = 1;
+        } else {
+            append(r->pool, &r->line, &r->line_len, &r->line_cap, bytes + start,
+                   len - start);
+        }
+        r->last_was_cr = 0;
+    }
+}

@@ -1,0 +1,30 @@
+/* Server-Sent Events, read incrementally, and the token usage they (or a
+ * whole answer) report (core: APR + jansson). */
+#ifndef OAIP_SSE_H
+#define OAIP_SSE_H
+
+#include <apr_pools.h>
+
+typedef struct {
+    long prompt_tokens; /* -1: not reported */
+    long completion_tokens;
+    long total_tokens;
+} oaip_usage;
+
+void oaip_usage_init(oaip_usage *usage);
+
+/* Reads "usage" from a chat.completion (or chunk) JSON object; returns 1
+ * and fills *usage when it carries one. */
+int oaip_usage_from_json(const char *json, apr_size_t len, oaip_usage *usage);
+
+/* An incremental SSE reader: bytes go in as they arrive, split anywhere;
+ * each complete event's data (its data: lines joined by "\n") comes out. */
+typedef void oaip_sse_event_fn(void *ctx, const char *data, apr_size_t len);
+
+typedef struct oaip_sse_reader oaip_sse_reader;
+
+oaip_sse_reader *oaip_sse_reader_make(apr_pool_t *p, oaip_sse_event_fn *on_event,
+                                      void *ctx);
+void oaip_sse_feed(oaip_sse_reader *reader, const char *bytes, apr_size_t len);
+
+#endif

@@ -1,0 +1,101 @@
+"""What the access log shows of each request through conf/openai_proxy_log.conf:
+model, stream, outcome, upstream status, time to first byte, token usage."""
+
+import json
+import os
+import re
+import socket
+import uuid
+
+from harness import wait_for
+
+MESSAGES = [{"role": "user", "content": "count my tokens please"}]
+
+
+def usage_line(httpd, marker):
+    """The usage log line of the request whose query carried `marker`."""
+    path = os.path.join(httpd.workdir, "usage.log")
+
+    def find():
+        if not os.path.exists(path):
+            return None
+        for line in open(path):
+            if marker in line:
+                return line
+        return None
+    line = wait_for(find, 10, f"the usage log line of {marker}")
+    return dict(re.findall(r"(\w+)=(\S+)", line.split('" ', 1)[1])), line
+
+
+def request(client, body, **kw):
+    marker = uuid.uuid4().hex
+    resp = client.post(f"/v1?t={marker}", body, **kw)
+    return resp, marker
+
+
+def test_plain_answer_logs_model_outcome_and_usage(client, mock, httpd):
+    resp, marker = request(client, {"messages": MESSAGES, "model": "gpt-4o-mini"})
+    usage = resp.json()["usage"]
+    fields, line = usage_line(httpd, marker)
+    assert fields["model"] == "gpt-4o-mini"
+    assert fields["stream"] == "0"
+    assert fields["outcome"] == "ok"
+    assert fields["upstream"] == "200"
+    assert int(fields["ttfb_ms"]) >= 0
+    assert int(fields["prompt_tokens"]) == usage["prompt_tokens"]
+    assert int(fields["completion_tokens"]) == usage["completion_tokens"]
+    assert int(fields["total_tokens"]) == usage["total_tokens"]
+    assert '" 200 ' in line
+
+
+def test_stream_usage_is_read_from_the_last_chunk(client, mock, httpd):
+    resp, marker = request(client, {"messages": MESSAGES, "stream": True,
+                                    "stream_options": {"include_usage": True},
+                                    "mock": {"split_events": True, "chunk_delay": 0}},
+                           stream=True)
+    chunks = [json.loads(line[6:]) for line in resp.body.decode().split("\n")
+              if line.startswith("data: {")]
+    usage = chunks[-1]["usage"]
+    fields, _ = usage_line(httpd, marker)
+    assert fields["stream"] == "1"
+    assert fields["outcome"] == "ok"
+    assert int(fields["prompt_tokens"]) == usage["prompt_tokens"]
+    assert int(fields["total_tokens"]) == usage["total_tokens"]
+
+
+def test_stream_without_usage_logs_dashes(client, mock, httpd):
+    _, marker = request(client, {"messages": MESSAGES, "stream": True,
+                                 "mock": {"chunk_delay": 0}}, stream=True)
+    fields, _ = usage_line(httpd, marker)
+    assert fields["prompt_tokens"] == "-"
+    assert fields["total_tokens"] == "-"
+
+
+def test_outcomes_of_errors(client, mock, httpd, error_log):
+    error_log.allow("upstream request failed")
+    _, marker = request(client, {"messages": MESSAGES, "mock": {"status": 429}})
+    fields, _ = usage_line(httpd, marker)
+    assert (fields["outcome"], fields["upstream"]) == ("upstream_error", "429")
+    _, marker = request(client, {"messages": MESSAGES},
+                        headers={"Origin": "https://evil.example.com"})
+    assert usage_line(httpd, marker)[0]["outcome"] == "origin_not_allowed"
+    _, marker = request(client, "{", headers={"Content-Type": "application/json"})
+    assert usage_line(httpd, marker)[0]["outcome"] == "invalid_json"
+    _, marker = request(client, {"messages": MESSAGES, "mock": {"hangup_before_headers": True}})
+    assert usage_line(httpd, marker)[0]["outcome"] == "upstream_failed"
+
+
+def test_client_gone_is_logged(httpd, mock):
+    marker = uuid.uuid4().hex
+    body = json.dumps({"messages": MESSAGES, "stream": True,
+                       "mock": {"chunks": 100, "chunk_delay": 0.1}}).encode()
+    sock = socket.create_connection(("127.0.0.1", httpd.port))
+    sock.sendall(f"POST /v1?t={marker} HTTP/1.1\r\nHost: a.test\r\n".encode() +
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    received = b""
+    while received.count(b"data: ") < 2:
+        received += sock.recv(65536)
+    sock.close()
+    fields, _ = usage_line(httpd, marker)
+    assert fields["outcome"] == "client_gone"
+    assert fields["stream"] == "1"
