@@ -42,7 +42,7 @@ else
     export OAIP_MODEL=gpt-4o-mini
     what="the bundled mock upstream at $OAIP_UPSTREAM (set OPENAI_API_KEY for the real API)"
 fi
-export OAIP_RUN_DIR=$run_dir OAIP_PORT=$port
+export OAIP_RUN_DIR=$run_dir OAIP_PORT=$port OAIP_REPO=$repo
 export OAIP_MODULE=$repo/mod_openai_proxy/.libs/mod_openai_proxy.so
 defines=()
 [[ $(id -u) == 0 ]] && defines=(-DOAIP_AS_ROOT)
