@@ -222,6 +222,9 @@ static int proxy_chat(request_rec *r, const oaip_dir_conf *conf,
                 ? apr_psprintf(r->pool, "The model %s is not available here", chat.model)
                 : "model must be a string");
     }
+    /* usage is counted for every stream; the client sees the usage chunk
+     * only if it asked for it */
+    oaip_chat_request_ask_usage(r->pool, &chat);
     if (chat.stream && !oaip_streams_acquire(r)) {
         apr_table_setn(r->err_headers_out, "Retry-After", OAIP_STREAMS_RETRY_AFTER);
         return send_error(r, conf, OAIP_ERR_TOO_MANY_STREAMS,

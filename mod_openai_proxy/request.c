@@ -311,13 +311,25 @@ static int exceeds(json_t *value, json_int_t cap)
            (json_is_real(value) && json_real_value(value) > (double)cap);
 }
 
+/* Re-encodes a request whose JSON was changed. */
+static void replace_body(apr_pool_t *p, oaip_chat_request *req, json_t *object)
+{
+    /* 17 digits: every number keeps its exact double value */
+    char *text = json_dumps(object, JSON_COMPACT | JSON_REAL_PRECISION(17));
+
+    if (text != NULL) {
+        req->body = apr_pstrdup(p, text);
+        req->body_len = strlen(text);
+        free(text);
+    }
+}
+
 int oaip_chat_request_cap_tokens(apr_pool_t *p, oaip_chat_request *req, json_int_t cap)
 {
     static const char *const fields[] = {"max_tokens", "max_completion_tokens"};
     json_t *object = json_loadb(req->body, req->body_len, 0, NULL);
     int changed = 0;
     apr_size_t i;
-    char *text;
 
     for (i = 0; object != NULL && i < sizeof(fields) / sizeof(fields[0]); i++) {
         if (exceeds(json_object_get(object, fields[i]), cap)) {
@@ -326,15 +338,43 @@ int oaip_chat_request_cap_tokens(apr_pool_t *p, oaip_chat_request *req, json_int
         }
     }
     if (changed) {
-        /* 17 digits: every number keeps its exact double value */
-        text = json_dumps(object,
-                          JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
-        if (text != NULL) {
-            req->body = apr_pstrdup(p, text);
-            req->body_len = strlen(text);
-            free(text);
-        }
+        replace_body(p, req, object);
     }
     json_decref(object);
     return changed;
+}
+
+int oaip_chat_request_ask_usage(apr_pool_t *p, oaip_chat_request *req)
+{
+    static const char addition[] = ",\"stream_options\":{\"include_usage\":true}}";
+    json_t *object, *options;
+    int added = 0;
+
+    if (!req->stream ||
+        (object = json_loadb(req->body, req->body_len, 0, NULL)) == NULL) {
+        return 0;
+    }
+    options = json_object_get(object, "stream_options");
+    if (options == NULL) {
+        /* the body ends with the object's closing brace: append before it */
+        apr_size_t close = req->body_len;
+        char *text;
+        while (close > 0 && req->body[close - 1] != '}') {
+            close--;
+        }
+        text = apr_palloc(p, close + sizeof(addition));
+        memcpy(text, req->body, close - 1);
+        memcpy(text + close - 1, addition, sizeof(addition));
+        req->body = text;
+        req->body_len = close - 1 + sizeof(addition) - 1;
+        added = 1;
+    } else if (json_is_object(options) &&
+               !json_is_true(json_object_get(options, "include_usage"))) {
+        json_object_set_new(options, "include_usage", json_true());
+        replace_body(p, req, object);
+        added = 1;
+    }
+    json_decref(object);
+    req->usage_added = added;
+    return added;
 }

@@ -21,6 +21,7 @@ typedef struct {
     apr_size_t body_len;
     int stream;        /* "stream": true after defaults */
     const char *model; /* after defaults; NULL when not a string */
+    int usage_added;   /* the proxy asked for the stream's usage chunk */
 } oaip_chat_request;
 
 /* Validates a client body and applies defaults: the built-in ones (model,
@@ -39,6 +40,11 @@ int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
  * a missing field stays missing. The body is re-encoded only when a value
  * changes. Returns 1 when it did. */
 int oaip_chat_request_cap_tokens(apr_pool_t *p, oaip_chat_request *req, json_int_t cap);
+
+/* For a stream request: asks the upstream for the usage chunk
+ * (stream_options.include_usage) when the client did not. Returns 1 when it
+ * added it, so that the relay hides that chunk from the client. */
+int oaip_chat_request_ask_usage(apr_pool_t *p, oaip_chat_request *req);
 
 /* Parses an OpenAIProxyDefault value: JSON, or a bare word taken as a string
  * (so `OpenAIProxyDefault model gpt-4o-mini` works), or "none". Sets *json to

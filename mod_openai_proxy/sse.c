@@ -46,6 +46,51 @@ int oaip_usage_from_json(const char *json, apr_size_t len, oaip_usage *usage)
     return found;
 }
 
+apr_size_t oaip_sse_event_length(const char *buf, apr_size_t len)
+{
+    apr_size_t i;
+
+    for (i = 0; i + 1 < len; i++) {
+        if (buf[i] == '\n' && buf[i + 1] == '\n') {
+            return i + 2;
+        }
+        if (buf[i] == '\r' && buf[i + 1] == '\n' && i + 3 < len && buf[i + 2] == '\r' &&
+            buf[i + 3] == '\n') {
+            return i + 4;
+        }
+    }
+    return 0;
+}
+
+static const char *find(const char *hay, apr_size_t len, const char *needle)
+{
+    apr_size_t n = strlen(needle), i;
+
+    for (i = 0; i + n <= len; i++) {
+        if (memcmp(hay + i, needle, n) == 0) {
+            return hay + i;
+        }
+    }
+    return NULL;
+}
+
+int oaip_sse_usage_chunk(const char *event, apr_size_t len, oaip_usage *usage)
+{
+    const char *data = find(event, len, "data:");
+    const char *end;
+
+    if (data == NULL || !find(event, len, "\"choices\":[]") ||
+        !find(event, len, "\"usage\":{")) {
+        return 0;
+    }
+    data += 5;
+    end = memchr(data, '\n', len - (apr_size_t)(data - event));
+    if (end == NULL) {
+        end = event + len;
+    }
+    return oaip_usage_from_json(data, (apr_size_t)(end - data), usage);
+}
+
 oaip_sse_reader *oaip_sse_reader_make(apr_pool_t *p, oaip_sse_event_fn *on_event,
                                       void *ctx)
 {

@@ -17,6 +17,14 @@ void oaip_usage_init(oaip_usage *usage);
  * and fills *usage when it carries one. */
 int oaip_usage_from_json(const char *json, apr_size_t len, oaip_usage *usage);
 
+/* The length of the first complete event in `buf` (its blank line
+ * included), or 0 when no event is complete yet. */
+apr_size_t oaip_sse_event_length(const char *buf, apr_size_t len);
+
+/* Whether a raw event is the usage chunk of a stream ("choices":[] and a
+ * usage object); fills *usage from it when it is. */
+int oaip_sse_usage_chunk(const char *event, apr_size_t len, oaip_usage *usage);
+
 /* An incremental SSE reader: bytes go in as they arrive, split anywhere;
  * each complete event's data (its data: lines joined by "\n") comes out. */
 typedef void oaip_sse_event_fn(void *ctx, const char *data, apr_size_t len);

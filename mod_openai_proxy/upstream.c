@@ -35,6 +35,11 @@ typedef struct {
     /* what the answer reported, for the access log */
     oaip_usage usage;
     oaip_sse_reader *events;
+    /* the usage chunk the proxy asked for is held back from the client, so
+     * a stream is relayed event by event, the unfinished one kept here */
+    int hide_usage;
+    char *pending;
+    apr_size_t pending_len, pending_cap;
     apr_time_t first_byte;
     /* timing */
     apr_time_t started;
@@ -190,6 +195,57 @@ static void choose_mode(exchange *x)
     }
 }
 
+/* Past this an unfinished "event" is no SSE the proxy understands: it is
+ * relayed as it is. */
+#define MAX_PENDING_EVENT ((apr_size_t)1024 * 1024)
+
+static void keep_pending(exchange *x, const char *data, apr_size_t len)
+{
+    if (x->pending_len + len > x->pending_cap) {
+        apr_size_t cap = x->pending_cap ? x->pending_cap * 2 : 4096;
+        char *bigger;
+        while (cap < x->pending_len + len) {
+            cap *= 2;
+        }
+        bigger = apr_palloc(x->r->pool, cap);
+        memcpy(bigger, x->pending, x->pending_len);
+        x->pending = bigger;
+        x->pending_cap = cap;
+    }
+    memcpy(x->pending + x->pending_len, data, len);
+    x->pending_len += len;
+}
+
+/* Relays the complete events among what arrived, in one write, without
+ * the usage chunk (whose usage is recorded); keeps the unfinished rest. */
+static int relay_events(exchange *x, const char *data, apr_size_t len)
+{
+    apr_size_t pos = 0, kept = 0, n;
+    char *buf;
+
+    keep_pending(x, data, len);
+    buf = x->pending;
+    while ((n = oaip_sse_event_length(buf + pos, x->pending_len - pos)) > 0) {
+        if (!oaip_sse_usage_chunk(buf + pos, n, &x->usage)) {
+            memmove(buf + kept, buf + pos, n);
+            kept += n;
+        }
+        pos += n;
+    }
+    if (x->pending_len - pos > MAX_PENDING_EVENT) {
+        memmove(buf + kept, buf + pos, x->pending_len - pos);
+        kept += x->pending_len - pos;
+        pos = x->pending_len;
+    }
+    memmove(buf + kept, buf + pos, x->pending_len - pos);
+    if (kept > 0 && !oaip_relay_write(&x->relay, buf, kept)) {
+        return 0;
+    }
+    memmove(buf, buf + kept, x->pending_len - pos);
+    x->pending_len -= pos;
+    return 1;
+}
+
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 {
     exchange *x = userdata;
@@ -198,6 +254,9 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
     x->last_upstream_byte = apr_time_now();
     if (x->mode == BODY_UNDECIDED) {
         choose_mode(x);
+    }
+    if (x->mode == BODY_STREAMED && x->hide_usage) {
+        return relay_events(x, data, len) ? len : 0;
     }
     if (x->mode == BODY_STREAMED) {
         if (!oaip_relay_write(&x->relay, data, len)) {
@@ -410,6 +469,9 @@ static void finish(exchange *x, CURLcode code, const char *errbuf,
     }
     if (code == CURLE_OK) {
         if (x->mode == BODY_STREAMED) {
+            if (x->pending_len > 0) { /* a last event without its blank line */
+                oaip_relay_write(&x->relay, x->pending, x->pending_len);
+            }
             outcome->responded = 1;
         } else {
             relay_buffered_answer(x, outcome);
@@ -472,6 +534,7 @@ void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf,
     x.r = r;
     x.conf = conf;
     x.stream_requested = req->stream;
+    x.hide_usage = req->usage_added;
     oaip_relay_init(&x.relay, r);
     x.buffer = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     x.pass_headers = apr_table_make(r->pool, 12);

@@ -7,6 +7,8 @@ import re
 import socket
 import uuid
 
+import pytest
+
 from harness import wait_for
 
 MESSAGES = [{"role": "user", "content": "count my tokens please"}]
@@ -63,12 +65,28 @@ def test_stream_usage_is_read_from_the_last_chunk(client, mock, httpd):
     assert int(fields["total_tokens"]) == usage["total_tokens"]
 
 
-def test_stream_without_usage_logs_dashes(client, mock, httpd):
-    _, marker = request(client, {"messages": MESSAGES, "stream": True,
-                                 "mock": {"chunk_delay": 0}}, stream=True)
+@pytest.mark.parametrize("options", [None, {"include_usage": False}, {"foo": 1}])
+def test_stream_usage_is_counted_but_hidden_when_the_client_did_not_ask(client, mock, httpd,
+                                                                        options):
+    body = {"messages": MESSAGES, "stream": True,
+            "mock": {"split_events": True, "chunk_delay": 0}}
+    if options is not None:
+        body["stream_options"] = options
+    resp, marker = request(client, body, stream=True)
+    sent = mock.requests()[-1]["body"]
+    assert sent["stream_options"]["include_usage"] is True  # asked upstream
+    if options and "foo" in options:
+        assert sent["stream_options"]["foo"] == 1
+    data = [line[6:] for line in resp.body.decode().split("\n") if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    assert all(c["choices"] for c in chunks), "the usage chunk reached the client"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert "You said: count my tokens please" in text
     fields, _ = usage_line(httpd, marker)
-    assert fields["prompt_tokens"] == "-"
-    assert fields["total_tokens"] == "-"
+    assert int(fields["prompt_tokens"]) > 0
+    assert int(fields["total_tokens"]) == (int(fields["prompt_tokens"]) +
+                                           int(fields["completion_tokens"]))
 
 
 def test_outcomes_of_errors(client, mock, httpd, error_log):

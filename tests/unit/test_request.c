@@ -759,7 +759,7 @@ static void test_model_allow_list(void **state)
 
 static int cap(apr_pool_t *p, const char *body, json_int_t limit, json_t **result)
 {
-    oaip_chat_request req = {body, strlen(body), 0, NULL};
+    oaip_chat_request req = {body, strlen(body), 0, NULL, 0};
     int changed = oaip_chat_request_cap_tokens(p, &req, limit);
 
     *result = unit_json_parse(p, req.body, req.body_len);
@@ -787,6 +787,40 @@ static void test_cap_tokens(void **state)
     assert_false(cap(p, "{\"messages\":[]}", 100, &out));
     assert_null(json_object_get(out, "max_tokens")); /* a missing one is not added */
     assert_false(cap(p, "{\"messages\":[],\"max_tokens\":\"9999\"}", 100, &out));
+}
+
+/* ---- oaip_chat_request_ask_usage ---- */
+
+static json_t *ask_usage(apr_pool_t *p, const char *body, int stream, int *added)
+{
+    oaip_chat_request req = {body, strlen(body), stream, NULL, 0};
+
+    *added = oaip_chat_request_ask_usage(p, &req);
+    assert_int_equal(req.usage_added, *added);
+    return unit_json_parse(p, req.body, req.body_len);
+}
+
+static void test_ask_usage(void **state)
+{
+    apr_pool_t *p = *state;
+    json_t *out;
+    int added;
+
+    out = ask_usage(p, "{\"messages\":[],\"stream\":true}  ", 1, &added);
+    assert_true(added);
+    assert_true(json_is_true(
+        json_object_get(json_object_get(out, "stream_options"), "include_usage")));
+    out = ask_usage(p, "{\"messages\":[],\"stream_options\":{\"x\":1}}", 1, &added);
+    assert_true(added);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(out, "stream_options"), "x")),
+        1);
+    out = ask_usage(p, "{\"messages\":[],\"stream_options\":{\"include_usage\":true}}", 1,
+                    &added);
+    assert_false(added); /* the client asked itself: it sees the chunk */
+    out = ask_usage(p, "{\"messages\":[]}", 0, &added);
+    assert_false(added); /* not a stream */
+    assert_null(json_object_get(out, "stream_options"));
 }
 
 int run_request_tests(void)
@@ -828,6 +862,7 @@ int run_request_tests(void)
         POOL_TEST(test_deep_nesting),
         POOL_TEST(test_model_allow_list),
         POOL_TEST(test_cap_tokens),
+        POOL_TEST(test_ask_usage),
     };
 
     return cmocka_run_group_tests_name("request", tests, NULL, NULL);

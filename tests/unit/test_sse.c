@@ -114,6 +114,30 @@ static void test_usage_from_json(void **state)
     assert_int_equal(usage.total_tokens, 42);
 }
 
+static void test_event_length_and_usage_chunk(void **state)
+{
+    static const char two[] = "data: {\"a\":1}\n\ndata: [DONE]\n\n";
+    static const char crlf[] = "data: x\r\n\r\nrest";
+    static const char usage_chunk[] =
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,"
+        "\"total_tokens\":7}}\n\n";
+    static const char content_chunk[] =
+        "data: {\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\":{\"}}],"
+        "\"usage\":null}\n\n";
+    oaip_usage usage;
+
+    (void)state;
+    assert_int_equal(oaip_sse_event_length(two, strlen(two)), 15);
+    assert_int_equal(oaip_sse_event_length(two + 15, strlen(two) - 15), strlen(two) - 15);
+    assert_int_equal(oaip_sse_event_length(crlf, strlen(crlf)), 11);
+    assert_int_equal(oaip_sse_event_length("data: partial\n", 14), 0);
+    oaip_usage_init(&usage);
+    assert_false(oaip_sse_usage_chunk(content_chunk, strlen(content_chunk), &usage));
+    assert_int_equal(usage.total_tokens, -1);
+    assert_true(oaip_sse_usage_chunk(usage_chunk, strlen(usage_chunk), &usage));
+    assert_int_equal(usage.total_tokens, 7);
+}
+
 int run_sse_tests(void)
 {
     const struct CMUnitTest tests[] = {
@@ -122,6 +146,7 @@ int run_sse_tests(void)
         POOL_TEST(test_one_byte_at_a_time),
         POOL_TEST(test_unfinished_event_is_not_dispatched),
         POOL_TEST(test_usage_from_json),
+        POOL_TEST(test_event_length_and_usage_chunk),
     };
 
     return cmocka_run_group_tests_name("sse", tests, NULL, NULL);
