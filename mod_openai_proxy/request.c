@@ -296,6 +296,8 @@ int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
     stream = value_after_defaults(object, defaults, "stream");
     model = value_after_defaults(object, defaults, "model");
     out->stream = json_is_true(stream);
+    out->has_stream_options = json_object_get(object, "stream_options") != NULL;
+    out->usage_added = 0;
     out->model = json_is_string(model) ? apr_pstrdup(p, json_string_value(model)) : NULL;
     json_decref(stream);
     json_decref(model);
@@ -350,12 +352,10 @@ int oaip_chat_request_ask_usage(apr_pool_t *p, oaip_chat_request *req)
     json_t *object, *options;
     int added = 0;
 
-    if (!req->stream ||
-        (object = json_loadb(req->body, req->body_len, 0, NULL)) == NULL) {
-        return 0;
+    if (!req->stream) {
+        return req->usage_added = 0;
     }
-    options = json_object_get(object, "stream_options");
-    if (options == NULL) {
+    if (!req->has_stream_options) {
         /* the body ends with the object's closing brace: append before it */
         apr_size_t close = req->body_len;
         char *text;
@@ -367,14 +367,17 @@ int oaip_chat_request_ask_usage(apr_pool_t *p, oaip_chat_request *req)
         memcpy(text + close - 1, addition, sizeof(addition));
         req->body = text;
         req->body_len = close - 1 + sizeof(addition) - 1;
-        added = 1;
-    } else if (json_is_object(options) &&
-               !json_is_true(json_object_get(options, "include_usage"))) {
+        return req->usage_added = 1;
+    }
+    /* rare: the client's own options; only then is the body parsed again */
+    object = json_loadb(req->body, req->body_len, 0, NULL);
+    options = json_object_get(object, "stream_options");
+    if (json_is_object(options) &&
+        !json_is_true(json_object_get(options, "include_usage"))) {
         json_object_set_new(options, "include_usage", json_true());
         replace_body(p, req, object);
         added = 1;
     }
     json_decref(object);
-    req->usage_added = added;
-    return added;
+    return req->usage_added = added;
 }

@@ -19,9 +19,10 @@ typedef struct {
 typedef struct {
     const char *body; /* the body to send upstream */
     apr_size_t body_len;
-    int stream;        /* "stream": true after defaults */
-    const char *model; /* after defaults; NULL when not a string */
-    int usage_added;   /* the proxy asked for the stream's usage chunk */
+    int stream;             /* "stream": true after defaults */
+    const char *model;      /* after defaults; NULL when not a string */
+    int usage_added;        /* the proxy asked for the stream's usage chunk */
+    int has_stream_options; /* the client sent stream_options */
 } oaip_chat_request;
 
 /* Validates a client body and applies defaults: the built-in ones (model,

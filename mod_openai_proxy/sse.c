@@ -31,18 +31,46 @@ static long count_field(json_t *usage, const char *name)
     return json_is_integer(value) ? (long)json_integer_value(value) : -1;
 }
 
+/* The value of the first "usage" key: only that object is parsed, not the
+ * whole answer (a key's quotes cannot occur unescaped inside a string). */
+static const char *usage_value(const char *json, apr_size_t len)
+{
+    const char *end = json + len, *p = json;
+
+    while ((p = memchr(p, '"', (apr_size_t)(end - p))) != NULL) {
+        if ((apr_size_t)(end - p) > 7 && memcmp(p, "\"usage\"", 7) == 0) {
+            const char *v = p + 7;
+            while (v < end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r')) {
+                v++;
+            }
+            if (v < end && *v == ':') {
+                for (v++; v < end && strchr(" \t\r\n", *v) != NULL && *v; v++) {
+                }
+                return v;
+            }
+        }
+        p++;
+    }
+    return NULL;
+}
+
 int oaip_usage_from_json(const char *json, apr_size_t len, oaip_usage *usage)
 {
-    json_t *root = json_loadb(json, len, 0, NULL);
-    json_t *u = json_object_get(root, "usage");
-    int found = json_is_object(u);
+    const char *value = usage_value(json, len);
+    json_t *u;
+    int found;
 
+    if (value == NULL || *value != '{') {
+        return 0;
+    }
+    u = json_loadb(value, len - (apr_size_t)(value - json), JSON_DISABLE_EOF_CHECK, NULL);
+    found = json_is_object(u);
     if (found) {
         usage->prompt_tokens = count_field(u, "prompt_tokens");
         usage->completion_tokens = count_field(u, "completion_tokens");
         usage->total_tokens = count_field(u, "total_tokens");
     }
-    json_decref(root);
+    json_decref(u);
     return found;
 }
 

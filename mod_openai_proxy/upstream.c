@@ -416,8 +416,7 @@ static void read_whole_usage(exchange *x)
     char *body = apr_palloc(x->r->pool, x->buffered);
     apr_size_t len = x->buffered;
 
-    if (apr_brigade_flatten(x->buffer, body, &len) == APR_SUCCESS &&
-        mentions(body, len, "\"usage\"")) {
+    if (apr_brigade_flatten(x->buffer, body, &len) == APR_SUCCESS) {
         oaip_usage_from_json(body, len, &x->usage);
     }
 }

@@ -759,7 +759,7 @@ static void test_model_allow_list(void **state)
 
 static int cap(apr_pool_t *p, const char *body, json_int_t limit, json_t **result)
 {
-    oaip_chat_request req = {body, strlen(body), 0, NULL, 0};
+    oaip_chat_request req = {body, strlen(body), 0, NULL, 0, 0};
     int changed = oaip_chat_request_cap_tokens(p, &req, limit);
 
     *result = unit_json_parse(p, req.body, req.body_len);
@@ -793,7 +793,9 @@ static void test_cap_tokens(void **state)
 
 static json_t *ask_usage(apr_pool_t *p, const char *body, int stream, int *added)
 {
-    oaip_chat_request req = {body, strlen(body), stream, NULL, 0};
+    /* as oaip_chat_request_prepare would have found it */
+    oaip_chat_request req = {
+        body, strlen(body), stream, NULL, 0, strstr(body, "stream_options") != NULL};
 
     *added = oaip_chat_request_ask_usage(p, &req);
     assert_int_equal(req.usage_added, *added);
