@@ -208,7 +208,9 @@ static void keep_pending(exchange *x, const char *data, apr_size_t len)
             cap *= 2;
         }
         bigger = apr_palloc(x->r->pool, cap);
-        memcpy(bigger, x->pending, x->pending_len);
+        if (x->pending_len > 0) {
+            memcpy(bigger, x->pending, x->pending_len);
+        }
         x->pending = bigger;
         x->pending_cap = cap;
     }
