@@ -235,10 +235,12 @@ DocumentRoot "{self.workdir}"
             self.stdout.close()
 
     def sanitizer_reports(self):
-        """Reports ASan/UBSan wrote for this server's processes."""
+        """New reports ASan/UBSan wrote (the workdir is shared: each report is
+        returned once, to the test during which it appeared)."""
         reports = []
         for name in sorted(os.listdir(self.workdir)):
-            if name.startswith(("asan.", "ubsan.")):
+            if name.startswith(("asan.", "ubsan.")) and name not in SEEN_SANITIZER_REPORTS:
+                SEEN_SANITIZER_REPORTS.add(name)
                 with open(os.path.join(self.workdir, name)) as f:
                     reports.append(f.read())
         return reports
@@ -256,6 +258,8 @@ DocumentRoot "{self.workdir}"
     def url(self, path):
         return f"http://127.0.0.1:{self.port}{path}"
 
+
+SEEN_SANITIZER_REPORTS = set()
 
 BAD_LOG_LINE = re.compile(r"\[(?:[a-z_]+:)?(error|crit|alert|emerg)\]|AH00052|AH00060|"
                           r"segfault|Segmentation|AddressSanitizer|runtime error:")
