@@ -163,22 +163,13 @@ static const char *content_type_or_json(const exchange *x)
     return x->content_type ? x->content_type : "application/json";
 }
 
-/* The usage of a stream comes in its last chunk (stream_options
- * include_usage); only events that mention it are parsed. */
-/* memmem: the answer is not NUL-terminated */
-static int mentions(const char *hay, apr_size_t len, const char *needle)
-{
-    return memmem(hay, len, needle, strlen(needle)) != NULL;
-}
-
+/* The usage of a stream the client asked for comes in its last chunk;
+ * oaip_usage_from_json parses nothing unless an event carries a usage object. */
 static void on_event(void *ctx, const char *data, apr_size_t len)
 {
     exchange *x = ctx;
-    static const char needle[] = "\"usage\":{";
 
-    if (len > sizeof(needle) && mentions(data, len, needle)) {
-        oaip_usage_from_json(data, len, &x->usage);
-    }
+    oaip_usage_from_json(data, len, &x->usage);
 }
 
 /* On the first byte of the body: a successful event stream is relayed as it
