@@ -4,6 +4,7 @@
 #include <http_protocol.h>
 #include <util_filter.h>
 
+#include "buffer.h"
 #include "mod_openai_proxy.h"
 
 static int too_large(request_rec *r)
@@ -17,8 +18,7 @@ int oaip_body_read(request_rec *r, apr_off_t limit, char **data, apr_size_t *len
 {
     const char *declared = apr_table_get(r->headers_in, "Content-Length");
     apr_bucket_brigade *bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
-    apr_size_t capacity = 8192, used = 0;
-    char *buf;
+    oaip_buffer body = {NULL, 0, 0};
     int seen_eos = 0;
 
     if (declared != NULL) {
@@ -26,11 +26,10 @@ int oaip_body_read(request_rec *r, apr_off_t limit, char **data, apr_size_t *len
         if (apr_strtoff(&n, declared, NULL, 10) == APR_SUCCESS && n > limit) {
             return too_large(r);
         }
-        if (n >= 0 && n < limit) {
-            capacity = (apr_size_t)n + 1;
-        }
+        /* one allocation for a body of known length (+1 for the NUL) */
+        oaip_buffer_reserve(r->pool, &body,
+                            n >= 0 && n < limit ? (apr_size_t)n + 1 : 8192);
     }
-    buf = apr_palloc(r->pool, capacity);
 
     while (!seen_eos) {
         apr_bucket *b;
@@ -57,26 +56,16 @@ int oaip_body_read(request_rec *r, apr_off_t limit, char **data, apr_size_t *len
             if (rv != APR_SUCCESS) {
                 return ap_map_http_request_error(rv, HTTP_BAD_REQUEST);
             }
-            if ((apr_off_t)(used + n) > limit) {
+            if ((apr_off_t)(body.len + n) > limit) {
                 apr_brigade_cleanup(bb);
                 return too_large(r);
             }
-            if (used + n + 1 > capacity) {
-                char *bigger;
-                while (used + n + 1 > capacity) {
-                    capacity *= 2;
-                }
-                bigger = apr_palloc(r->pool, capacity);
-                memcpy(bigger, buf, used);
-                buf = bigger;
-            }
-            memcpy(buf + used, chunk, n);
-            used += n;
+            oaip_buffer_append(r->pool, &body, chunk, n);
         }
         apr_brigade_cleanup(bb);
     }
-    buf[used] = '\0';
-    *data = buf;
-    *len = used;
+    oaip_buffer_append(r->pool, &body, "", 1); /* NUL-terminated for the parser */
+    *data = body.data;
+    *len = body.len - 1;
     return OK;
 }

@@ -156,17 +156,6 @@ static const char *read_key_file(cmd_parms *cmd, const char *path, const char **
     return NULL;
 }
 
-/* A key goes into an HTTP header: anything but visible ASCII could split it. */
-static int is_header_safe(const char *key)
-{
-    for (; *key; key++) {
-        if ((unsigned char)*key <= 0x20 || (unsigned char)*key >= 0x7f) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 static const char *set_api_key(cmd_parms *cmd, void *dconf, const char *arg)
 {
     oaip_dir_conf *conf = dconf;
@@ -189,7 +178,7 @@ static const char *set_api_key(cmd_parms *cmd, void *dconf, const char *arg)
     if (*key == '\0') {
         return apr_psprintf(cmd->pool, "%s: %s is empty", cmd->cmd->name, where);
     }
-    if (!is_header_safe(key)) {
+    if (!oaip_upstream_header_safe(key)) {
         return apr_psprintf(cmd->pool,
                             "%s: %s contains white space or control characters",
                             cmd->cmd->name, where);
@@ -223,7 +212,7 @@ static const char *set_upstream(cmd_parms *cmd, void *dconf, const char *arg)
                             "(put the key in OpenAIProxyAPIKey)",
                             cmd->cmd->name);
     }
-    if (!is_header_safe(arg)) {
+    if (!oaip_upstream_header_safe(arg)) {
         return apr_psprintf(cmd->pool, "%s: the URL contains white space",
                             cmd->cmd->name);
     }

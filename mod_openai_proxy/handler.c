@@ -147,17 +147,14 @@ static struct curl_slist *choose_headers(request_rec *r, const oaip_dir_conf *co
                                          int *bad_client_key)
 {
     const char *client_key = apr_table_get(r->headers_in, "x-openai-key");
-    const char *c;
 
     *bad_client_key = 0;
     if (conf->allow_client_key != 1 || client_key == NULL || *client_key == '\0') {
         return conf->upstream_headers;
     }
-    for (c = client_key; *c; c++) {
-        if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f) {
-            *bad_client_key = 1;
-            return NULL;
-        }
+    if (!oaip_upstream_header_safe(client_key)) {
+        *bad_client_key = 1;
+        return NULL;
     }
     return oaip_upstream_headers_make(
         r->pool, apr_pstrcat(r->pool, "Authorization: Bearer ", client_key, NULL));

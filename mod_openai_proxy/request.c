@@ -197,19 +197,26 @@ static int fail(oaip_error_kind *kind, const char **detail, oaip_error_kind k,
     return 0;
 }
 
+/* The index of the closing brace of a JSON object's text (only white space
+ * may follow it; the parser guarantees one). */
+static apr_size_t closing_brace(const char *body, apr_size_t len)
+{
+    while (len > 0 && body[len - 1] != '}') {
+        len--;
+    }
+    return len - 1;
+}
+
 /* Builds the upstream body: the client's bytes up to the closing brace, then
  * the defaults that apply, then the brace. */
 static void build_body(apr_pool_t *p, const char *body, apr_size_t len, json_t *object,
                        const apr_array_header_t *defaults, oaip_chat_request *out)
 {
-    apr_size_t close = len, extra = 0, at;
+    apr_size_t close, extra = 0, at;
     char *text;
     int i;
 
-    while (close > 0 && body[close - 1] != '}') {
-        close--;
-    }
-    close--; /* index of the closing brace; the parser guarantees one */
+    close = closing_brace(body, len);
     for (i = 0; i < defaults->nelts; i++) {
         const oaip_default *d = &APR_ARRAY_IDX(defaults, i, oaip_default);
         if (default_applies(object, defaults, d)) {
@@ -357,16 +364,12 @@ int oaip_chat_request_ask_usage(apr_pool_t *p, oaip_chat_request *req)
     }
     if (!req->has_stream_options) {
         /* the body ends with the object's closing brace: append before it */
-        apr_size_t close = req->body_len;
-        char *text;
-        while (close > 0 && req->body[close - 1] != '}') {
-            close--;
-        }
-        text = apr_palloc(p, close + sizeof(addition));
-        memcpy(text, req->body, close - 1);
-        memcpy(text + close - 1, addition, sizeof(addition));
+        apr_size_t close = closing_brace(req->body, req->body_len);
+        char *text = apr_palloc(p, close + sizeof(addition));
+        memcpy(text, req->body, close);
+        memcpy(text + close, addition, sizeof(addition));
         req->body = text;
-        req->body_len = close - 1 + sizeof(addition) - 1;
+        req->body_len = close + sizeof(addition) - 1;
         return req->usage_added = 1;
     }
     /* rare: the client's own options; only then is the body parsed again */

@@ -1,5 +1,7 @@
 #include "sse.h"
 
+#include "buffer.h"
+
 #include <apr_strings.h>
 #include <jansson.h>
 #include <string.h>
@@ -12,10 +14,8 @@ struct oaip_sse_reader {
     apr_pool_t *pool;
     oaip_sse_event_fn *on_event;
     void *ctx;
-    char *line; /* the unfinished line */
-    apr_size_t line_len, line_cap;
-    char *data; /* the current event's data */
-    apr_size_t data_len, data_cap;
+    oaip_buffer line; /* the unfinished line */
+    oaip_buffer data; /* the current event's data */
     int has_data, overflow, last_was_cr;
 };
 
@@ -130,33 +130,12 @@ oaip_sse_reader *oaip_sse_reader_make(apr_pool_t *p, oaip_sse_event_fn *on_event
     return reader;
 }
 
-/* Appends to a pool buffer that doubles as it fills. */
-static void append(apr_pool_t *p, char **buf, apr_size_t *len, apr_size_t *cap,
-                   const char *bytes, apr_size_t n)
-{
-    if (*len + n > *cap) {
-        apr_size_t bigger = *cap ? *cap * 2 : 256;
-        char *copy;
-        while (bigger < *len + n) {
-            bigger *= 2;
-        }
-        copy = apr_palloc(p, bigger);
-        if (*len > 0) {
-            memcpy(copy, *buf, *len);
-        }
-        *buf = copy;
-        *cap = bigger;
-    }
-    memcpy(*buf + *len, bytes, n);
-    *len += n;
-}
-
 static void dispatch(oaip_sse_reader *r)
 {
     if (r->has_data && !r->overflow) {
-        r->on_event(r->ctx, r->data, r->data_len);
+        r->on_event(r->ctx, r->data.data, r->data.len);
     }
-    r->data_len = 0;
+    r->data.len = 0;
     r->has_data = r->overflow = 0;
 }
 
@@ -179,14 +158,14 @@ static void take_line(oaip_sse_reader *r, const char *line, apr_size_t len)
         value++;
         value_len--;
     }
-    if (r->data_len + value_len + 1 > MAX_EVENT_DATA) {
+    if (r->data.len + value_len + 1 > MAX_EVENT_DATA) {
         r->overflow = 1;
         return;
     }
     if (r->has_data) {
-        append(r->pool, &r->data, &r->data_len, &r->data_cap, "\n", 1);
+        oaip_buffer_append(r->pool, &r->data, "\n", 1);
     }
-    append(r->pool, &r->data, &r->data_len, &r->data_cap, value, value_len);
+    oaip_buffer_append(r->pool, &r->data, value, value_len);
     r->has_data = 1;
 }
 
@@ -200,16 +179,15 @@ void oaip_sse_feed(oaip_sse_reader *r, const char *bytes, apr_size_t len)
             continue;
         }
         /* "\r\n" is one end of line, also when split across two reads */
-        if (c == '\n' && i == start && r->last_was_cr && r->line_len == 0) {
+        if (c == '\n' && i == start && r->last_was_cr && r->line.len == 0) {
             r->last_was_cr = 0;
             start = i + 1;
             continue;
         }
-        if (r->line_len > 0) {
-            append(r->pool, &r->line, &r->line_len, &r->line_cap, bytes + start,
-                   i - start);
-            take_line(r, r->line, r->line_len);
-            r->line_len = 0;
+        if (r->line.len > 0) {
+            oaip_buffer_append(r->pool, &r->line, bytes + start, i - start);
+            take_line(r, r->line.data, r->line.len);
+            r->line.len = 0;
         } else {
             take_line(r, bytes + start, i - start);
         }
@@ -217,12 +195,11 @@ void oaip_sse_feed(oaip_sse_reader *r, const char *bytes, apr_size_t len)
         start = i + 1;
     }
     if (start < len) {
-        if (r->line_len + (len - start) > MAX_EVENT_DATA) {
-            r->line_len = 0; /* an endless line: drop it */
+        if (r->line.len + (len - start) > MAX_EVENT_DATA) {
+            r->line.len = 0; /* an endless line: drop it */
             r->overflow = 1;
         } else {
-            append(r->pool, &r->line, &r->line_len, &r->line_cap, bytes + start,
-                   len - start);
+            oaip_buffer_append(r->pool, &r->line, bytes + start, len - start);
         }
         r->last_was_cr = 0;
     }

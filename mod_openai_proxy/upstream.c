@@ -6,6 +6,7 @@
 
 #include "curl_pool.h"
 #include "mod_openai_proxy.h"
+#include "buffer.h"
 #include "relay.h"
 #include "sse.h"
 
@@ -38,8 +39,7 @@ typedef struct {
     /* the usage chunk the proxy asked for is held back from the client, so
      * a stream is relayed event by event, the unfinished one kept here */
     int hide_usage;
-    char *pending;
-    apr_size_t pending_len, pending_cap;
+    oaip_buffer pending;
     apr_time_t first_byte;
     /* timing */
     apr_time_t started;
@@ -66,6 +66,16 @@ void oaip_upstream_child_init(apr_pool_t *pchild, server_rec *s)
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
                      "cannot set up the libcurl handle pool");
     }
+}
+
+int oaip_upstream_header_safe(const char *value)
+{
+    for (; *value; value++) {
+        if ((unsigned char)*value <= 0x20 || (unsigned char)*value >= 0x7f) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 static apr_status_t free_headers(void *list)
@@ -190,25 +200,6 @@ static void choose_mode(exchange *x)
  * relayed as it is. */
 #define MAX_PENDING_EVENT ((apr_size_t)1024 * 1024)
 
-static void keep_pending(exchange *x, const char *data, apr_size_t len)
-{
-    if (x->pending_len + len > x->pending_cap) {
-        apr_size_t cap = x->pending_cap ? x->pending_cap * 2 : 4096;
-        char *bigger;
-        while (cap < x->pending_len + len) {
-            cap *= 2;
-        }
-        bigger = apr_palloc(x->r->pool, cap);
-        if (x->pending_len > 0) {
-            memcpy(bigger, x->pending, x->pending_len);
-        }
-        x->pending = bigger;
-        x->pending_cap = cap;
-    }
-    memcpy(x->pending + x->pending_len, data, len);
-    x->pending_len += len;
-}
-
 /* Relays the complete events among what arrived, in one write, without
  * the usage chunk (whose usage is recorded); keeps the unfinished rest. */
 static int relay_events(exchange *x, const char *data, apr_size_t len)
@@ -216,26 +207,25 @@ static int relay_events(exchange *x, const char *data, apr_size_t len)
     apr_size_t pos = 0, kept = 0, n;
     char *buf;
 
-    keep_pending(x, data, len);
-    buf = x->pending;
-    while ((n = oaip_sse_event_length(buf + pos, x->pending_len - pos)) > 0) {
+    oaip_buffer_append(x->r->pool, &x->pending, data, len);
+    buf = x->pending.data;
+    while ((n = oaip_sse_event_length(buf + pos, x->pending.len - pos)) > 0) {
         if (!oaip_sse_usage_chunk(buf + pos, n, &x->usage)) {
             memmove(buf + kept, buf + pos, n);
             kept += n;
         }
         pos += n;
     }
-    if (x->pending_len - pos > MAX_PENDING_EVENT) {
-        memmove(buf + kept, buf + pos, x->pending_len - pos);
-        kept += x->pending_len - pos;
-        pos = x->pending_len;
+    if (x->pending.len - pos > MAX_PENDING_EVENT) {
+        memmove(buf + kept, buf + pos, x->pending.len - pos);
+        kept += x->pending.len - pos;
+        pos = x->pending.len;
     }
-    memmove(buf + kept, buf + pos, x->pending_len - pos);
     if (kept > 0 && !oaip_relay_write(&x->relay, buf, kept)) {
         return 0;
     }
-    memmove(buf, buf + kept, x->pending_len - pos);
-    x->pending_len -= pos;
+    memmove(buf, buf + pos, x->pending.len - pos);
+    x->pending.len -= pos;
     return 1;
 }
 
@@ -461,8 +451,8 @@ static void finish(exchange *x, CURLcode code, const char *errbuf,
     }
     if (code == CURLE_OK) {
         if (x->mode == BODY_STREAMED) {
-            if (x->pending_len > 0) { /* a last event without its blank line */
-                oaip_relay_write(&x->relay, x->pending, x->pending_len);
+            if (x->pending.len > 0) { /* a last event without its blank line */
+                oaip_relay_write(&x->relay, x->pending.data, x->pending.len);
             }
             outcome->responded = 1;
         } else {

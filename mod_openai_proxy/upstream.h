@@ -16,6 +16,10 @@ apr_status_t oaip_upstream_global_init(apr_pool_t *pconf, server_rec *s);
 /* Once per child process: the pool of reusable easy handles. */
 void oaip_upstream_child_init(apr_pool_t *pchild, server_rec *s);
 
+/* Whether a value (a key, a URL) may go into an upstream request header:
+ * anything but visible ASCII could split or fold it. */
+int oaip_upstream_header_safe(const char *value);
+
 /* The constant request headers for a key, freed with `pool`. NULL: no
  * memory. */
 struct curl_slist *oaip_upstream_headers_make(apr_pool_t *pool, const char *auth_header);
