@@ -11,6 +11,7 @@
 #include "mod_openai_proxy.h"
 #include "request.h"
 #include "upstream.h"
+#include "values.h"
 
 void *oaip_create_dir_conf(apr_pool_t *p, char *dir)
 {
@@ -102,20 +103,6 @@ oaip_error_format oaip_conf_error_format(const oaip_dir_conf *conf)
                                                    : OAIP_ERRFMT_SEED;
 }
 
-static char *trim(char *s)
-{
-    char *end;
-
-    while (apr_isspace(*s)) {
-        s++;
-    }
-    end = s + strlen(s);
-    while (end > s && apr_isspace(end[-1])) {
-        *--end = '\0';
-    }
-    return s;
-}
-
 /* Reads a key file at startup. The error messages name the file, never its
  * content. */
 static const char *read_key_file(cmd_parms *cmd, const char *path, const char **key)
@@ -147,7 +134,7 @@ static const char *read_key_file(cmd_parms *cmd, const char *path, const char **
         }
         buf[rv == APR_SUCCESS ? got : 0] = '\0';
         apr_file_close(file);
-        *key = trim(buf);
+        *key = oaip_value_trim(buf);
     }
     if (rv != APR_SUCCESS) {
         return apr_psprintf(cmd->pool, "%s: cannot read key file %s: %s", cmd->cmd->name,
@@ -159,19 +146,21 @@ static const char *read_key_file(cmd_parms *cmd, const char *path, const char **
 static const char *set_api_key(cmd_parms *cmd, void *dconf, const char *arg)
 {
     oaip_dir_conf *conf = dconf;
-    const char *key = arg, *err, *where = "the value";
+    const char *key, *ref, *err, *where = "the value";
+    oaip_key_source source = oaip_value_key_source(arg, &ref);
 
-    if (strncmp(arg, "env:", 4) == 0) {
-        key = getenv(arg + 4);
-        where = apr_psprintf(cmd->pool, "environment variable %s", arg + 4);
+    key = ref;
+    if (source == OAIP_KEY_ENV) {
+        key = getenv(ref);
+        where = apr_psprintf(cmd->pool, "environment variable %s", ref);
         if (key == NULL) {
             return apr_psprintf(cmd->pool, "%s: environment variable %s is not set",
-                                cmd->cmd->name, arg + 4);
+                                cmd->cmd->name, ref);
         }
-        key = trim(apr_pstrdup(cmd->pool, key));
-    } else if (strncmp(arg, "file:", 5) == 0) {
-        where = apr_psprintf(cmd->pool, "key file %s", arg + 5);
-        if ((err = read_key_file(cmd, arg + 5, &key)) != NULL) {
+        key = oaip_value_trim(apr_pstrdup(cmd->pool, key));
+    } else if (source == OAIP_KEY_FILE) {
+        where = apr_psprintf(cmd->pool, "key file %s", ref);
+        if ((err = read_key_file(cmd, ref, &key)) != NULL) {
             return err;
         }
     }
@@ -262,9 +251,8 @@ static const char *add_allow_origin(cmd_parms *cmd, void *dconf, const char *arg
 static const char *add_allow_model(cmd_parms *cmd, void *dconf, const char *arg)
 {
     oaip_dir_conf *conf = dconf;
-    const char *star = strchr(arg, '*');
 
-    if (star != NULL && star[1] != '\0') {
+    if (!oaip_value_model_pattern(arg)) {
         return apr_psprintf(cmd->pool,
                             "%s: '%s': '*' may only end a model name, as in gpt-4o*",
                             cmd->cmd->name, arg);
@@ -294,32 +282,10 @@ static const char *set_default(cmd_parms *cmd, void *dconf, const char *name,
 static const char *set_max_body(cmd_parms *cmd, void *dconf, const char *arg)
 {
     oaip_dir_conf *conf = dconf;
-    char *end;
-    apr_off_t value;
 
-    if (apr_strtoff(&value, arg, &end, 10) != APR_SUCCESS || end == arg || value <= 0) {
-        goto invalid;
+    if (oaip_value_size(arg, (apr_off_t)1024 * 1024 * 1024, &conf->max_body)) {
+        return NULL;
     }
-    switch (apr_toupper(*end)) {
-    case 'G':
-        value *= 1024;
-        /* fall through */
-    case 'M':
-        value *= 1024;
-        /* fall through */
-    case 'K':
-        value *= 1024;
-        end++;
-        break;
-    default:
-        break;
-    }
-    if (*end != '\0' || value > (apr_off_t)1024 * 1024 * 1024) {
-        goto invalid;
-    }
-    conf->max_body = value;
-    return NULL;
-invalid:
     return apr_psprintf(cmd->pool,
                         "%s: '%s' is not a size from 1 byte to 1G (a number with an "
                         "optional K, M or G suffix)",
@@ -337,11 +303,7 @@ static const char *set_error_format(cmd_parms *cmd, void *dconf, const char *arg
 {
     oaip_dir_conf *conf = dconf;
 
-    if (strcasecmp(arg, "seed") == 0) {
-        conf->error_format = OAIP_ERRFMT_SEED;
-    } else if (strcasecmp(arg, "openai") == 0) {
-        conf->error_format = OAIP_ERRFMT_OPENAI;
-    } else {
+    if (!oaip_value_error_format(arg, &conf->error_format)) {
         return apr_psprintf(cmd->pool, "%s: '%s' is not one of seed, openai",
                             cmd->cmd->name, arg);
     }
@@ -352,14 +314,10 @@ static const char *set_error_format(cmd_parms *cmd, void *dconf, const char *arg
 static const char *parse_count(cmd_parms *cmd, const char *arg, int max, const char *what,
                                int *out)
 {
-    char *end;
-    long value = strtol(arg, &end, 10);
-
-    if (end == arg || *end != '\0' || value < 1 || value > max) {
+    if (!oaip_value_count(arg, max, out)) {
         return apr_psprintf(cmd->pool, "%s: '%s' is not %s from 1 to %d", cmd->cmd->name,
                             arg, what, max);
     }
-    *out = (int)value;
     return NULL;
 }
 
@@ -375,11 +333,11 @@ static const char *set_heartbeat(cmd_parms *cmd, void *dconf, const char *arg)
 {
     oaip_dir_conf *conf = dconf;
 
-    if (strcasecmp(arg, "off") == 0) {
-        conf->heartbeat = 0;
+    if (oaip_value_count_or_off(arg, 3600, &conf->heartbeat)) {
         return NULL;
     }
-    return parse_count(cmd, arg, 3600, "a number of seconds", &conf->heartbeat);
+    return apr_psprintf(cmd->pool, "%s: '%s' is not a number of seconds from 1 to 3600",
+                        cmd->cmd->name, arg);
 }
 
 static const char *set_max_tokens(cmd_parms *cmd, void *dconf, const char *arg)
