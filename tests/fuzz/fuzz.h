@@ -1,0 +1,63 @@
+/* Shared helpers of the libFuzzer targets of the core (tests/fuzz/run.sh
+ * builds and runs them). Each input gets a fresh APR pool; a broken invariant
+ * aborts with a message, which libFuzzer reports as a crash and saves. */
+#ifndef OAIP_FUZZ_H
+#define OAIP_FUZZ_H
+
+#include <apr_general.h>
+#include <apr_pools.h>
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Not assert(): it must hold in every build, NDEBUG or not. */
+#define FUZZ_CHECK(cond, ...)                                                            \
+    do {                                                                                 \
+        if (!(cond)) {                                                                   \
+            fprintf(stderr, "invariant broken at %s:%d: %s\n  ", __FILE__, __LINE__,     \
+                    #cond);                                                              \
+            fprintf(stderr, __VA_ARGS__);                                                \
+            fprintf(stderr, "\n");                                                       \
+            abort();                                                                     \
+        }                                                                                \
+    } while (0)
+
+/* The pool every input allocates from, created once and cleared per input. */
+static apr_pool_t *fuzz_root_pool;
+
+static inline apr_pool_t *fuzz_pool(void)
+{
+    if (fuzz_root_pool == NULL) {
+        if (apr_initialize() != APR_SUCCESS ||
+            apr_pool_create(&fuzz_root_pool, NULL) != APR_SUCCESS) {
+            abort();
+        }
+    }
+    apr_pool_clear(fuzz_root_pool);
+    return fuzz_root_pool;
+}
+
+/* The input as a C string (cut at its first NUL, as a directive or a
+ * header value would be). */
+static inline char *fuzz_cstring(apr_pool_t *p, const uint8_t *data, size_t size)
+{
+    char *s = apr_palloc(p, size + 1);
+
+    memcpy(s, data, size);
+    s[size] = '\0';
+    return s;
+}
+
+/* Parses JSON text of `len` bytes, NULL when it is not valid JSON. The caller
+ * releases it with json_decref. */
+static inline json_t *fuzz_json(const char *text, size_t len, size_t flags)
+{
+    return json_loadb(text, len, flags | JSON_DECODE_ANY, NULL);
+}
+
+#endif

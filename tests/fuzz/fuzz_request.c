@@ -1,0 +1,288 @@
+/* Fuzzes the Chat Completions request path of the core: validation and
+ * defaults (oaip_chat_request_prepare) under several sets of configured
+ * defaults, then OpenAIProxyMaxTokens (cap_tokens) and the stream usage
+ * request (ask_usage) on every accepted body, as the handler chains them.
+ *
+ * Invariants: a refused body gets one of the validation errors and a
+ * sentence that makes a valid JSON error body; an accepted body becomes valid
+ * JSON without duplicate keys that keeps the client's bytes and values,
+ * gains exactly the defaults that apply and reports stream/model as they end
+ * up; cap_tokens leaves no token limit above the cap and nothing else
+ * changed; ask_usage asks for usage on stream requests only. */
+#include "fuzz.h"
+
+#include "errors.h"
+#include "request.h"
+
+#define CAP 1000
+
+static apr_array_header_t *default_sets[4];
+static apr_array_header_t *allowed_models;
+
+static void make_default_sets(apr_pool_t *p)
+{
+    apr_array_header_t *d;
+
+    default_sets[0] = NULL; /* the built-ins only */
+
+    d = apr_array_make(p, 4, sizeof(oaip_default));
+    oaip_defaults_set(d, "model", "\"gpt-4o-mini\"");
+    oaip_defaults_set(d, "max_completion_tokens", "256");
+    oaip_defaults_set(d, "stream", "true");
+    oaip_defaults_set(d, "user", "\"proxy\"");
+    default_sets[1] = d;
+
+    d = apr_array_make(p, 4, sizeof(oaip_default)); /* every built-in removed */
+    oaip_defaults_set(d, "model", NULL);
+    oaip_defaults_set(d, "temperature", NULL);
+    oaip_defaults_set(d, "max_tokens", NULL);
+    oaip_defaults_set(d, "stream", NULL);
+    default_sets[2] = d;
+
+    d = apr_array_make(p, 4, sizeof(oaip_default));
+    oaip_defaults_set(d, "temperature", "0.2");
+    oaip_defaults_set(d, "max_tokens", "5000");
+    oaip_defaults_set(d, "metadata", "{\"team\": [1, 2.5, null]}");
+    oaip_defaults_set(d, "stream", "true");
+    oaip_defaults_set(d, "stream_options", "{\"include_usage\":false}");
+    default_sets[3] = d;
+
+    allowed_models = apr_array_make(p, 2, sizeof(const char *));
+    APR_ARRAY_PUSH(allowed_models, const char *) = "gpt-4o*";
+    APR_ARRAY_PUSH(allowed_models, const char *) = "gpt-3.5-turbo";
+}
+
+static apr_pool_t *static_pool;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    if (apr_initialize() != APR_SUCCESS ||
+        apr_pool_create(&static_pool, NULL) != APR_SUCCESS) {
+        abort();
+    }
+    make_default_sets(static_pool);
+    return 0;
+}
+
+/* The JSON a default's text stands for, as the later entry wins. */
+static const oaip_default *effective_default(const apr_array_header_t *configured,
+                                             const char *name)
+{
+    static const oaip_default builtins[] = {
+        {"model", "\"gpt-3.5-turbo\""},
+        {"temperature", "0.7"},
+        {"max_tokens", "1000"},
+        {"stream", "false"},
+    };
+    int i;
+    size_t j;
+
+    for (i = configured ? configured->nelts - 1 : -1; i >= 0; i--) {
+        const oaip_default *d = &APR_ARRAY_IDX(configured, i, oaip_default);
+        if (strcmp(d->name, name) == 0) {
+            return d->json ? d : NULL;
+        }
+    }
+    for (j = 0; j < N_ELEMS(builtins); j++) {
+        if (strcmp(builtins[j].name, name) == 0) {
+            return &builtins[j];
+        }
+    }
+    return NULL;
+}
+
+static void check_refusal(apr_pool_t *p, oaip_error_kind kind, const char *detail)
+{
+    const char *body;
+    json_t *parsed;
+
+    FUZZ_CHECK(kind == OAIP_ERR_EMPTY_BODY || kind == OAIP_ERR_INVALID_JSON ||
+                   kind == OAIP_ERR_NOT_OBJECT || kind == OAIP_ERR_INVALID_MESSAGES,
+               "kind %d", (int)kind);
+    FUZZ_CHECK(detail != NULL && *detail != '\0', "no detail");
+    body = oaip_error_body(p, OAIP_ERRFMT_OPENAI, kind, detail);
+    parsed = fuzz_json(body, strlen(body), JSON_REJECT_DUPLICATES);
+    FUZZ_CHECK(json_is_object(parsed), "error body is not a JSON object: %s", body);
+    json_decref(parsed);
+}
+
+/* Every member of `before` is in `after` with an equal value, except `skip`. */
+static void check_kept(json_t *before, json_t *after, const char *skip1,
+                       const char *skip2, const char *what)
+{
+    const char *key;
+    json_t *value;
+
+    json_object_foreach(before, key, value)
+    {
+        if ((skip1 && strcmp(key, skip1) == 0) || (skip2 && strcmp(key, skip2) == 0)) {
+            continue;
+        }
+        FUZZ_CHECK(json_equal(value, json_object_get(after, key)),
+                   "%s changed or dropped field \"%s\"", what, key);
+    }
+}
+
+static json_t *parse_body(const oaip_chat_request *req, const char *what)
+{
+    json_t *object;
+
+    FUZZ_CHECK(req->body != NULL, "%s: no body", what);
+    object = fuzz_json(req->body, req->body_len, JSON_REJECT_DUPLICATES);
+    FUZZ_CHECK(json_is_object(object), "%s: not a JSON object without duplicates: %.*s",
+               what, (int)req->body_len, req->body);
+    return object;
+}
+
+static void check_prepared(const char *input, size_t len, const apr_array_header_t *conf,
+                           json_t *client, const oaip_chat_request *req)
+{
+    json_t *prepared = parse_body(req, "prepare"), *value, *stream, *model;
+    const char *key;
+    size_t close = len;
+
+    /* the client's bytes up to its closing brace are sent as they are */
+    while (close > 0 && input[close - 1] != '}') {
+        close--;
+    }
+    FUZZ_CHECK(close > 0 && req->body_len >= close &&
+                   memcmp(req->body, input, close - 1) == 0,
+               "the client's bytes were not kept");
+    check_kept(client, prepared, NULL, NULL, "prepare");
+    /* what was added is exactly a default that applies */
+    json_object_foreach(prepared, key, value)
+    {
+        const oaip_default *d;
+        json_t *expected;
+        if (json_object_get(client, key) != NULL) {
+            continue;
+        }
+        d = effective_default(conf, key);
+        FUZZ_CHECK(d != NULL, "prepare added \"%s\", which is no default", key);
+        expected = fuzz_json(d->json, strlen(d->json), 0);
+        FUZZ_CHECK(json_equal(expected, value), "default \"%s\" has the wrong value",
+                   key);
+        json_decref(expected);
+    }
+    if (json_object_get(client, "max_tokens") == NULL &&
+        json_object_get(client, "max_completion_tokens") == NULL) {
+        FUZZ_CHECK(json_object_get(prepared, "max_tokens") == NULL ||
+                       json_object_get(prepared, "max_completion_tokens") == NULL,
+                   "both token limits added by defaults");
+    }
+    stream = json_object_get(prepared, "stream");
+    FUZZ_CHECK(req->stream == json_is_true(stream), "stream flag %d is wrong",
+               req->stream);
+    model = json_object_get(prepared, "model");
+    if (json_is_string(model)) {
+        FUZZ_CHECK(req->model != NULL &&
+                       strcmp(req->model, json_string_value(model)) == 0,
+                   "model is wrong");
+        if (oaip_model_allowed(allowed_models, req->model)) {
+            FUZZ_CHECK(strncmp(req->model, "gpt-4o", 6) == 0 ||
+                           strcmp(req->model, "gpt-3.5-turbo") == 0,
+                       "model \"%s\" allowed by no entry", req->model);
+        }
+    } else {
+        FUZZ_CHECK(req->model == NULL, "model set for a non-string");
+        FUZZ_CHECK(!oaip_model_allowed(allowed_models, NULL), "a missing model allowed");
+    }
+    FUZZ_CHECK(req->has_stream_options ==
+                   (json_object_get(client, "stream_options") != NULL),
+               "has_stream_options is wrong");
+    FUZZ_CHECK(req->usage_added == 0, "usage_added set by prepare");
+    json_decref(prepared);
+}
+
+static int above_cap(json_t *v)
+{
+    return (json_is_integer(v) && json_integer_value(v) > CAP) ||
+           (json_is_real(v) && json_real_value(v) > CAP);
+}
+
+static void check_cap_tokens(apr_pool_t *p, oaip_chat_request *req)
+{
+    json_t *before = parse_body(req, "before cap"), *after;
+    int expect = above_cap(json_object_get(before, "max_tokens")) ||
+                 above_cap(json_object_get(before, "max_completion_tokens"));
+    const char *old_body = req->body;
+    int changed = oaip_chat_request_cap_tokens(p, req, CAP);
+
+    FUZZ_CHECK(changed == expect, "cap_tokens returned %d, expected %d", changed, expect);
+    if (!changed) {
+        FUZZ_CHECK(req->body == old_body, "an unchanged body was re-encoded");
+    }
+    after = parse_body(req, "cap_tokens");
+    FUZZ_CHECK(!above_cap(json_object_get(after, "max_tokens")) &&
+                   !above_cap(json_object_get(after, "max_completion_tokens")),
+               "a token limit above the cap is left");
+    check_kept(before, after,
+               above_cap(json_object_get(before, "max_tokens")) ? "max_tokens" : NULL,
+               above_cap(json_object_get(before, "max_completion_tokens"))
+                   ? "max_completion_tokens"
+                   : NULL,
+               "cap_tokens");
+    FUZZ_CHECK(json_object_size(before) == json_object_size(after),
+               "cap_tokens added a field");
+    json_decref(before);
+    json_decref(after);
+}
+
+static void check_ask_usage(apr_pool_t *p, oaip_chat_request *req)
+{
+    json_t *before = parse_body(req, "before ask_usage"), *after, *options;
+    json_t *old_options = json_object_get(before, "stream_options");
+    const char *old_body = req->body;
+    int added = oaip_chat_request_ask_usage(p, req);
+
+    after = parse_body(req, "ask_usage");
+    options = json_object_get(after, "stream_options");
+    FUZZ_CHECK(added == req->usage_added, "usage_added disagrees with the result");
+    if (!req->stream) {
+        FUZZ_CHECK(!added && req->body == old_body,
+                   "usage asked for a non-stream request");
+    } else if (old_options == NULL ||
+               (json_is_object(old_options) &&
+                !json_is_true(json_object_get(old_options, "include_usage")))) {
+        FUZZ_CHECK(added && json_is_true(json_object_get(options, "include_usage")),
+                   "usage not asked for");
+    } else {
+        FUZZ_CHECK(!added, "usage asked for although the client's options had it or "
+                           "were no object");
+    }
+    check_kept(before, after, "stream_options", NULL, "ask_usage");
+    json_decref(before);
+    json_decref(after);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    apr_pool_t *p = fuzz_pool();
+    const char *input = (const char *)data;
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(default_sets); i++) {
+        oaip_chat_request req;
+        oaip_error_kind kind = OAIP_ERR__COUNT;
+        const char *detail = NULL;
+        json_t *client;
+
+        memset(&req, 0, sizeof(req));
+        if (!oaip_chat_request_prepare(p, input, size, default_sets[i], &req, &kind,
+                                       &detail)) {
+            check_refusal(p, kind, detail);
+            continue;
+        }
+        client = fuzz_json(input, size, JSON_REJECT_DUPLICATES);
+        FUZZ_CHECK(json_is_object(client) &&
+                       json_is_array(json_object_get(client, "messages")),
+                   "an invalid body was accepted");
+        check_prepared(input, size, default_sets[i], client, &req);
+        json_decref(client);
+        check_cap_tokens(p, &req);
+        check_ask_usage(p, &req);
+    }
+    return 0;
+}

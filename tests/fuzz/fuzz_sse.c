@@ -1,0 +1,227 @@
+/* Fuzzes the incremental SSE reader and the usage extraction.
+ *
+ * Input: byte 0 gives the number of extra split points (0-15), each taken
+ * from the next two bytes; the rest is the stream. The stream is fed in one
+ * read, split at those points, and one byte at a time.
+ *
+ * Invariants: the three feedings yield the same events, and those are the
+ * events a plain reference reader of the whole text finds (lines end with
+ * CRLF, LF or CR; "data" lines joined by "\n", one leading space dropped; an
+ * event whose data passes the limit is dropped); every raw event found by
+ * oaip_sse_event_length lies within the input and ends with a blank line;
+ * usage reading never reads outside what it is given (ASan). */
+#include "fuzz.h"
+
+#include <apr_strings.h>
+#include <apr_tables.h>
+
+#include "sse.h"
+
+/* The fuzz build lowers the reader's limit (run.sh: -DOAIP_SSE_MAX_EVENT_DATA)
+ * so that short inputs reach the overflow paths. */
+#ifndef OAIP_SSE_MAX_EVENT_DATA
+#define OAIP_SSE_MAX_EVENT_DATA ((apr_size_t)1024 * 1024)
+#endif
+
+typedef struct {
+    const char *data;
+    apr_size_t len;
+} event;
+
+typedef struct {
+    apr_pool_t *pool;
+    apr_array_header_t *events;
+} collector;
+
+static void collect(void *ctx, const char *data, apr_size_t len)
+{
+    collector *c = ctx;
+    event *e = apr_array_push(c->events);
+    oaip_usage usage;
+
+    e->data = apr_pmemdup(c->pool, data, len);
+    e->len = len;
+    oaip_usage_init(&usage);
+    /* the relay reads usage from each event's data: copy it exactly, so ASan
+     * sees any read past its end */
+    (void)oaip_usage_from_json(e->data, len, &usage);
+}
+
+static collector *collector_make(apr_pool_t *p)
+{
+    collector *c = apr_palloc(p, sizeof(*c));
+
+    c->pool = p;
+    c->events = apr_array_make(p, 8, sizeof(event));
+    return c;
+}
+
+/* The reference: the whole text at once, written for clarity, not speed. */
+static apr_array_header_t *reference_events(apr_pool_t *p, const char *s, size_t len,
+                                            size_t max)
+{
+    apr_array_header_t *events = apr_array_make(p, 8, sizeof(event));
+    char *data = apr_palloc(p, len + 1);
+    size_t data_len = 0, i = 0;
+    int has_data = 0, overflow = 0;
+
+    while (i < len) {
+        size_t start = i, line_len;
+        while (i < len && s[i] != '\r' && s[i] != '\n') {
+            i++;
+        }
+        if (i == len) {
+            break; /* an unfinished line is no line yet */
+        }
+        line_len = i - start;
+        i += (s[i] == '\r' && i + 1 < len && s[i + 1] == '\n') ? 2 : 1;
+        if (line_len == 0) {
+            if (has_data && !overflow) {
+                event *e = apr_array_push(events);
+                e->data = apr_pmemdup(p, data, data_len);
+                e->len = data_len;
+            }
+            data_len = 0;
+            has_data = overflow = 0;
+        } else if (line_len >= 4 && memcmp(s + start, "data", 4) == 0 &&
+                   (line_len == 4 || s[start + 4] == ':')) {
+            const char *value = s + start + (line_len > 4 ? 5 : 4);
+            size_t value_len = line_len - (size_t)(value - (s + start));
+            if (value_len > 0 && *value == ' ') {
+                value++;
+                value_len--;
+            }
+            if (data_len + value_len + 1 > max) {
+                overflow = 1;
+                continue;
+            }
+            if (has_data) {
+                data[data_len++] = '\n';
+            }
+            memcpy(data + data_len, value, value_len);
+            data_len += value_len;
+            has_data = 1;
+        }
+    }
+    return events;
+}
+
+static void check_same(const apr_array_header_t *a, const apr_array_header_t *b,
+                       const char *what)
+{
+    int i;
+
+    FUZZ_CHECK(a->nelts == b->nelts, "%s: %d events instead of %d", what, b->nelts,
+               a->nelts);
+    for (i = 0; i < a->nelts; i++) {
+        const event *x = &APR_ARRAY_IDX(a, i, event), *y = &APR_ARRAY_IDX(b, i, event);
+        FUZZ_CHECK(x->len == y->len && memcmp(x->data, y->data, x->len) == 0,
+                   "%s: event %d differs: \"%.*s\" instead of \"%.*s\"", what, i,
+                   (int)y->len, y->data, (int)x->len, x->data);
+    }
+}
+
+static int compare_size(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Whether an event's data is a usage chunk: a JSON object whose "choices" is
+ * an empty array and whose "usage" is an object. */
+static int is_usage_chunk(const char *data, size_t len)
+{
+    json_t *chunk = fuzz_json(data, len, 0), *choices;
+    int yes;
+
+    choices = json_object_get(chunk, "choices");
+    yes = json_is_array(choices) && json_array_size(choices) == 0 &&
+          json_is_object(json_object_get(chunk, "usage"));
+    json_decref(chunk);
+    return yes;
+}
+
+/* The raw events the relay cuts out of its buffer (oaip_sse_event_length)
+ * when it hides the usage chunk: each lies within the buffer and ends with a
+ * blank line; no complete event is left behind in the rest (the relay would
+ * hold it back from the client); only a usage chunk is taken for one. */
+static void check_raw_events(apr_pool_t *p, const char *s, size_t len,
+                             const apr_array_header_t *all_events)
+{
+    size_t at = 0, n;
+    collector *prefix = collector_make(p);
+    oaip_sse_reader *r;
+
+    while ((n = oaip_sse_event_length(s + at, len - at)) != 0) {
+        /* a copy of exactly the event, so ASan catches a read past it */
+        char *copy = apr_pmemdup(p, s + at, n);
+        oaip_usage usage;
+        FUZZ_CHECK(n >= 1 && n <= len - at, "event length %zu of %zu bytes", n, len - at);
+        FUZZ_CHECK(copy[n - 1] == '\n' || copy[n - 1] == '\r',
+                   "an event does not end with a line end");
+        oaip_usage_init(&usage);
+        if (oaip_sse_usage_chunk(copy, n, &usage)) {
+            apr_array_header_t *one = reference_events(p, copy, n, (size_t)-1);
+            FUZZ_CHECK(
+                one->nelts == 1 && is_usage_chunk(APR_ARRAY_IDX(one, 0, event).data,
+                                                  APR_ARRAY_IDX(one, 0, event).len),
+                "an event taken for the usage chunk is none: \"%.*s\"", (int)n, copy);
+        }
+        at += n;
+    }
+    r = oaip_sse_reader_make(p, collect, prefix);
+    oaip_sse_feed(r, s, at);
+    check_same(all_events, prefix->events, "complete raw events vs all events");
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    apr_pool_t *p = fuzz_pool();
+    size_t splits[17], n_splits = 0, i, start, header;
+    collector *whole, *split, *bytes;
+    const char *s;
+    size_t len;
+    oaip_sse_reader *r;
+
+    if (size == 0) {
+        return 0;
+    }
+    n_splits = data[0] % 16;
+    header = 1 + 2 * n_splits;
+    if (size < header) {
+        return 0;
+    }
+    s = (const char *)data + header;
+    len = size - header;
+    for (i = 0; i < n_splits; i++) {
+        size_t at = (size_t)data[1 + 2 * i] | ((size_t)data[2 + 2 * i] << 8);
+        splits[i] = len ? at % (len + 1) : 0;
+    }
+    splits[n_splits++] = len;
+    qsort(splits, n_splits, sizeof(splits[0]), compare_size);
+
+    whole = collector_make(p);
+    r = oaip_sse_reader_make(p, collect, whole);
+    oaip_sse_feed(r, s, len);
+
+    split = collector_make(p);
+    r = oaip_sse_reader_make(p, collect, split);
+    for (i = 0, start = 0; i < n_splits; i++) {
+        oaip_sse_feed(r, s + start, splits[i] - start); /* may be an empty read */
+        start = splits[i];
+    }
+
+    bytes = collector_make(p);
+    r = oaip_sse_reader_make(p, collect, bytes);
+    for (i = 0; i < len; i++) {
+        oaip_sse_feed(r, s + i, 1);
+    }
+
+    check_same(reference_events(p, s, len, OAIP_SSE_MAX_EVENT_DATA), whole->events,
+               "one read vs reference");
+    check_same(whole->events, split->events, "split reads vs one read");
+    check_same(whole->events, bytes->events, "byte reads vs one read");
+    check_raw_events(p, s, len, whole->events);
+    return 0;
+}
