@@ -303,7 +303,9 @@ int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
     stream = value_after_defaults(object, defaults, "stream");
     model = value_after_defaults(object, defaults, "model");
     out->stream = json_is_true(stream);
-    out->has_stream_options = json_object_get(object, "stream_options") != NULL;
+    /* the client's or a default: either way ask_usage must not add a second one */
+    out->has_stream_options = json_object_get(object, "stream_options") != NULL ||
+                              in_defaults(defaults, "stream_options");
     out->usage_added = 0;
     out->model = json_is_string(model) ? apr_pstrdup(p, json_string_value(model)) : NULL;
     json_decref(stream);

@@ -22,7 +22,7 @@ typedef struct {
     int stream;             /* "stream": true after defaults */
     const char *model;      /* after defaults; NULL when not a string */
     int usage_added;        /* the proxy asked for the stream's usage chunk */
-    int has_stream_options; /* the client sent stream_options */
+    int has_stream_options; /* the body has stream_options (client's or default) */
 } oaip_chat_request;
 
 /* Validates a client body and applies defaults: the built-in ones (model,

@@ -190,7 +190,7 @@ static void check_prepared(const char *input, size_t len, const apr_array_header
         FUZZ_CHECK(!oaip_model_allowed(allowed_models, NULL), "a missing model allowed");
     }
     FUZZ_CHECK(req->has_stream_options ==
-                   (json_object_get(client, "stream_options") != NULL),
+                   (json_object_get(prepared, "stream_options") != NULL),
                "has_stream_options is wrong");
     FUZZ_CHECK(req->usage_added == 0, "usage_added set by prepare");
     json_decref(prepared);

@@ -825,6 +825,31 @@ static void test_ask_usage(void **state)
     assert_null(json_object_get(out, "stream_options"));
 }
 
+/* Found by tests/fuzz (fuzz_request): a configured stream_options default
+ * made ask_usage append a second "stream_options" member. */
+static void test_ask_usage_with_configured_stream_options(void **state)
+{
+    apr_pool_t *p = *state;
+    apr_array_header_t *configured = no_defaults(p);
+    prepared r;
+    json_t *out;
+    int added;
+
+    oaip_defaults_set(configured, "stream_options", "{\"include_usage\":false}");
+    r = expect_accepted(p, "{\"messages\":[],\"stream\":true}", configured);
+    added = oaip_chat_request_ask_usage(p, &r.req);
+    out = unit_json_parse(p, r.req.body, r.req.body_len); /* no duplicate keys */
+    assert_true(added);
+    assert_true(json_is_true(
+        json_object_get(json_object_get(out, "stream_options"), "include_usage")));
+
+    oaip_defaults_set(configured, "stream_options", "{\"include_usage\":true}");
+    r = expect_accepted(p, "{\"messages\":[],\"stream\":true}", configured);
+    added = oaip_chat_request_ask_usage(p, &r.req);
+    unit_json_parse(p, r.req.body, r.req.body_len);
+    assert_false(added); /* the operator asked for it: clients see the chunk */
+}
+
 int run_request_tests(void)
 {
     const struct CMUnitTest tests[] = {
@@ -865,6 +890,7 @@ int run_request_tests(void)
         POOL_TEST(test_model_allow_list),
         POOL_TEST(test_cap_tokens),
         POOL_TEST(test_ask_usage),
+        POOL_TEST(test_ask_usage_with_configured_stream_options),
     };
 
     return cmocka_run_group_tests_name("request", tests, NULL, NULL);
