@@ -11,28 +11,32 @@ int oaip_value_size(const char *arg, apr_off_t max, apr_off_t *out)
 {
     char *end;
     apr_off_t value;
+    int shift;
 
     if (apr_strtoff(&value, arg, &end, 10) != APR_SUCCESS || end == arg || value <= 0) {
         return 0;
     }
     switch (apr_toupper(*end)) {
     case 'G':
-        value *= 1024;
-        /* fall through */
+        shift = 30;
+        break;
     case 'M':
-        value *= 1024;
-        /* fall through */
+        shift = 20;
+        break;
     case 'K':
-        value *= 1024;
-        end++;
+        shift = 10;
         break;
     default:
+        shift = 0;
         break;
     }
-    if (*end != '\0' || value > max) {
+    end += shift != 0;
+    /* compared before multiplying: "17179869185G" would overflow (undefined
+     * behaviour; in practice it wrapped to exactly 1G and was accepted) */
+    if (*end != '\0' || value > (max >> shift)) {
         return 0;
     }
-    *out = value;
+    *out = value * ((apr_off_t)1 << shift);
     return 1;
 }
 

@@ -49,6 +49,30 @@ static void test_size_refuses(void **state)
     }
 }
 
+/* Found by tests/fuzz (fuzz_values, UBSan): a number times its suffix
+ * overflowed; 17179869185G is 2^64 + 1G and wrapped to exactly 1G. */
+static void test_size_refuses_overflow(void **state)
+{
+    static const char *const cases[] = {
+        "17179869185G",
+        "99999999999G",
+        "9223372036854775807K",
+        "9223372036854775808",
+        "16777217M",
+        "1048577K",
+        "1025M",
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < N_ELEMS(cases); i++) {
+        apr_off_t value = 77;
+        if (oaip_value_size(cases[i], ONE_G, &value)) {
+            fail_msg("size \"%s\" accepted as %" APR_OFF_T_FMT, cases[i], value);
+        }
+    }
+}
+
 static void test_count_accepts_and_refuses(void **state)
 {
     int value = 0;
@@ -142,6 +166,7 @@ int run_values_tests(void)
     const struct CMUnitTest tests[] = {
         POOL_TEST(test_size_accepts),
         POOL_TEST(test_size_refuses),
+        POOL_TEST(test_size_refuses_overflow),
         POOL_TEST(test_count_accepts_and_refuses),
         POOL_TEST(test_count_or_off),
         POOL_TEST(test_error_format),
