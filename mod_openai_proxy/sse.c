@@ -74,18 +74,27 @@ int oaip_usage_from_json(const char *json, apr_size_t len, oaip_usage *usage)
     return found;
 }
 
+/* An event ends with a blank line, and a line ends with CRLF, LF or CR alone,
+ * as for the reader below and for browsers: looking only for "\n\n" and
+ * "\r\n\r\n" missed "\n\r\n" and CR-only streams, whose events the relay then
+ * held back. An empty line at the very start is no event end: it is the LF of
+ * a CRLF split after the previous cut (or a stray blank line), and goes out
+ * with the next event. */
 apr_size_t oaip_sse_event_length(const char *buf, apr_size_t len)
 {
-    apr_size_t i;
+    apr_size_t i = 0, line_start = 0;
 
-    for (i = 0; i + 1 < len; i++) {
-        if (buf[i] == '\n' && buf[i + 1] == '\n') {
-            return i + 2;
+    while (i < len) {
+        apr_size_t line_end = i;
+        if (buf[i] != '\r' && buf[i] != '\n') {
+            i++;
+            continue;
         }
-        if (buf[i] == '\r' && buf[i + 1] == '\n' && i + 3 < len && buf[i + 2] == '\r' &&
-            buf[i + 3] == '\n') {
-            return i + 4;
+        i += (buf[i] == '\r' && i + 1 < len && buf[i + 1] == '\n') ? 2 : 1;
+        if (line_end == line_start && line_start > 0) {
+            return i;
         }
+        line_start = i;
     }
     return 0;
 }

@@ -18,7 +18,8 @@ void oaip_usage_init(oaip_usage *usage);
 int oaip_usage_from_json(const char *json, apr_size_t len, oaip_usage *usage);
 
 /* The length of the first complete event in `buf` (its blank line
- * included), or 0 when no event is complete yet. */
+ * included; lines end with CRLF, LF or CR), or 0 when no event is complete
+ * yet. */
 apr_size_t oaip_sse_event_length(const char *buf, apr_size_t len);
 
 /* Whether a raw event is the usage chunk of a stream ("choices":[] and a

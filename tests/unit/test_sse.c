@@ -138,6 +138,43 @@ static void test_event_length_and_usage_chunk(void **state)
     assert_int_equal(usage.total_tokens, 7);
 }
 
+/* Found by tests/fuzz (fuzz_sse): events ended by CR-only or mixed line ends
+ * were complete for the reader but not for oaip_sse_event_length, so the
+ * relay held them back from the client. */
+static void test_event_length_any_line_end(void **state)
+{
+    static const struct {
+        const char *text;
+        apr_size_t length;
+    } cases[] = {
+        {"data: a\r\rdata: b\r\r", 9}, /* CR only */
+        {"data: a\n\r\nrest", 10},     /* LF, then a CRLF blank line */
+        {"data: a\r\n\nrest", 10},     /* CRLF, then an LF blank line */
+        {"data: a\r\r\nrest", 10},     /* CR, then a CRLF blank line */
+        {"data: a\n\r", 9},            /* complete: a later LF adds nothing */
+        {"data: a\r", 0},              /* one line end: not complete yet */
+        {"\ndata: a\n\n", 10},         /* a leading empty line stays with it */
+        {"data: a\n", 0},
+    };
+    collected c = {*state, 0, {0}};
+    oaip_sse_reader *reader;
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(cases); i++) {
+        if (oaip_sse_event_length(cases[i].text, strlen(cases[i].text)) !=
+            cases[i].length) {
+            fail_msg("event length of case %zu is %zu, expected %zu", i,
+                     (size_t)oaip_sse_event_length(cases[i].text, strlen(cases[i].text)),
+                     (size_t)cases[i].length);
+        }
+    }
+    /* the reader agrees: the first cut holds exactly one event */
+    reader = oaip_sse_reader_make(*state, collect, &c);
+    oaip_sse_feed(reader, cases[0].text, cases[0].length);
+    assert_int_equal(c.count, 1);
+    assert_string_equal(c.events[0], "a");
+}
+
 int run_sse_tests(void)
 {
     const struct CMUnitTest tests[] = {
@@ -147,6 +184,7 @@ int run_sse_tests(void)
         POOL_TEST(test_unfinished_event_is_not_dispatched),
         POOL_TEST(test_usage_from_json),
         POOL_TEST(test_event_length_and_usage_chunk),
+        POOL_TEST(test_event_length_any_line_end),
     };
 
     return cmocka_run_group_tests_name("sse", tests, NULL, NULL);
