@@ -8,7 +8,10 @@
 
 /* An event larger than this is not a chat chunk: its data is dropped (the
  * bytes still reach the client; only usage reading skips it). */
-#define MAX_EVENT_DATA ((apr_size_t)1024 * 1024)
+#ifndef OAIP_SSE_MAX_EVENT_DATA /* tests/fuzz lowers it to reach the limits */
+#define OAIP_SSE_MAX_EVENT_DATA ((apr_size_t)1024 * 1024)
+#endif
+#define MAX_EVENT_DATA ((apr_size_t)(OAIP_SSE_MAX_EVENT_DATA))
 
 struct oaip_sse_reader {
     apr_pool_t *pool;
@@ -17,6 +20,7 @@ struct oaip_sse_reader {
     oaip_buffer line; /* the unfinished line */
     oaip_buffer data; /* the current event's data */
     int has_data, overflow, last_was_cr;
+    int skipping_line; /* inside a line too long to keep, until its end */
 };
 
 void oaip_usage_init(oaip_usage *usage)
@@ -158,6 +162,11 @@ static void take_line(oaip_sse_reader *r, const char *line, apr_size_t len)
         dispatch(r);
         return;
     }
+    /* whatever its field, as when it arrives in pieces and cannot be kept */
+    if (len > MAX_EVENT_DATA) {
+        r->overflow = 1;
+        return;
+    }
     if (len < 4 || memcmp(line, "data", 4) != 0 || (len > 4 && line[4] != ':')) {
         return; /* comments, event:, id:, retry: and other fields */
     }
@@ -193,7 +202,9 @@ void oaip_sse_feed(oaip_sse_reader *r, const char *bytes, apr_size_t len)
             start = i + 1;
             continue;
         }
-        if (r->line.len > 0) {
+        if (r->skipping_line) {
+            r->skipping_line = 0; /* the end of a line already dropped */
+        } else if (r->line.len > 0) {
             oaip_buffer_append(r->pool, &r->line, bytes + start, i - start);
             take_line(r, r->line.data, r->line.len);
             r->line.len = 0;
@@ -204,8 +215,13 @@ void oaip_sse_feed(oaip_sse_reader *r, const char *bytes, apr_size_t len)
         start = i + 1;
     }
     if (start < len) {
-        if (r->line.len + (len - start) > MAX_EVENT_DATA) {
-            r->line.len = 0; /* an endless line: drop it */
+        if (r->skipping_line) {
+            /* more of a dropped line */
+        } else if (r->line.len + (len - start) > MAX_EVENT_DATA) {
+            /* too long to keep: drop it and its event, and skip its rest, which
+             * is no line of its own (as take_line does for a whole one) */
+            r->line.len = 0;
+            r->skipping_line = 1;
             r->overflow = 1;
         } else {
             oaip_buffer_append(r->pool, &r->line, bytes + start, len - start);

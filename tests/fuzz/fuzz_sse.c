@@ -7,9 +7,9 @@
  * Invariants: the three feedings yield the same events, and those are the
  * events a plain reference reader of the whole text finds (lines end with
  * CRLF, LF or CR; "data" lines joined by "\n", one leading space dropped; an
- * event whose data passes the limit is dropped); every raw event found by
- * oaip_sse_event_length lies within the input and ends with a blank line;
- * usage reading never reads outside what it is given (ASan). */
+ * event whose data or one of whose lines passes the limit is dropped); every raw event
+ * found by oaip_sse_event_length lies within the input and ends with a blank line; usage
+ * reading never reads outside what it is given (ASan). */
 #include "fuzz.h"
 
 #include <apr_strings.h>
@@ -83,6 +83,8 @@ static apr_array_header_t *reference_events(apr_pool_t *p, const char *s, size_t
             }
             data_len = 0;
             has_data = overflow = 0;
+        } else if (line_len > max) {
+            overflow = 1; /* too long a line drops its event, whatever its field */
         } else if (line_len >= 4 && memcmp(s + start, "data", 4) == 0 &&
                    (line_len == 4 || s[start + 4] == ':')) {
             const char *value = s + start + (line_len > 4 ? 5 : 4);

@@ -175,6 +175,38 @@ static void test_event_length_any_line_end(void **state)
     assert_string_equal(c.events[0], "a");
 }
 
+/* Found by tests/fuzz (fuzz_sse, with a lowered limit): a line longer than
+ * the limit that came in pieces was cut and dropped its event, while in one
+ * read a long comment was ignored and its event kept. Now a line past the
+ * limit drops its event either way, and the next event is read as usual. */
+static void test_long_line_in_pieces(void **state)
+{
+    apr_pool_t *p = *state;
+    const apr_size_t long_len = (apr_size_t)1024 * 1024 + 100, half = long_len / 2;
+    char *line = apr_palloc(p, long_len);
+    static const char rest[] = "\ndata: same event\n\ndata: next\n\n";
+    static const char *const fields[] = {":", "data:", "event:"};
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(fields); i++) {
+        collected whole = {p, 0, {0}}, pieces = {p, 0, {0}};
+        oaip_sse_reader *one = oaip_sse_reader_make(p, collect, &whole);
+        oaip_sse_reader *two = oaip_sse_reader_make(p, collect, &pieces);
+
+        memset(line, 'y', long_len);
+        memcpy(line, fields[i], strlen(fields[i]));
+        oaip_sse_feed(one, line, long_len);
+        oaip_sse_feed(one, rest, strlen(rest));
+        oaip_sse_feed(two, line, half);
+        oaip_sse_feed(two, line + half, long_len - half);
+        oaip_sse_feed(two, rest, strlen(rest));
+        assert_int_equal(whole.count, 1);
+        assert_string_equal(whole.events[0], "next");
+        assert_int_equal(pieces.count, 1);
+        assert_string_equal(pieces.events[0], "next");
+    }
+}
+
 int run_sse_tests(void)
 {
     const struct CMUnitTest tests[] = {
@@ -185,6 +217,7 @@ int run_sse_tests(void)
         POOL_TEST(test_usage_from_json),
         POOL_TEST(test_event_length_and_usage_chunk),
         POOL_TEST(test_event_length_any_line_end),
+        POOL_TEST(test_long_line_in_pieces),
     };
 
     return cmocka_run_group_tests_name("sse", tests, NULL, NULL);
