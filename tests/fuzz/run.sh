@@ -79,11 +79,13 @@ for t in "${targets[@]}"; do
     if (cd "$OUT/work/$t" && "../../fuzz_$t" -max_total_time="$SECONDS_EACH" -jobs=1 \
         -workers=1 -print_final_stats=1 -artifact_prefix="../../artifacts/$t/" \
         "../../corpus/$t" "../../../../../$seeds") >"$OUT/work/$t/parent.log" 2>&1; then
-        grep -E '^#[0-9]+ +(DONE|pulse)' "$log" | tail -n 1
-        grep -E 'stat::(number_of_executed_units|average_exec_per_sec)' "$log"
+        # libFuzzer's last status line: runs, cov: (edges), ft: (features), exec/s
+        { grep -E '^#[0-9]+[[:space:]]+DONE' "$log" || true; } | tail -n 1
+        grep -E 'stat::(number_of_executed_units|average_exec_per_sec)' "$log" || true
     else
         echo "fuzz $t: FAILED"
-        grep -E 'invariant broken|ERROR: |runtime error|Test unit written' -A3 "$log" | head -n 30
+        { grep -E 'invariant broken|ERROR: |runtime error|Test unit written' -A3 "$log" || true; } |
+            head -n 30
         status=1
     fi
 done
