@@ -115,21 +115,53 @@ static const char *find(const char *hay, apr_size_t len, const char *needle)
     return NULL;
 }
 
+/* The value of an event's first data line (a "data:" at a line start). */
+static const char *first_data_value(const char *event, apr_size_t len,
+                                    apr_size_t *value_len)
+{
+    const char *line = event, *end = event + len;
+
+    while (line < end) {
+        const char *eol = line;
+        while (eol < end && *eol != '\n' && *eol != '\r') {
+            eol++;
+        }
+        if (eol - line >= 5 && memcmp(line, "data:", 5) == 0) {
+            *value_len = (apr_size_t)(eol - line - 5);
+            return line + 5;
+        }
+        line = eol + 1;
+    }
+    return NULL;
+}
+
+/* The relay hides the usage chunk from the client, so only a real one counts:
+ * a JSON object whose own "choices" is empty and whose "usage" is an object.
+ * The substring test alone also took a garbled event, or a content chunk
+ * with "choices":[] nested in it, for the usage chunk and hid it. It stays as
+ * a cheap filter, so that only the last chunk of a stream is parsed. */
 int oaip_sse_usage_chunk(const char *event, apr_size_t len, oaip_usage *usage)
 {
-    const char *data = find(event, len, "data:");
-    const char *end;
+    const char *data;
+    apr_size_t data_len;
+    json_t *chunk, *choices, *u;
+    int found;
 
-    if (data == NULL || !find(event, len, "\"choices\":[]") ||
-        !find(event, len, "\"usage\":{")) {
+    if (!find(event, len, "\"choices\":[]") || !find(event, len, "\"usage\":{") ||
+        (data = first_data_value(event, len, &data_len)) == NULL) {
         return 0;
     }
-    data += 5;
-    end = memchr(data, '\n', len - (apr_size_t)(data - event));
-    if (end == NULL) {
-        end = event + len;
+    chunk = json_loadb(data, data_len, 0, NULL);
+    choices = json_object_get(chunk, "choices");
+    u = json_object_get(chunk, "usage");
+    found = json_is_array(choices) && json_array_size(choices) == 0 && json_is_object(u);
+    if (found) {
+        usage->prompt_tokens = count_field(u, "prompt_tokens");
+        usage->completion_tokens = count_field(u, "completion_tokens");
+        usage->total_tokens = count_field(u, "total_tokens");
     }
-    return oaip_usage_from_json(data, (apr_size_t)(end - data), usage);
+    json_decref(chunk);
+    return found;
 }
 
 oaip_sse_reader *oaip_sse_reader_make(apr_pool_t *p, oaip_sse_event_fn *on_event,

@@ -207,6 +207,44 @@ static void test_long_line_in_pieces(void **state)
     }
 }
 
+/* Found by tests/fuzz (fuzz_sse): events that only contained the usage
+ * chunk's substrings were taken for it, so the relay hid them. */
+static void test_usage_chunk_look_alikes(void **state)
+{
+    static const char *const not_usage[] = {
+        /* garbled JSON (the fuzzer's case) */
+        "data: {\"id\":\"c\",\"objectac:\"h\"t.chunk\",\"choices\":[],"
+        "\"usage\":{\"total_tokens\":11}}\n\n",
+        /* content, with "choices":[] nested in it */
+        "data: "
+        "{\"choices\":[{\"delta\":{\"content\":\"x\"},\"logprobs\":{\"choices\":[]}}],"
+        "\"usage\":{\"total_tokens\":1}}\n\n",
+        /* a comment, not data */
+        ": data: {\"choices\":[],\"usage\":{\"total_tokens\":1}}\n\n",
+        /* usage that is no object */
+        "data: {\"choices\":[],\"usage\":{\"a\":1},\"usage2\":1,\"x\":[}\n\n",
+    };
+    static const char crlf[] =
+        "event: x\r\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,"
+        "\"completion_tokens\":2,\"total_tokens\":3}}\r\n\r\n";
+    oaip_usage usage;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < N_ELEMS(not_usage); i++) {
+        oaip_usage_init(&usage);
+        if (oaip_sse_usage_chunk(not_usage[i], strlen(not_usage[i]), &usage)) {
+            fail_msg("taken for the usage chunk: %s", not_usage[i]);
+        }
+        assert_int_equal(usage.total_tokens, -1);
+    }
+    oaip_usage_init(&usage);
+    assert_true(oaip_sse_usage_chunk(crlf, strlen(crlf), &usage));
+    assert_int_equal(usage.prompt_tokens, 1);
+    assert_int_equal(usage.completion_tokens, 2);
+    assert_int_equal(usage.total_tokens, 3);
+}
+
 int run_sse_tests(void)
 {
     const struct CMUnitTest tests[] = {
@@ -218,6 +256,7 @@ int run_sse_tests(void)
         POOL_TEST(test_event_length_and_usage_chunk),
         POOL_TEST(test_event_length_any_line_end),
         POOL_TEST(test_long_line_in_pieces),
+        POOL_TEST(test_usage_chunk_look_alikes),
     };
 
     return cmocka_run_group_tests_name("sse", tests, NULL, NULL);
