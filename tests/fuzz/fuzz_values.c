@@ -37,7 +37,7 @@ static __int128 reference_number(const char *s, const char **rest, int *digits)
         negative = *s++ == '-';
     }
     for (*digits = 0; apr_isdigit(*s); s++, (*digits)++) {
-        if (value < ((__int128)1 << 100)) {
+        if (value < ((__int128)1 << 80)) { /* times 2^30 stays in range */
             value = value * 10 + (*s - '0');
         }
     }
