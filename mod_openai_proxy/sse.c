@@ -178,7 +178,9 @@ oaip_sse_reader *oaip_sse_reader_make(apr_pool_t *p, oaip_sse_event_fn *on_event
 static void dispatch(oaip_sse_reader *r)
 {
     if (r->has_data && !r->overflow) {
-        r->on_event(r->ctx, r->data.data, r->data.len);
+        /* an empty value ("data" or "data:") allocated nothing: never hand out
+         * NULL, on which even NULL + 0 is undefined */
+        r->on_event(r->ctx, r->data.data ? r->data.data : "", r->data.len);
     }
     r->data.len = 0;
     r->has_data = r->overflow = 0;

@@ -27,7 +27,8 @@ apr_size_t oaip_sse_event_length(const char *buf, apr_size_t len);
 int oaip_sse_usage_chunk(const char *event, apr_size_t len, oaip_usage *usage);
 
 /* An incremental SSE reader: bytes go in as they arrive, split anywhere;
- * each complete event's data (its data: lines joined by "\n") comes out. */
+ * each complete event's data (its data: lines joined by "\n") comes out,
+ * never as NULL. */
 typedef void oaip_sse_event_fn(void *ctx, const char *data, apr_size_t len);
 
 typedef struct oaip_sse_reader oaip_sse_reader;

@@ -245,6 +245,22 @@ static void test_usage_chunk_look_alikes(void **state)
     assert_int_equal(usage.total_tokens, 3);
 }
 
+/* Found by tests/fuzz (fuzz_sse, UBSan): an event with an empty data value
+ * reached the callback as (NULL, 0), and the usage reader did NULL + 0. */
+static void test_empty_data_value(void **state)
+{
+    collected c = {*state, 0, {0}};
+    oaip_sse_reader *reader = oaip_sse_reader_make(*state, collect, &c);
+    static const char text[] = "data\n\ndata:\n\ndata: \n\n";
+
+    oaip_sse_feed(reader, text, strlen(text));
+    assert_int_equal(c.count, 3);
+    assert_non_null(c.events[0]);
+    assert_string_equal(c.events[0], "");
+    assert_string_equal(c.events[1], "");
+    assert_string_equal(c.events[2], "");
+}
+
 int run_sse_tests(void)
 {
     const struct CMUnitTest tests[] = {
@@ -257,6 +273,7 @@ int run_sse_tests(void)
         POOL_TEST(test_event_length_any_line_end),
         POOL_TEST(test_long_line_in_pieces),
         POOL_TEST(test_usage_chunk_look_alikes),
+        POOL_TEST(test_empty_data_value),
     };
 
     return cmocka_run_group_tests_name("sse", tests, NULL, NULL);
