@@ -50,7 +50,7 @@ static const char *usage_value(const char *json, apr_size_t len)
             if (v < end && *v == ':') {
                 for (v++; v < end && strchr(" \t\r\n", *v) != NULL && *v; v++) {
                 }
-                return v;
+                return v < end ? v : NULL; /* the caller reads *v */
             }
         }
         p++;

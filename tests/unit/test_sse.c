@@ -2,6 +2,7 @@
 #include "unit.h"
 
 #include <apr_strings.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sse.h"
@@ -261,6 +262,27 @@ static void test_empty_data_value(void **state)
     assert_string_equal(c.events[2], "");
 }
 
+/* Found by tests/fuzz (fuzz_sse, ASan): text ending right after a "usage"
+ * key's colon made the usage reader read one byte past its end. The copy is
+ * malloc'd to its exact size so that ASan sees that byte. */
+static void test_usage_key_at_end(void **state)
+{
+    static const char *const texts[] = {"{\"usage\":", "{\"x\":1,\"usage\": \r\n"};
+    oaip_usage usage;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < N_ELEMS(texts); i++) {
+        size_t len = strlen(texts[i]);
+        char *exact = malloc(len);
+        assert_non_null(exact);
+        memcpy(exact, texts[i], len);
+        oaip_usage_init(&usage);
+        assert_false(oaip_usage_from_json(exact, len, &usage));
+        free(exact);
+    }
+}
+
 int run_sse_tests(void)
 {
     const struct CMUnitTest tests[] = {
@@ -274,6 +296,7 @@ int run_sse_tests(void)
         POOL_TEST(test_long_line_in_pieces),
         POOL_TEST(test_usage_chunk_look_alikes),
         POOL_TEST(test_empty_data_value),
+        POOL_TEST(test_usage_key_at_end),
     };
 
     return cmocka_run_group_tests_name("sse", tests, NULL, NULL);
