@@ -38,13 +38,14 @@ static void collect(void *ctx, const char *data, apr_size_t len)
     collector *c = ctx;
     event *e = apr_array_push(c->events);
     oaip_usage usage;
+    char *exact = fuzz_exact_copy(data, len);
 
-    e->data = apr_pmemdup(c->pool, data, len);
+    e->data = fuzz_pool_copy(c->pool, data, len);
     e->len = len;
     oaip_usage_init(&usage);
-    /* the relay reads usage from each event's data: copy it exactly, so ASan
-     * sees any read past its end */
-    (void)oaip_usage_from_json(e->data, len, &usage);
+    /* the relay reads usage from each event's data (upstream.c on_event) */
+    (void)oaip_usage_from_json(exact, len, &usage);
+    free(exact);
 }
 
 static collector *collector_make(apr_pool_t *p)
@@ -78,7 +79,7 @@ static apr_array_header_t *reference_events(apr_pool_t *p, const char *s, size_t
         if (line_len == 0) {
             if (has_data && !overflow) {
                 event *e = apr_array_push(events);
-                e->data = apr_pmemdup(p, data, data_len);
+                e->data = fuzz_pool_copy(p, data, data_len);
                 e->len = data_len;
             }
             data_len = 0;
@@ -156,8 +157,7 @@ static void check_raw_events(apr_pool_t *p, const char *s, size_t len,
     oaip_sse_reader *r;
 
     while ((n = oaip_sse_event_length(s + at, len - at)) != 0) {
-        /* a copy of exactly the event, so ASan catches a read past it */
-        char *copy = apr_pmemdup(p, s + at, n);
+        char *copy = fuzz_exact_copy(s + at, n);
         oaip_usage usage;
         FUZZ_CHECK(n >= 1 && n <= len - at, "event length %zu of %zu bytes", n, len - at);
         FUZZ_CHECK(copy[n - 1] == '\n' || copy[n - 1] == '\r',
@@ -170,6 +170,7 @@ static void check_raw_events(apr_pool_t *p, const char *s, size_t len,
                                                   APR_ARRAY_IDX(one, 0, event).len),
                 "an event taken for the usage chunk is none: \"%.*s\"", (int)n, copy);
         }
+        free(copy);
         at += n;
     }
     r = oaip_sse_reader_make(p, collect, prefix);
