@@ -115,24 +115,30 @@ static const char *find(const char *hay, apr_size_t len, const char *needle)
     return NULL;
 }
 
-/* The value of an event's first data line (a "data:" at a line start). */
-static const char *first_data_value(const char *event, apr_size_t len,
-                                    apr_size_t *value_len)
+/* The value of an event's data line, when it has exactly one: with several,
+ * a client reads them joined, which is then no usage chunk alone. */
+static const char *single_data_value(const char *event, apr_size_t len,
+                                     apr_size_t *value_len)
 {
-    const char *line = event, *end = event + len;
+    const char *line = event, *end = event + len, *found = NULL;
 
     while (line < end) {
         const char *eol = line;
+        apr_size_t n;
         while (eol < end && *eol != '\n' && *eol != '\r') {
             eol++;
         }
-        if (eol - line >= 5 && memcmp(line, "data:", 5) == 0) {
-            *value_len = (apr_size_t)(eol - line - 5);
-            return line + 5;
+        n = (apr_size_t)(eol - line);
+        if (n >= 4 && memcmp(line, "data", 4) == 0 && (n == 4 || line[4] == ':')) {
+            if (found != NULL) {
+                return NULL;
+            }
+            found = line + (n > 4 ? 5 : 4);
+            *value_len = (apr_size_t)(eol - found);
         }
         line = eol + 1;
     }
-    return NULL;
+    return found;
 }
 
 /* The relay hides the usage chunk from the client, so only a real one counts:
@@ -148,7 +154,7 @@ int oaip_sse_usage_chunk(const char *event, apr_size_t len, oaip_usage *usage)
     int found;
 
     if (!find(event, len, "\"choices\":[]") || !find(event, len, "\"usage\":{") ||
-        (data = first_data_value(event, len, &data_len)) == NULL) {
+        (data = single_data_value(event, len, &data_len)) == NULL) {
         return 0;
     }
     chunk = json_loadb(data, data_len, 0, NULL);

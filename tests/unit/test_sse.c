@@ -222,6 +222,9 @@ static void test_usage_chunk_look_alikes(void **state)
         "\"usage\":{\"total_tokens\":1}}\n\n",
         /* a comment, not data */
         ": data: {\"choices\":[],\"usage\":{\"total_tokens\":1}}\n\n",
+        /* a second data line: a client reads "{...}\n[DONE]" (fuzz_sse) */
+        "data: {\"choices\":[],\"usage\":{\"total_tokens\":1}}\n: x\ndata: [DONE]\n\n",
+        "data: {\"choices\":[],\"usage\":{\"total_tokens\":1}}\ndata\n\n",
         /* usage that is no object */
         "data: {\"choices\":[],\"usage\":{\"a\":1},\"usage2\":1,\"x\":[}\n\n",
     };
