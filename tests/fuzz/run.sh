@@ -8,7 +8,8 @@
 # Fuzzing is single-process (-jobs=1 -workers=1). New inputs go to
 # build/out/fuzz/corpus/TARGET (the seeds in tests/fuzz/corpus/TARGET are only
 # read); a crash is saved in build/out/fuzz/artifacts/TARGET/ and its path
-# printed: add it to the seed corpus once the bug is fixed.
+# printed: add it to the seed corpus once the bug is fixed. tests/fuzz/dict/TARGET.dict
+# (tokens of JSON, SSE, origins...) is passed with -dict.
 # Needs (Debian 12): clang, libclang-rt-14-dev, libapr1-dev, libjansson-dev.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -76,8 +77,10 @@ for t in "${targets[@]}"; do
     mkdir -p "$OUT/corpus/$t" "$OUT/artifacts/$t" "$OUT/work/$t"
     log=$PWD/$OUT/work/$t/fuzz-0.log # -jobs=1 runs one child that logs there
     echo "== fuzz $t for ${SECONDS_EACH}s (log: $log)"
+    dict=()
+    [[ -f tests/fuzz/dict/$t.dict ]] && dict=(-dict="../../../../../tests/fuzz/dict/$t.dict")
     if (cd "$OUT/work/$t" && "../../fuzz_$t" -max_total_time="$SECONDS_EACH" -jobs=1 \
-        -workers=1 -print_final_stats=1 -artifact_prefix="../../artifacts/$t/" \
+        -workers=1 -print_final_stats=1 -artifact_prefix="../../artifacts/$t/" "${dict[@]}" \
         "../../corpus/$t" "../../../../../$seeds") >"$OUT/work/$t/parent.log" 2>&1; then
         # libFuzzer's last status line: runs, cov: (edges), ft: (features), exec/s
         { grep -E '^#[0-9]+[[:space:]]+DONE' "$log" || true; } | tail -n 1
