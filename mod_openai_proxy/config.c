@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "cors.h"
+#include "counters.h"
 #include "mod_openai_proxy.h"
 #include "request.h"
 #include "upstream.h"
@@ -58,6 +59,9 @@ void *oaip_merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
     MERGE_INT(idle_timeout);
     MERGE_INT(heartbeat);
     MERGE_INT(max_tokens);
+    /* an inner section's limits replace the outer ones ("none": no limit) */
+    MERGE_PTR(rate_limits);
+    MERGE_PTR(token_budgets);
     return merged;
 }
 
@@ -68,6 +72,7 @@ void *oaip_create_server_conf(apr_pool_t *p, server_rec *s)
     (void)s;
     conf->max_streams = OAIP_UNSET;
     conf->index = OAIP_UNSET;
+    conf->store_fail_closed = OAIP_UNSET;
     return conf;
 }
 
@@ -77,6 +82,8 @@ void *oaip_merge_server_conf(apr_pool_t *p, void *base_, void *add_)
     oaip_server_conf *merged = apr_pcalloc(p, sizeof(*merged));
 
     MERGE_INT(max_streams);
+    MERGE_PTR(store);
+    MERGE_INT(store_fail_closed);
     merged->index = OAIP_UNSET; /* assigned in post_config, one per server_rec */
     return merged;
 }
@@ -399,6 +406,76 @@ static const char *set_max_streams(cmd_parms *cmd, void *dconf, const char *arg)
     return err ? err : parse_count(cmd, arg, 1000000, "a number", &conf->max_streams);
 }
 
+/* OpenAIProxyRateLimit and OpenAIProxyTokenBudget (cmd->info non-NULL). */
+static const char *add_limit(cmd_parms *cmd, void *dconf, const char *rate,
+                             const char *by)
+{
+    oaip_dir_conf *conf = dconf;
+    int tokens = cmd->info != NULL;
+    apr_array_header_t **list = tokens ? &conf->token_budgets : &conf->rate_limits;
+    oaip_configured_limit *entry;
+    oaip_limit limit;
+    const char *err;
+
+    if (strcasecmp(rate, "none") == 0 && by == NULL) {
+        *list = apr_array_make(cmd->pool, 1, sizeof(oaip_configured_limit));
+        return NULL;
+    }
+    err = oaip_limit_parse(cmd->pool, rate, by, tokens, &limit);
+    if (err != NULL) {
+        return apr_psprintf(cmd->pool, "%s: '%s%s%s': %s", cmd->cmd->name, rate,
+                            by ? " " : "", by ? by : "", err);
+    }
+    if (*list == NULL) {
+        *list = apr_array_make(cmd->pool, 2, sizeof(oaip_configured_limit));
+    }
+    entry = apr_array_push(*list);
+    entry->limit = limit;
+    entry->text = apr_pstrcat(cmd->pool, rate, by ? " " : "", by, NULL);
+    entry->scope = apr_psprintf(cmd->pool, "%s#%d %s", cmd->path ? cmd->path : "(server)",
+                                (*list)->nelts, entry->text);
+    oaip_counters_mark_used();
+    return NULL;
+}
+
+static const char *set_counter_store(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_server_conf *conf =
+        ap_get_module_config(cmd->server->module_config, &openai_proxy_module);
+    oaip_store_spec *spec = apr_pcalloc(cmd->pool, sizeof(*spec));
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+
+    (void)dconf;
+    if (err != NULL) {
+        return err;
+    }
+    /* the message never repeats the value: it may hold a password */
+    err = oaip_store_spec_parse(cmd->pool, arg, spec);
+    if (err != NULL) {
+        return apr_psprintf(cmd->pool, "%s: %s", cmd->cmd->name, err);
+    }
+    conf->store = spec;
+    return NULL;
+}
+
+static const char *set_counter_store_fail(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_server_conf *conf =
+        ap_get_module_config(cmd->server->module_config, &openai_proxy_module);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+
+    (void)dconf;
+    if (err != NULL) {
+        return err;
+    }
+    if (strcasecmp(arg, "open") == 0 || strcasecmp(arg, "closed") == 0) {
+        conf->store_fail_closed = strcasecmp(arg, "closed") == 0;
+        return NULL;
+    }
+    return apr_psprintf(cmd->pool, "%s: '%s' is not one of open, closed", cmd->cmd->name,
+                        arg);
+}
+
 /* Server, virtual host, <Directory> and <Location>; never .htaccess, where a
  * site author could point the key at another upstream. */
 #define OAIP_CONTEXT (RSRC_CONF | ACCESS_CONF)
@@ -442,5 +519,18 @@ const command_rec oaip_directives[] = {
                   "or Off (default)"),
     AP_INIT_TAKE1("OpenAIProxyMaxStreams", set_max_streams, NULL, RSRC_CONF,
                   "Most concurrent streams of this virtual host, over all processes"),
+    AP_INIT_TAKE12("OpenAIProxyRateLimit", add_limit, NULL, OAIP_CONTEXT,
+                   "Requests per caller: N/PERIOD (s, m, h, d) [by=ip|user|header:NAME], "
+                   "or none"),
+    AP_INIT_TAKE12("OpenAIProxyTokenBudget", add_limit, (void *)1, OAIP_CONTEXT,
+                   "Tokens per caller: N/PERIOD (N may end in k or M) "
+                   "[by=ip|user|header:NAME], or none"),
+    AP_INIT_TAKE1(
+        "OpenAIProxyCounterStore", set_counter_store, NULL, RSRC_CONF,
+        "Where limit counters live: shm (default), redis://[:password@]host:port "
+        "or memcache://host:port"),
+    AP_INIT_TAKE1("OpenAIProxyCounterStoreFail", set_counter_store_fail, NULL, RSRC_CONF,
+                  "When the counter store is unreachable: open (default, requests go on) "
+                  "or closed (503)"),
     {NULL, {NULL}, NULL, 0, RAW_ARGS, NULL},
 };

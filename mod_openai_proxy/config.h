@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 
 #include "errors.h"
+#include "limit_spec.h"
 
 #define OAIP_UNSET -1
 #define OAIP_DEFAULT_UPSTREAM "https://api.openai.com/v1"
@@ -14,6 +15,13 @@
 #define OAIP_DEFAULT_CONNECT_TIMEOUT 10
 #define OAIP_DEFAULT_FIRST_BYTE_TIMEOUT 300 /* reasoning models think long */
 #define OAIP_DEFAULT_IDLE_TIMEOUT 120
+
+/* One OpenAIProxyRateLimit or OpenAIProxyTokenBudget. */
+typedef struct {
+    oaip_limit limit;
+    const char *text;  /* as written, for messages */
+    const char *scope; /* where it was written and how: keeps counters apart */
+} oaip_configured_limit;
 
 typedef struct {
     /* "Authorization: Bearer <key>", ready for libcurl; NULL when unset.
@@ -35,12 +43,18 @@ typedef struct {
     int idle_timeout;             /* seconds of silence allowed within an answer */
     int heartbeat;                /* seconds between SSE comments; 0: Off */
     int max_tokens;               /* OpenAIProxyMaxTokens; OAIP_UNSET: no cap */
+    /* oaip_configured_limit; NULL: unset; empty: "none" */
+    apr_array_header_t *rate_limits;
+    apr_array_header_t *token_budgets;
 } oaip_dir_conf;
 
 /* Per virtual host. */
 typedef struct {
     int max_streams; /* OAIP_UNSET: no limit */
     int index;       /* this server_rec's column in the shared stream counters */
+    const oaip_store_spec *store; /* OpenAIProxyCounterStore; NULL: shm */
+    int store_fail_closed;        /* OpenAIProxyCounterStoreFail; OAIP_UNSET: open */
+    struct oaip_counter_client *counter_client; /* this process's, from child_init */
 } oaip_server_conf;
 
 extern const command_rec oaip_directives[];

@@ -8,8 +8,10 @@
 #include "body.h"
 #include "config.h"
 #include "cors.h"
+#include "usage_limits.h"
 #include "mod_openai_proxy.h"
 #include "request.h"
+#include "stats.h"
 #include "streams.h"
 #include "upstream.h"
 
@@ -104,6 +106,7 @@ static int answer_options(request_rec *r, const char *origin)
         apr_table_setn(r->err_headers_out, "Access-Control-Max-Age", OAIP_CORS_MAX_AGE);
     }
     ap_discard_request_body(r);
+    apr_table_setn(r->notes, OAIP_NOTE_OUTCOME, "preflight");
     r->status = HTTP_NO_CONTENT;
     return OK;
 }
@@ -227,6 +230,9 @@ static int proxy_chat(request_rec *r, const oaip_dir_conf *conf,
         return send_error(r, conf, OAIP_ERR_TOO_MANY_STREAMS,
                           "Too many streams are open on this server; retry shortly");
     }
+    if (chat.stream) {
+        oaip_stats_stream_begin(r);
+    }
     oaip_upstream_chat(r, conf, headers, &chat, &outcome);
     if (!outcome.responded) {
         return send_error(r, conf, outcome.error, outcome.error_detail);
@@ -273,6 +279,7 @@ int oaip_handler(request_rec *r)
 {
     const oaip_dir_conf *conf;
     struct curl_slist *headers;
+    oaip_limit_refusal refusal;
     const char *origin;
     int bad_client_key;
 
@@ -281,6 +288,8 @@ int oaip_handler(request_rec *r)
     }
     conf = ap_get_module_config(r->per_dir_config, &openai_proxy_module);
     origin = apr_table_get(r->headers_in, "Origin");
+    oaip_request_state_get(r, 1); /* marks the request for the accounting */
+    oaip_stats_request_begin(r);
 
     if (!apply_cors(r, conf, origin)) {
         return refuse(r, conf, OAIP_ERR_ORIGIN_FORBIDDEN,
@@ -308,6 +317,13 @@ int oaip_handler(request_rec *r)
     }
     if (headers == NULL) {
         return refuse(r, conf, OAIP_ERR_NO_API_KEY, "OpenAI API key is not configured");
+    }
+    if (!oaip_limits_check(r, conf, &refusal)) {
+        if (refusal.retry_after > 0) {
+            apr_table_setn(r->err_headers_out, "Retry-After",
+                           apr_psprintf(r->pool, "%u", refusal.retry_after));
+        }
+        return refuse(r, conf, refusal.kind, refusal.detail);
     }
     return proxy_chat(r, conf, headers);
 }
