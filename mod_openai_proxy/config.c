@@ -417,7 +417,10 @@ static const char *add_limit(cmd_parms *cmd, void *dconf, const char *rate,
     oaip_limit limit;
     const char *err;
 
-    if (strcasecmp(rate, "none") == 0 && by == NULL) {
+    if (strcasecmp(rate, "none") == 0) {
+        if (by != NULL) {
+            return apr_psprintf(cmd->pool, "%s: none takes no by=", cmd->cmd->name);
+        }
         *list = apr_array_make(cmd->pool, 1, sizeof(oaip_configured_limit));
         return NULL;
     }
