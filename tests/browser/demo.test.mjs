@@ -188,14 +188,16 @@ test('a page on origin A streams an answer from the proxy on origin B, token by 
   assert.equal(first.body.model, 'gpt-4o-mini', 'the proxy added its default model');
   assert.deepEqual(first.body.messages, [{ role: 'user', content: `Hello ${marker}` }]);
 
-  // the second turn carries the conversation so far
+  // the second turn, not streamed, carries the conversation so far
   const marker2 = nonce();
+  await page.uncheck('#stream');
   await setExtra(page, { mock: { reply: 'Second answer.' } });
   await say(page, `And then ${marker2}`);
   await page.waitForFunction(
     () => document.querySelectorAll('.msg.assistant[data-state=done]').length === 2, null, WAIT);
   assert.equal(await lastAnswer(page).textContent(), 'Second answer.');
   const second = await upstreamRequestWith(marker2);
+  assert.equal(second.body.stream, false);
   assert.deepEqual(second.body.messages, [
     { role: 'user', content: `Hello ${marker}` },
     { role: 'assistant', content: final },
