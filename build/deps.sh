@@ -12,6 +12,7 @@ packages=(apache2 apache2-dev libcurl4-openssl-dev libjansson-dev make gcc
 if [[ $purpose == test ]]; then
     packages+=(python3-pytest libcmocka-dev pkg-config redis-server memcached
                python3-prometheus-client)
+    packages+=(chromium)  # the browser test (tests/browser, headless)
     # the SDK tests need node and npm; a NodeSource nodejs already bundles npm,
     # so look for the commands, not for Debian's package names
     command -v node >/dev/null || packages+=(nodejs)
