@@ -54,6 +54,7 @@ defines=()
 cat <<MSG
 mod_openai_proxy is serving http://127.0.0.1:$port/v1, proxying to $what.
 Chat demo: open http://127.0.0.1:$port/demo/ in a browser.
+Counters: http://127.0.0.1:$port/proxy-status (add ?format=prometheus for a scrape).
 Or try, in another terminal:
   curl -N http://127.0.0.1:$port/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{"messages":[{"role":"user","content":"Hello!"}],"stream":true}'
