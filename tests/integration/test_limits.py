@@ -189,3 +189,18 @@ def test_token_budget_with_a_rate_limit_and_suffixes(own_httpd, mock):
                      "rate_limit_exceeded"]
     assert answers[3].json()["error"]["type"] == "tokens"
     assert len(mock.requests()) == 3
+
+
+def test_client_address_from_mod_remoteip(own_httpd, mock):
+    """Behind a trusted front proxy, the caller is the address mod_remoteip
+    found in X-Forwarded-For, not the proxy's."""
+    server, client = own_httpd(
+        "RemoteIPHeader X-Forwarded-For\nRemoteIPInternalProxy 127.0.0.1\n"
+        + proxy_location("/v1", mock, "OpenAIProxyRateLimit 1/h by=ip"),
+        modules=["remoteip"])
+
+    def post(address):
+        return client.post("/v1", {"messages": MESSAGES},
+                           headers={"X-Forwarded-For": address}).status
+
+    assert [post("203.0.113.5"), post("203.0.113.5"), post("203.0.113.6")] == [200, 429, 200]
