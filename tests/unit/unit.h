@@ -30,5 +30,6 @@ int run_cors_tests(void);
 int run_errors_tests(void);
 int run_request_tests(void);
 int run_sse_tests(void);
+int run_endpoint_tests(void);
 
 #endif
