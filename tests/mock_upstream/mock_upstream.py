@@ -9,6 +9,7 @@ stand-in for api.openai.com.  See README.md next to this file.
 """
 
 import argparse
+import base64
 import collections
 import email.parser
 import email.policy
@@ -24,6 +25,7 @@ import signal
 import socket
 import socketserver
 import string
+import struct
 import sys
 import threading
 import time
@@ -332,8 +334,15 @@ def embeddings_response(body):
     texts = [x if isinstance(x, str) else json.dumps(x) for x in inputs]
     dims = int(body.get("dimensions") or 1536)
     tokens = sum(len(t.split()) for t in texts)
+    as_base64 = body.get("encoding_format") == "base64"  # what the SDKs ask for
+
+    def encoded(vector):
+        if not as_base64:
+            return vector
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
     return {"object": "list",
-            "data": [{"object": "embedding", "index": i, "embedding": embedding_vector(t, dims)}
+            "data": [{"object": "embedding", "index": i,
+                      "embedding": encoded(embedding_vector(t, dims))}
                      for i, t in enumerate(texts)],
             "model": body.get("model") or "text-embedding-ada-002",
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
