@@ -18,29 +18,32 @@
 typedef struct {
     /* the upstream key; NULL when unset. Never logged, never in an error. */
     const char *api_key;
-    /* OpenAIProxyUpstreamAuth: "" for bearer, else the header's name;
-     * NULL: unset (bearer) */
-    const char *auth_name;
     /* the constant upstream request headers with the key, built once at
      * the key's level with that level's auth; NULL after a merge when the
      * auth that applies is another level's (then built per request) */
     struct curl_slist *upstream_headers;
-    const char *headers_auth;      /* the auth_name upstream_headers were built with */
-    const char *upstream;          /* base URL, no trailing slash; NULL: unset */
-    apr_array_header_t *endpoints; /* const oaip_endpoint *; NULL: chat only */
-    apr_array_header_t *upstream_query; /* encoded name=value; NULL: unset */
-    const char *ca_file;                /* NULL: unset (system store) */
-    apr_array_header_t *origins;        /* oaip_origin_rule; NULL: unset */
-    apr_array_header_t *defaults;       /* oaip_default, merged by name */
-    apr_array_header_t *models; /* allowed model names (const char *); NULL: any */
-    apr_off_t max_body;         /* OAIP_UNSET */
-    int allow_client_key;       /* OAIP_UNSET, 0, 1 */
-    int error_format;           /* oaip_error_format */
-    int connect_timeout;        /* seconds; OAIP_UNSET */
-    int first_byte_timeout;     /* seconds until the upstream's answer begins */
-    int idle_timeout;           /* seconds of silence allowed within an answer */
-    int heartbeat;              /* seconds between SSE comments; 0: Off */
-    int max_tokens;             /* OpenAIProxyMaxTokens; OAIP_UNSET: no cap */
+    const char *upstream;         /* base URL, no trailing slash; NULL: unset */
+    const char *ca_file;          /* NULL: unset (system store) */
+    apr_array_header_t *origins;  /* oaip_origin_rule; NULL: unset */
+    apr_array_header_t *defaults; /* oaip_default, merged by name */
+    apr_array_header_t *models;   /* allowed model names (const char *); NULL: any */
+    apr_off_t max_body;           /* OAIP_UNSET */
+    int allow_client_key;         /* OAIP_UNSET, 0, 1 */
+    int error_format;             /* oaip_error_format */
+    int connect_timeout;          /* seconds; OAIP_UNSET */
+    int first_byte_timeout;       /* seconds until the upstream's answer begins */
+    int idle_timeout;             /* seconds of silence allowed within an answer */
+    int heartbeat;                /* seconds between SSE comments; 0: Off */
+    int max_tokens;               /* OpenAIProxyMaxTokens; OAIP_UNSET: no cap */
+    /* OpenAIProxyUpstreamAuth: "" for bearer, else the header's name;
+     * NULL: unset (bearer) */
+    const char *auth_name;
+    /* the auth_name upstream_headers were built with */
+    const char *headers_auth;
+    /* OpenAIProxyEndpoints: const oaip_endpoint *; NULL: chat/completions */
+    apr_array_header_t *endpoints;
+    /* OpenAIProxyUpstreamQuery: encoded name=value; NULL: unset */
+    apr_array_header_t *upstream_query;
 } oaip_dir_conf;
 
 /* Per virtual host. */
