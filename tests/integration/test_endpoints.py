@@ -230,6 +230,47 @@ def test_json_endpoints_refuse_what_is_not_an_object(proxy, mock):
     assert mock.requests() == []
 
 
+CATALOG = [  # every endpoint the proxy knows: method and body
+    ("chat/completions", "POST", "json"), ("completions", "POST", "json"),
+    ("responses", "POST", "json"), ("embeddings", "POST", "json"),
+    ("moderations", "POST", "json"), ("images/generations", "POST", "json"),
+    ("audio/speech", "POST", "json"), ("images/edits", "POST", "multipart"),
+    ("audio/transcriptions", "POST", "multipart"),
+    ("audio/translations", "POST", "multipart"), ("models", "GET", None),
+    ("models/*", "GET", None),
+]
+
+
+def test_every_known_endpoint_reaches_its_upstream_path(own_httpd, mock):
+    """Whatever the mock answers (it has no audio/speech, images/edits or
+    completions: its 404 is relayed), the request went to <upstream>/<path>
+    with the endpoint's method and body."""
+    everything = " ".join(pattern for pattern, _, _ in CATALOG)
+    config = proxy_config(mock, "ep-all").replace(ENDPOINTS, everything)
+    _, client = own_httpd(config, name="ep-all")
+    for pattern, method, kind in CATALOG:
+        path = pattern.replace("*", "gpt-4o")
+        headers, body = {}, None
+        if kind == "json":
+            body = json.dumps({"model": "m", "input": "x", "prompt": "p",
+                               "messages": [{"role": "user", "content": "x"}]}).encode()
+            headers["Content-Type"] = "application/json"
+        elif kind == "multipart":
+            ctype, body = multipart({"model": "whisper-1"}, {"file": ("a.wav", b"RIFF")})
+            headers["Content-Type"] = ctype
+        resp = client.request(method, f"/v1/{path}", body=body, headers=headers)
+        assert resp.status in (200, 404), (pattern, resp.status)
+        sent = mock.requests()[-1]
+        assert (sent["method"], sent["path"]) == (method, f"/v1/{path}"), pattern
+        if kind is None:
+            assert sent["body_len"] == 0 and "content-type" not in sent["headers"]
+        else:
+            assert sent["headers"]["content-type"] == headers["Content-Type"], pattern
+            if kind == "multipart":
+                assert sent["body_sha256"] == sha256(body)
+    assert len(mock.requests()) == len(CATALOG)
+
+
 # ---- multipart ----
 
 def test_multipart_forwarded_byte_for_byte(proxy, mock):
