@@ -24,13 +24,13 @@ typedef struct {
 } oaip_configured_limit;
 
 typedef struct {
-    /* "Authorization: Bearer <key>", ready for libcurl; NULL when unset.
-     * The key itself is kept nowhere else and never logged. */
-    const char *auth_header;
-    /* the constant upstream request headers with that key, built once */
+    /* the upstream key; NULL when unset. Never logged, never in an error. */
+    const char *api_key;
+    /* the constant upstream request headers with the key, built once at
+     * the key's level with that level's auth; NULL after a merge when the
+     * auth that applies is another level's (then built per request) */
     struct curl_slist *upstream_headers;
     const char *upstream;         /* base URL, no trailing slash; NULL: unset */
-    const char *chat_url;         /* upstream + "/chat/completions" */
     const char *ca_file;          /* NULL: unset (system store) */
     apr_array_header_t *origins;  /* oaip_origin_rule; NULL: unset */
     apr_array_header_t *defaults; /* oaip_default, merged by name */
@@ -46,6 +46,15 @@ typedef struct {
     /* oaip_configured_limit; NULL: unset; empty: "none" */
     apr_array_header_t *rate_limits;
     apr_array_header_t *token_budgets;
+    /* OpenAIProxyUpstreamAuth: "" for bearer, else the header's name;
+     * NULL: unset (bearer) */
+    const char *auth_name;
+    /* the auth_name upstream_headers were built with */
+    const char *headers_auth;
+    /* OpenAIProxyEndpoints: const oaip_endpoint *; NULL: chat/completions */
+    apr_array_header_t *endpoints;
+    /* OpenAIProxyUpstreamQuery: encoded name=value; NULL: unset */
+    apr_array_header_t *upstream_query;
 } oaip_dir_conf;
 
 /* Per virtual host. */
@@ -65,7 +74,7 @@ void *oaip_create_server_conf(apr_pool_t *p, server_rec *s);
 void *oaip_merge_server_conf(apr_pool_t *p, void *base, void *add);
 
 /* Effective values: what an unset field means. */
-const char *oaip_conf_chat_url(const oaip_dir_conf *conf);
+const char *oaip_conf_upstream(const oaip_dir_conf *conf);
 apr_off_t oaip_conf_max_body(const oaip_dir_conf *conf);
 oaip_error_format oaip_conf_error_format(const oaip_dir_conf *conf);
 int oaip_conf_seconds(int value, int fallback);

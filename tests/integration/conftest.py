@@ -67,6 +67,10 @@ Include {REPO}/conf/openai_proxy_log.conf
   <Location /byok>
 {proxy}    OpenAIProxyAllowClientKey On
   </Location>
+  <Location /endpoints>
+{proxy}    OpenAIProxyEndpoints chat/completions models models/* embeddings responses
+    OpenAIProxyEndpoints audio/transcriptions
+  </Location>
 </VirtualHost>
 
 <VirtualHost 127.0.0.1:*>

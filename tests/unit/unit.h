@@ -31,5 +31,6 @@ int run_errors_tests(void);
 int run_request_tests(void);
 int run_sse_tests(void);
 int run_limit_spec_tests(void);
+int run_endpoint_tests(void);
 
 #endif
