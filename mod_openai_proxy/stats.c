@@ -126,21 +126,39 @@ static void observe(oaip_histogram *h, apr_interval_time_t usec)
     apr_atomic_inc64(&h->count);
 }
 
+/* A model name cut to the row's size at a character boundary: JSON and the
+ * Prometheus text both need valid UTF-8 (the client's JSON was). */
+static void copy_name(char *to, const char *model)
+{
+    apr_size_t n = strlen(model);
+
+    if (n >= OAIP_STATS_MODEL_NAME) {
+        n = OAIP_STATS_MODEL_NAME - 1;
+        while (n > 0 && ((unsigned char)model[n] & 0xC0) == 0x80) {
+            n--; /* model[n] continues a character: cut before its start */
+        }
+    }
+    memcpy(to, model, n);
+    to[n] = '\0';
+}
+
 /* The row of `model`, claimed when new; NULL when every row is taken. Two
  * processes naming the same new model at once may take two rows: the status
  * page adds rows of one name together. */
 static oaip_model_stats *model_row(const char *model)
 {
+    char name[OAIP_STATS_MODEL_NAME];
     int i;
 
+    copy_name(name, model);
     for (i = 0; i < OAIP_STATS_MODELS; i++) {
         oaip_model_stats *m = &stats->models[i];
         apr_uint32_t state = apr_atomic_read32(&m->state);
-        if (state == 2 && strncmp(m->name, model, OAIP_STATS_MODEL_NAME - 1) == 0) {
+        if (state == 2 && strcmp(m->name, name) == 0) {
             return m;
         }
         if (state == 0 && apr_atomic_cas32(&m->state, 1, 0) == 0) {
-            apr_cpystrn(m->name, model, sizeof(m->name));
+            memcpy(m->name, name, sizeof(name));
             apr_atomic_set32(&m->state, 2);
             return m;
         }

@@ -149,3 +149,16 @@ def test_status_handler_methods_and_access(own_httpd, mock):
     assert head.status == 200 and head.body == b""
     assert client.request("GET", "/proxy-status").header("Cache-Control") == "no-store"
     json.loads(client.request("GET", "/proxy-status?format=json").body)
+
+
+def test_long_multibyte_model_name_is_cut_at_a_character(own_httpd, mock):
+    server, client = own_httpd(config(mock))
+    model = "модель-" * 12  # 84 characters, 156 bytes
+    assert client.post("/v1", {"model": model, "messages": MESSAGES,
+                               "mock": {"chunks": 2}}).status == 200
+    doc = status(client, 1)
+    (name,) = doc["tokens"]["by_model"].keys()
+    assert model.startswith(name) and 0 < len(name.encode()) < 64
+    families = prometheus(client)
+    assert sample(families, "openai_proxy_tokens", "openai_proxy_tokens_total",
+                  model=name, type="completion") == 2
