@@ -385,3 +385,15 @@ def test_200k_tiny_messages_streamed_without_length_are_413_on_a_small_location(
     assert json.loads(resp_body)["error"] == "Request Entity Too Large"
     assert mock.requests() == []
     assert_still_serves(client)
+
+
+def test_a_body_cut_short_by_the_client_is_400_and_never_forwarded(httpd, mock, client):
+    with socket.create_connection(("127.0.0.1", httpd.port), timeout=HANG) as sock:
+        sock.sendall(head(5000) + b'{"messages":[')
+        sock.shutdown(socket.SHUT_WR)  # the client promised 5000 bytes, sent 13
+        status, _, resp_body = split_response(read_until_closed(sock))
+    assert status == 400
+    assert json.loads(resp_body) == {"error": "Bad Request",
+                                     "message": "The request body could not be read"}
+    assert mock.requests() == []
+    assert_still_serves(client)
