@@ -80,8 +80,8 @@ CustomLog "{{workdir}}/usage.log" openai_proxy
 """
 
 
-def schedule(n, seed=7):
-    kinds = [k for k, (w, _) in MIX.items() for _ in range(w)]
+def schedule(n, seed=7, only=None):
+    kinds = [k for k, (w, _) in MIX.items() for _ in range(w) if only in (None, k)]
     rng = random.Random(seed)
     return [rng.choice(kinds) for _ in range(n)]
 
@@ -204,14 +204,14 @@ def count_lines(path):
         return sum(1 for _ in f)
 
 
-def run(n, workers=8, sample_every=0.5, keep=False, log=print):
+def run(n, workers=8, sample_every=0.5, keep=False, log=print, only=None):
     workdir = tempfile.mkdtemp(prefix="oaip-soak-")
     os.chmod(workdir, 0o755)
     mock = MockUpstream(workdir).start()
     server = Httpd(workdir, config(mock.api).replace("{workdir}", workdir), name="soak")
     server.start()
     try:
-        return _soak(server, mock, n, workers, sample_every, log)
+        return _soak(server, mock, n, workers, sample_every, log, only)
     finally:
         server.stop()
         mock.stop()
@@ -221,8 +221,8 @@ def run(n, workers=8, sample_every=0.5, keep=False, log=print):
             log(f"work directory kept: {workdir}")
 
 
-def _soak(server, mock, n, workers, sample_every, log):
-    plan = schedule(n)
+def _soak(server, mock, n, workers, sample_every, log, only):
+    plan = schedule(n, only=only)
     mock.reset()
     progress = multiprocessing.Value("l", 0)
     results = multiprocessing.Queue()
@@ -284,14 +284,26 @@ def _soak(server, mock, n, workers, sample_every, log):
 
     sanitizer = server.sanitizer_reports()  # OAIP_ASAN_PRELOAD runs: reports of this httpd
 
+    # memory of the processes that lived through the whole soak (the MPM may
+    # start more children under load; their start-up would read as growth)
+    steady = pids_at_start & set(final_rss)
     warm = n // 10
-    after = [(x, y) for x, y, _ in samples if x >= warm]
+    after = [(x, sum(kib for pid, kib in rss.items() if pid in steady))
+             for x, _, rss in samples if x >= warm]
+    second_half = [(x, y) for x, y in after if x >= n // 2]
     per_process = {}
     for x, _, rss in samples:
         if x >= warm:
             for pid, kib in rss.items():
                 per_process.setdefault(pid, []).append((x, kib))
+    # the curve: total RSS at the first sample past each tenth of the run
+    curve = []
+    for tenth in range(1, 11):
+        mark = n * tenth // 10
+        at = next((y for x, y, _ in samples if x >= mark), samples[-1][1])
+        curve.append((mark, at))
     return {
+        "rss_curve_kib": curve,
         "requests": n,
         "sent": sent,
         "workers": workers,
@@ -314,6 +326,7 @@ def _soak(server, mock, n, workers, sample_every, log):
         "rss_kib_end": samples[-1][1],
         "rss_kib_max_after_warmup": max((y for _, y in after), default=None),
         "rss_growth_kib_per_10k": round(slope_per_10k(after), 1),
+        "rss_growth_second_half_kib_per_10k": round(slope_per_10k(second_half), 1),
         "rss_growth_kib_per_10k_by_process": {
             pid: round(slope_per_10k(pts), 1) for pid, pts in sorted(per_process.items())},
         "rss_samples": len(samples),
@@ -343,8 +356,9 @@ def verdict(r):
                         f"{r['upstream_requests_expected']} (+ up to {retries} retries)")
     if r["sanitizer_reports"]:
         problems.append(f"{len(r['sanitizer_reports'])} sanitizer reports")
-    if r["httpd_pids_start"] != r["httpd_pids_end"]:
-        problems.append("httpd processes changed during the soak")
+    lost = set(r["httpd_pids_start"]) - set(r["httpd_pids_end"])
+    if lost:
+        problems.append(f"httpd processes {sorted(lost)} ended during the soak")
     return problems
 
 
@@ -378,12 +392,19 @@ def markdown(r, command):
 | error log lines at warn or above | {r['error_log_warn_or_worse']} |
 | of which the hang-ups' "upstream request failed" (one per hang-up: {r['hangup_requests']}) | {r['error_log_expected_hangup_lines']} |
 | of which unexpected | {r['error_log_noise_count']} |
-| httpd processes at start / end | {len(r['httpd_pids_start'])} / {len(r['httpd_pids_end'])} (same: {r['httpd_pids_start'] == r['httpd_pids_end']}) |
-| httpd RSS (all processes) after warm-up ({r['requests'] // 10} requests) | {r['rss_kib_at_warmup']} KiB |
-| httpd RSS at the end | {r['rss_kib_end']} KiB |
+| httpd processes (parent + children) at start / end; all of the start still there | {len(r['httpd_pids_start'])} / {len(r['httpd_pids_end'])}; {not (set(r['httpd_pids_start']) - set(r['httpd_pids_end']))} |
+| httpd RSS of those processes after warm-up ({r['requests'] // 10:,} requests) | {r['rss_kib_at_warmup']} KiB |
+| httpd RSS at the end (all processes) | {r['rss_kib_end']} KiB |
 | highest RSS after warm-up | {r['rss_kib_max_after_warmup']} KiB |
 | RSS growth after warm-up (least squares over {r['rss_samples']} samples) | {r['rss_growth_kib_per_10k']} KiB per 10k requests |
-| by process (pid: KiB per 10k) | {per_proc} |
+| RSS growth over the second half of the run | {r['rss_growth_second_half_kib_per_10k']} KiB per 10k requests |
+| by process, after warm-up (pid: KiB per 10k) | {per_proc} |
+
+httpd RSS (all processes, KiB) after each tenth of the requests:
+
+| requests | {' | '.join(f"{x:,}" for x, _ in r['rss_curve_kib'])} |
+|---|{'--:|' * len(r['rss_curve_kib'])}
+| RSS KiB | {' | '.join(str(y) for _, y in r['rss_curve_kib'])} |
 
 Unexpected error log lines (first 20): {json.dumps(r['error_log_noise']) if r['error_log_noise'] else 'none'}
 
@@ -397,8 +418,10 @@ def main():
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--out", help="write the figures as markdown here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--only", choices=sorted(MIX), help="one kind of request only (to find "
+                    "which kind makes memory grow)")
     args = ap.parse_args()
-    result = run(args.n, args.workers, keep=args.keep)
+    result = run(args.n, args.workers, keep=args.keep, only=args.only)
     print(json.dumps(result, indent=1))
     if args.out:
         command = os.environ.get("OAIP_SOAK_COMMAND", " ".join(sys.argv))
