@@ -50,9 +50,11 @@ def _frames(error):
 
 def _describe(error):
     what = error.findtext("what") or error.findtext("xwhat/text") or ""
-    stack = "\n    ".join(list(_frames(error))[:25])
+    aux = [a.text or "" for a in error.findall("auxwhat")]
+    aux += [a.findtext("text") or "" for a in error.findall("xauxwhat")]
+    stack = "\n    ".join(list(_frames(error))[:40])
     supp = error.findtext("suppression/rawtext") or ""
-    return f"{error.findtext('kind')}: {what}\n    {stack}\n{supp}"
+    return f"{error.findtext('kind')}: {what}\n    {stack}\n  {'; '.join(aux)}\n{supp}"
 
 
 def problems(path):
