@@ -10,7 +10,9 @@ purpose=${1:-run}
 packages=(apache2 apache2-dev libcurl4-openssl-dev libjansson-dev make gcc
           python3 ca-certificates curl)
 if [[ $purpose == test ]]; then
-    packages+=(python3-pytest libcmocka-dev pkg-config)
+    packages+=(python3-pytest libcmocka-dev pkg-config redis-server memcached
+               python3-prometheus-client)
+    packages+=(chromium)  # the browser test (tests/browser, headless)
     # the SDK tests need node and npm; a NodeSource nodejs already bundles npm,
     # so look for the commands, not for Debian's package names
     command -v node >/dev/null || packages+=(nodejs)

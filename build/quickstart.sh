@@ -3,7 +3,8 @@
 #   sudo bash build/quickstart.sh                              (offline mock)
 #   sudo OPENAI_API_KEY=sk-... bash build/quickstart.sh        (real OpenAI)
 # Installs what is missing, builds the module, and runs httpd in the
-# foreground on 127.0.0.1:${PORT:-8080} with the proxy at /v1. Ctrl-C stops it.
+# foreground on 127.0.0.1:${PORT:-8080} with the proxy at /v1 and a chat demo
+# page at /demo/. Ctrl-C stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -26,6 +27,9 @@ cleanup() {
     rm -rf "$run_dir"
 }
 trap cleanup EXIT
+mkdir "$run_dir/demo"
+cp conf/demo/index.html "$run_dir/demo/"
+chmod -R a+rX "$run_dir/demo"
 
 if [[ -n ${OPENAI_API_KEY:-} ]]; then
     export OAIP_UPSTREAM=${OPENAI_BASE_URL:-https://api.openai.com/v1}
@@ -49,7 +53,9 @@ defines=()
 
 cat <<MSG
 mod_openai_proxy is serving http://127.0.0.1:$port/v1, proxying to $what.
-Try, in another terminal:
+Chat demo: open http://127.0.0.1:$port/demo/ in a browser.
+Counters: http://127.0.0.1:$port/proxy-status (add ?format=prometheus for a scrape).
+Or try, in another terminal:
   curl -N http://127.0.0.1:$port/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{"messages":[{"role":"user","content":"Hello!"}],"stream":true}'
 Press Ctrl-C to stop.

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 
 #include "cors.h"
+#include "counters.h"
+#include "endpoint.h"
 #include "mod_openai_proxy.h"
 #include "request.h"
 #include "upstream.h"
@@ -30,6 +32,12 @@ void *oaip_create_dir_conf(apr_pool_t *p, char *dir)
     return conf;
 }
 
+/* NULL (unset) and "" both mean bearer. */
+static int same_auth(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
 #define MERGE_PTR(field) merged->field = add->field ? add->field : base->field
 #define MERGE_INT(field)                                                                 \
     merged->field = add->field != OAIP_UNSET ? add->field : base->field
@@ -39,17 +47,22 @@ void *oaip_merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
     const oaip_dir_conf *base = base_, *add = add_;
     oaip_dir_conf *merged = apr_pcalloc(p, sizeof(*merged));
     /* fields that belong together come from the same level */
-    const oaip_dir_conf *key_level = add->auth_header ? add : base;
-    const oaip_dir_conf *upstream_level = add->upstream ? add : base;
+    const oaip_dir_conf *key_level = add->api_key ? add : base;
 
-    merged->auth_header = key_level->auth_header;
-    merged->upstream_headers = key_level->upstream_headers;
-    merged->upstream = upstream_level->upstream;
-    merged->chat_url = upstream_level->chat_url;
+    merged->api_key = key_level->api_key;
+    MERGE_PTR(auth_name);
+    merged->headers_auth = key_level->headers_auth;
+    merged->upstream_headers = same_auth(key_level->headers_auth, merged->auth_name)
+                                   ? key_level->upstream_headers
+                                   : NULL;
+    MERGE_PTR(upstream);
     MERGE_PTR(ca_file);
-    /* an inner list of origins or models replaces the outer one as a whole */
+    /* an inner list of origins, models, endpoints or query parameters
+     * replaces the outer one as a whole */
     MERGE_PTR(origins);
     MERGE_PTR(models);
+    MERGE_PTR(endpoints);
+    MERGE_PTR(upstream_query);
     merged->defaults = oaip_defaults_merge(p, base->defaults, add->defaults);
     MERGE_INT(max_body);
     MERGE_INT(allow_client_key);
@@ -59,6 +72,9 @@ void *oaip_merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
     MERGE_INT(idle_timeout);
     MERGE_INT(heartbeat);
     MERGE_INT(max_tokens);
+    /* an inner section's limits replace the outer ones ("none": no limit) */
+    MERGE_PTR(rate_limits);
+    MERGE_PTR(token_budgets);
     return merged;
 }
 
@@ -69,6 +85,7 @@ void *oaip_create_server_conf(apr_pool_t *p, server_rec *s)
     (void)s;
     conf->max_streams = OAIP_UNSET;
     conf->index = OAIP_UNSET;
+    conf->store_fail_closed = OAIP_UNSET;
     return conf;
 }
 
@@ -78,6 +95,8 @@ void *oaip_merge_server_conf(apr_pool_t *p, void *base_, void *add_)
     oaip_server_conf *merged = apr_pcalloc(p, sizeof(*merged));
 
     MERGE_INT(max_streams);
+    MERGE_PTR(store);
+    MERGE_INT(store_fail_closed);
     merged->index = OAIP_UNSET; /* assigned in post_config, one per server_rec */
     return merged;
 }
@@ -87,9 +106,9 @@ int oaip_conf_seconds(int value, int fallback)
     return value != OAIP_UNSET ? value : fallback;
 }
 
-const char *oaip_conf_chat_url(const oaip_dir_conf *conf)
+const char *oaip_conf_upstream(const oaip_dir_conf *conf)
 {
-    return conf->chat_url ? conf->chat_url : OAIP_DEFAULT_UPSTREAM "/chat/completions";
+    return conf->upstream ? conf->upstream : OAIP_DEFAULT_UPSTREAM;
 }
 
 apr_off_t oaip_conf_max_body(const oaip_dir_conf *conf)
@@ -143,6 +162,19 @@ static const char *read_key_file(cmd_parms *cmd, const char *path, const char **
     return NULL;
 }
 
+/* The key's headers, with the auth of this level so far (a later
+ * OpenAIProxyUpstreamAuth in the same section builds them again). */
+static const char *build_headers(cmd_parms *cmd, oaip_dir_conf *conf)
+{
+    if (conf->api_key == NULL) {
+        return NULL;
+    }
+    conf->headers_auth = conf->auth_name;
+    conf->upstream_headers = oaip_upstream_headers_make(
+        cmd->pool, oaip_upstream_auth_line(cmd->pool, conf->auth_name, conf->api_key));
+    return conf->upstream_headers ? NULL : "OpenAIProxyAPIKey: out of memory";
+}
+
 static const char *set_api_key(cmd_parms *cmd, void *dconf, const char *arg)
 {
     oaip_dir_conf *conf = dconf;
@@ -172,12 +204,8 @@ static const char *set_api_key(cmd_parms *cmd, void *dconf, const char *arg)
                             "%s: %s contains white space or control characters",
                             cmd->cmd->name, where);
     }
-    conf->auth_header = apr_pstrcat(cmd->pool, "Authorization: Bearer ", key, NULL);
-    conf->upstream_headers = oaip_upstream_headers_make(cmd->pool, conf->auth_header);
-    if (conf->upstream_headers == NULL) {
-        return "OpenAIProxyAPIKey: out of memory";
-    }
-    return NULL;
+    conf->api_key = key;
+    return build_headers(cmd, conf);
 }
 
 static const char *set_upstream(cmd_parms *cmd, void *dconf, const char *arg)
@@ -211,7 +239,96 @@ static const char *set_upstream(cmd_parms *cmd, void *dconf, const char *arg)
         base[--len] = '\0';
     }
     conf->upstream = base;
-    conf->chat_url = apr_pstrcat(cmd->pool, base, "/chat/completions", NULL);
+    return NULL;
+}
+
+static int is_token(const char *s)
+{
+    if (*s == '\0') {
+        return 0;
+    }
+    for (; *s; s++) {
+        if (!apr_isalnum(*s) && strchr("!#$%&'*+-.^_`|~", *s) == NULL) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Headers libcurl or the proxy set themselves, or that would change how
+ * the request is framed: not for a key. */
+static int is_reserved_header(const char *name)
+{
+    static const char *const reserved[] = {
+        "host",       "content-type", "content-length", "transfer-encoding",
+        "connection", "expect",       "user-agent",     "te",
+        "upgrade",    "trailer"};
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+        if (strcasecmp(name, reserved[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static const char *set_upstream_auth(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+
+    if (strcasecmp(arg, "bearer") == 0) {
+        conf->auth_name = "";
+    } else if (strncasecmp(arg, "header:", 7) == 0 && is_token(arg + 7) &&
+               !is_reserved_header(arg + 7)) {
+        conf->auth_name = arg + 7;
+    } else {
+        return apr_psprintf(
+            cmd->pool,
+            "%s: '%s' is not bearer or header:NAME with NAME a header "
+            "field name (letters, digits, !#$%%&'*+-.^_`|~) other than "
+            "Host, Content-Type, Content-Length and other framing headers",
+            cmd->cmd->name, arg);
+    }
+    return build_headers(cmd, conf);
+}
+
+static const char *add_upstream_query(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+    const char *error = NULL;
+    const char *param = oaip_query_param_encode(cmd->pool, arg, &error);
+
+    if (param == NULL) {
+        return apr_psprintf(cmd->pool, "%s: '%s': %s", cmd->cmd->name, arg, error);
+    }
+    if (conf->upstream_query == NULL) {
+        conf->upstream_query = apr_array_make(cmd->pool, 2, sizeof(const char *));
+    }
+    APR_ARRAY_PUSH(conf->upstream_query, const char *) = param;
+    return NULL;
+}
+
+static const char *add_endpoint(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+    const oaip_endpoint *endpoint = oaip_endpoint_find(arg);
+    int i;
+
+    if (endpoint == NULL) {
+        return apr_psprintf(cmd->pool,
+                            "%s: '%s' is not an API path the proxy knows; use one of: %s",
+                            cmd->cmd->name, arg, oaip_endpoint_known_list(cmd->pool));
+    }
+    if (conf->endpoints == NULL) {
+        conf->endpoints = apr_array_make(cmd->pool, 4, sizeof(const oaip_endpoint *));
+    }
+    for (i = 0; i < conf->endpoints->nelts; i++) {
+        if (APR_ARRAY_IDX(conf->endpoints, i, const oaip_endpoint *) == endpoint) {
+            return NULL;
+        }
+    }
+    APR_ARRAY_PUSH(conf->endpoints, const oaip_endpoint *) = endpoint;
     return NULL;
 }
 
@@ -357,6 +474,79 @@ static const char *set_max_streams(cmd_parms *cmd, void *dconf, const char *arg)
     return err ? err : parse_count(cmd, arg, 1000000, "a number", &conf->max_streams);
 }
 
+/* OpenAIProxyRateLimit and OpenAIProxyTokenBudget (cmd->info non-NULL). */
+static const char *add_limit(cmd_parms *cmd, void *dconf, const char *rate,
+                             const char *by)
+{
+    oaip_dir_conf *conf = dconf;
+    int tokens = cmd->info != NULL;
+    apr_array_header_t **list = tokens ? &conf->token_budgets : &conf->rate_limits;
+    oaip_configured_limit *entry;
+    oaip_limit limit;
+    const char *err;
+
+    if (strcasecmp(rate, "none") == 0) {
+        if (by != NULL) {
+            return apr_psprintf(cmd->pool, "%s: none takes no by=", cmd->cmd->name);
+        }
+        *list = apr_array_make(cmd->pool, 1, sizeof(oaip_configured_limit));
+        return NULL;
+    }
+    err = oaip_limit_parse(cmd->pool, rate, by, tokens, &limit);
+    if (err != NULL) {
+        return apr_psprintf(cmd->pool, "%s: '%s%s%s': %s", cmd->cmd->name, rate,
+                            by ? " " : "", by ? by : "", err);
+    }
+    if (*list == NULL) {
+        *list = apr_array_make(cmd->pool, 2, sizeof(oaip_configured_limit));
+    }
+    entry = apr_array_push(*list);
+    entry->limit = limit;
+    entry->text = apr_pstrcat(cmd->pool, rate, by ? " " : "", by, NULL);
+    entry->scope = apr_psprintf(cmd->pool, "%s#%d %s", cmd->path ? cmd->path : "(server)",
+                                (*list)->nelts, entry->text);
+    oaip_counters_mark_used();
+    return NULL;
+}
+
+static const char *set_counter_store(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_server_conf *conf =
+        ap_get_module_config(cmd->server->module_config, &openai_proxy_module);
+    oaip_store_spec *spec = apr_pcalloc(cmd->pool, sizeof(*spec));
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+
+    (void)dconf;
+    if (err != NULL) {
+        return err;
+    }
+    /* the message never repeats the value: it may hold a password */
+    err = oaip_store_spec_parse(cmd->pool, arg, spec);
+    if (err != NULL) {
+        return apr_psprintf(cmd->pool, "%s: %s", cmd->cmd->name, err);
+    }
+    conf->store = spec;
+    return NULL;
+}
+
+static const char *set_counter_store_fail(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_server_conf *conf =
+        ap_get_module_config(cmd->server->module_config, &openai_proxy_module);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+
+    (void)dconf;
+    if (err != NULL) {
+        return err;
+    }
+    if (strcasecmp(arg, "open") == 0 || strcasecmp(arg, "closed") == 0) {
+        conf->store_fail_closed = strcasecmp(arg, "closed") == 0;
+        return NULL;
+    }
+    return apr_psprintf(cmd->pool, "%s: '%s' is not one of open, closed", cmd->cmd->name,
+                        arg);
+}
+
 /* Server, virtual host, <Directory> and <Location>; never .htaccess, where a
  * site author could point the key at another upstream. */
 #define OAIP_CONTEXT (RSRC_CONF | ACCESS_CONF)
@@ -367,6 +557,13 @@ const command_rec oaip_directives[] = {
     AP_INIT_TAKE1("OpenAIProxyUpstream", set_upstream, NULL, OAIP_CONTEXT,
                   "Base URL of the OpenAI-compatible API (default " OAIP_DEFAULT_UPSTREAM
                   ")"),
+    AP_INIT_TAKE1("OpenAIProxyUpstreamAuth", set_upstream_auth, NULL, OAIP_CONTEXT,
+                  "How the key goes upstream: bearer (default) or header:NAME"),
+    AP_INIT_ITERATE("OpenAIProxyUpstreamQuery", add_upstream_query, NULL, OAIP_CONTEXT,
+                    "NAME=VALUE parameters added to every upstream URL"),
+    AP_INIT_ITERATE("OpenAIProxyEndpoints", add_endpoint, NULL, OAIP_CONTEXT,
+                    "API paths below the Location that are served (default "
+                    "chat/completions), e.g. models models/* embeddings responses"),
     AP_INIT_TAKE1("OpenAIProxyCAFile", set_ca_file, NULL, OAIP_CONTEXT,
                   "CA bundle used to verify the upstream's TLS certificate"),
     AP_INIT_ITERATE("OpenAIProxyAllowOrigin", add_allow_origin, NULL, OAIP_CONTEXT,
@@ -400,5 +597,18 @@ const command_rec oaip_directives[] = {
                   "or Off (default)"),
     AP_INIT_TAKE1("OpenAIProxyMaxStreams", set_max_streams, NULL, RSRC_CONF,
                   "Most concurrent streams of this virtual host, over all processes"),
+    AP_INIT_TAKE12("OpenAIProxyRateLimit", add_limit, NULL, OAIP_CONTEXT,
+                   "Requests per caller: N/PERIOD (s, m, h, d) [by=ip|user|header:NAME], "
+                   "or none"),
+    AP_INIT_TAKE12("OpenAIProxyTokenBudget", add_limit, (void *)1, OAIP_CONTEXT,
+                   "Tokens per caller: N/PERIOD (N may end in k or M) "
+                   "[by=ip|user|header:NAME], or none"),
+    AP_INIT_TAKE1(
+        "OpenAIProxyCounterStore", set_counter_store, NULL, RSRC_CONF,
+        "Where limit counters live: shm (default), redis://[:password@]host:port "
+        "or memcache://host:port"),
+    AP_INIT_TAKE1("OpenAIProxyCounterStoreFail", set_counter_store_fail, NULL, RSRC_CONF,
+                  "When the counter store is unreachable: open (default, requests go on) "
+                  "or closed (503)"),
     {NULL, {NULL}, NULL, 0, RAW_ARGS, NULL},
 };

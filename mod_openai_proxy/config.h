@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 
 #include "errors.h"
+#include "limit_spec.h"
 
 #define OAIP_UNSET -1
 #define OAIP_DEFAULT_UPSTREAM "https://api.openai.com/v1"
@@ -15,14 +16,21 @@
 #define OAIP_DEFAULT_FIRST_BYTE_TIMEOUT 300 /* reasoning models think long */
 #define OAIP_DEFAULT_IDLE_TIMEOUT 120
 
+/* One OpenAIProxyRateLimit or OpenAIProxyTokenBudget. */
 typedef struct {
-    /* "Authorization: Bearer <key>", ready for libcurl; NULL when unset.
-     * The key itself is kept nowhere else and never logged. */
-    const char *auth_header;
-    /* the constant upstream request headers with that key, built once */
+    oaip_limit limit;
+    const char *text;  /* as written, for messages */
+    const char *scope; /* where it was written and how: keeps counters apart */
+} oaip_configured_limit;
+
+typedef struct {
+    /* the upstream key; NULL when unset. Never logged, never in an error. */
+    const char *api_key;
+    /* the constant upstream request headers with the key, built once at
+     * the key's level with that level's auth; NULL after a merge when the
+     * auth that applies is another level's (then built per request) */
     struct curl_slist *upstream_headers;
     const char *upstream;         /* base URL, no trailing slash; NULL: unset */
-    const char *chat_url;         /* upstream + "/chat/completions" */
     const char *ca_file;          /* NULL: unset (system store) */
     apr_array_header_t *origins;  /* oaip_origin_rule; NULL: unset */
     apr_array_header_t *defaults; /* oaip_default, merged by name */
@@ -35,12 +43,27 @@ typedef struct {
     int idle_timeout;             /* seconds of silence allowed within an answer */
     int heartbeat;                /* seconds between SSE comments; 0: Off */
     int max_tokens;               /* OpenAIProxyMaxTokens; OAIP_UNSET: no cap */
+    /* oaip_configured_limit; NULL: unset; empty: "none" */
+    apr_array_header_t *rate_limits;
+    apr_array_header_t *token_budgets;
+    /* OpenAIProxyUpstreamAuth: "" for bearer, else the header's name;
+     * NULL: unset (bearer) */
+    const char *auth_name;
+    /* the auth_name upstream_headers were built with */
+    const char *headers_auth;
+    /* OpenAIProxyEndpoints: const oaip_endpoint *; NULL: chat/completions */
+    apr_array_header_t *endpoints;
+    /* OpenAIProxyUpstreamQuery: encoded name=value; NULL: unset */
+    apr_array_header_t *upstream_query;
 } oaip_dir_conf;
 
 /* Per virtual host. */
 typedef struct {
     int max_streams; /* OAIP_UNSET: no limit */
     int index;       /* this server_rec's column in the shared stream counters */
+    const oaip_store_spec *store; /* OpenAIProxyCounterStore; NULL: shm */
+    int store_fail_closed;        /* OpenAIProxyCounterStoreFail; OAIP_UNSET: open */
+    struct oaip_counter_client *counter_client; /* this process's, from child_init */
 } oaip_server_conf;
 
 extern const command_rec oaip_directives[];
@@ -51,7 +74,7 @@ void *oaip_create_server_conf(apr_pool_t *p, server_rec *s);
 void *oaip_merge_server_conf(apr_pool_t *p, void *base, void *add);
 
 /* Effective values: what an unset field means. */
-const char *oaip_conf_chat_url(const oaip_dir_conf *conf);
+const char *oaip_conf_upstream(const oaip_dir_conf *conf);
 apr_off_t oaip_conf_max_body(const oaip_dir_conf *conf);
 oaip_error_format oaip_conf_error_format(const oaip_dir_conf *conf);
 int oaip_conf_seconds(int value, int fallback);

@@ -37,6 +37,13 @@ static const oaip_error_info error_table[OAIP_ERR__COUNT] = {
                                    "upstream_timeout"},
     [OAIP_ERR_TOO_MANY_STREAMS] = {503, "Service Unavailable", "server_error",
                                    "too_many_streams"},
+    /* type as OpenAI's own 429s: what was exhausted */
+    [OAIP_ERR_RATE_LIMITED] = {429, "Too Many Requests", "requests",
+                               "rate_limit_exceeded"},
+    [OAIP_ERR_TOKEN_BUDGET_EXHAUSTED] = {429, "Too Many Requests", "tokens",
+                                         "token_budget_exceeded"},
+    [OAIP_ERR_LIMITS_UNAVAILABLE] = {503, "Service Unavailable", "server_error",
+                                     "limits_unavailable"},
 };
 
 const oaip_error_info *oaip_error_info_get(oaip_error_kind kind)

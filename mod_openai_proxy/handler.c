@@ -8,12 +8,17 @@
 #include "body.h"
 #include "config.h"
 #include "cors.h"
+#include "endpoint.h"
 #include "mod_openai_proxy.h"
+#include "multipart.h"
 #include "request.h"
+#include "stats.h"
 #include "streams.h"
 #include "upstream.h"
+#include "usage_limits.h"
 
-#define ALLOWED_METHODS "POST, OPTIONS"
+#define POST_METHODS "POST, OPTIONS"
+#define GET_METHODS "GET, HEAD, OPTIONS"
 
 static int send_error(request_rec *r, const oaip_dir_conf *conf, oaip_error_kind kind,
                       const char *detail)
@@ -91,12 +96,18 @@ static int apply_cors(request_rec *r, const oaip_dir_conf *conf, const char *ori
     return 1;
 }
 
-static int answer_options(request_rec *r, const char *origin)
+static const char *allowed_methods(const oaip_endpoint *endpoint)
 {
-    apr_table_setn(r->headers_out, "Allow", ALLOWED_METHODS);
+    return endpoint->post ? POST_METHODS : GET_METHODS;
+}
+
+static int answer_options(request_rec *r, const oaip_endpoint *endpoint,
+                          const char *origin)
+{
+    apr_table_setn(r->headers_out, "Allow", allowed_methods(endpoint));
     if (origin != NULL && apr_table_get(r->headers_in, "Access-Control-Request-Method")) {
         apr_table_setn(r->err_headers_out, "Access-Control-Allow-Methods",
-                       OAIP_CORS_ALLOW_METHODS);
+                       allowed_methods(endpoint));
         apr_table_setn(
             r->err_headers_out, "Access-Control-Allow-Headers",
             oaip_cors_allow_headers(
@@ -104,6 +115,7 @@ static int answer_options(request_rec *r, const char *origin)
         apr_table_setn(r->err_headers_out, "Access-Control-Max-Age", OAIP_CORS_MAX_AGE);
     }
     ap_discard_request_body(r);
+    apr_table_setn(r->notes, OAIP_NOTE_OUTCOME, "preflight");
     r->status = HTTP_NO_CONTENT;
     return OK;
 }
@@ -121,8 +133,10 @@ static const char *section_path(request_rec *r)
 }
 
 /* The request path below the section: "", "/" and "/chat/completions" reach
- * the chat endpoint (so an SDK's baseURL can be the Location itself). */
-static int is_chat_path(request_rec *r)
+ * the chat endpoint (so an SDK's baseURL can be the Location itself); other
+ * paths the endpoints the Location enables. Sets *upstream_path. */
+static const oaip_endpoint *route(request_rec *r, const oaip_dir_conf *conf,
+                                  const char **upstream_path)
 {
     const char *base = section_path(r);
     const char *sub = r->uri;
@@ -136,28 +150,29 @@ static int is_chat_path(request_rec *r)
             sub += n;
         }
     }
-    return strcmp(sub, "") == 0 || strcmp(sub, "/") == 0 ||
-           strcmp(sub, "/chat/completions") == 0 ||
-           strcmp(sub, "/chat/completions/") == 0;
+    return oaip_endpoint_route(r->pool, conf->endpoints, sub, upstream_path);
 }
 
 /* The upstream request headers: with the client's own key where the
- * operator allows it, else the configured key's. NULL: no key at all. */
+ * operator allows it, else the configured key's, in the configured auth
+ * style. NULL: no key at all. */
 static struct curl_slist *choose_headers(request_rec *r, const oaip_dir_conf *conf,
                                          int *bad_client_key)
 {
-    const char *client_key = apr_table_get(r->headers_in, "x-openai-key");
+    const char *key = apr_table_get(r->headers_in, "x-openai-key");
 
     *bad_client_key = 0;
-    if (conf->allow_client_key != 1 || client_key == NULL || *client_key == '\0') {
-        return conf->upstream_headers;
-    }
-    if (!oaip_upstream_header_safe(client_key)) {
+    if (conf->allow_client_key != 1 || key == NULL || *key == '\0') {
+        if (conf->upstream_headers != NULL || conf->api_key == NULL) {
+            return conf->upstream_headers;
+        }
+        key = conf->api_key; /* the auth style is set at another level */
+    } else if (!oaip_upstream_header_safe(key)) {
         *bad_client_key = 1;
         return NULL;
     }
     return oaip_upstream_headers_make(
-        r->pool, apr_pstrcat(r->pool, "Authorization: Bearer ", client_key, NULL));
+        r->pool, oaip_upstream_auth_line(r->pool, conf->auth_name, key));
 }
 
 static int body_error(request_rec *r, const oaip_dir_conf *conf, int status)
@@ -181,53 +196,147 @@ static int body_error(request_rec *r, const oaip_dir_conf *conf, int status)
     }
 }
 
-static int proxy_chat(request_rec *r, const oaip_dir_conf *conf,
-                      struct curl_slist *headers)
+/* Chat Completions: validated, with defaults, the token cap and the usage
+ * chunk asked for. Returns 0 after answering an error. */
+static int prepare_chat(request_rec *r, const oaip_dir_conf *conf, const char *body,
+                        apr_size_t len, oaip_upstream_request *req)
 {
     oaip_chat_request chat;
-    oaip_upstream_outcome outcome;
     oaip_error_kind kind;
     const char *detail;
-    apr_size_t len;
-    char *body;
-    int rc;
 
-    rc = oaip_body_read(r, oaip_conf_max_body(conf), &body, &len);
-    if (rc == AP_FILTER_ERROR) {
-        return rc; /* an input filter already answered */
-    }
-    if (rc != OK) {
-        return body_error(r, conf, rc);
-    }
     if (!oaip_chat_request_prepare(r->pool, body, len, conf->defaults, &chat, &kind,
                                    &detail)) {
-        return send_error(r, conf, kind, detail);
+        send_error(r, conf, kind, detail);
+        return 0;
     }
-    if (chat.model != NULL) {
-        apr_table_setn(r->notes, "OPENAI_MODEL", chat.model);
-    }
-    apr_table_setn(r->notes, "OPENAI_STREAM", chat.stream ? "1" : "0");
     if (conf->max_tokens != OAIP_UNSET &&
         oaip_chat_request_cap_tokens(r->pool, &chat, conf->max_tokens)) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "token limit lowered to %d",
                       conf->max_tokens);
     }
-    if (conf->models != NULL && !oaip_model_allowed(conf->models, chat.model)) {
-        return send_error(
-            r, conf, OAIP_ERR_MODEL_NOT_ALLOWED,
-            chat.model
-                ? apr_psprintf(r->pool, "The model %s is not available here", chat.model)
-                : "model must be a string");
-    }
     /* usage is counted for every stream; the client sees the usage chunk
      * only if it asked for it */
     oaip_chat_request_ask_usage(r->pool, &chat);
-    if (chat.stream && !oaip_streams_acquire(r)) {
+    req->content_type = "application/json";
+    req->body = chat.body;
+    req->body_len = chat.body_len;
+    req->model = chat.model;
+    req->stream = chat.stream;
+    req->hide_usage = chat.usage_added;
+    return 1;
+}
+
+/* Other JSON endpoints: a JSON object, forwarded as it is. */
+static int prepare_json(request_rec *r, const oaip_dir_conf *conf,
+                        const oaip_endpoint *endpoint, const char *body, apr_size_t len,
+                        oaip_upstream_request *req)
+{
+    oaip_chat_request json;
+    oaip_error_kind kind;
+    const char *detail;
+
+    if (!oaip_json_request_prepare(r->pool, body, len, endpoint->streams, &json, &kind,
+                                   &detail)) {
+        send_error(r, conf, kind, detail);
+        return 0;
+    }
+    req->content_type = "application/json";
+    req->body = json.body;
+    req->body_len = json.body_len;
+    req->model = json.model;
+    req->stream = json.stream;
+    return 1;
+}
+
+/* File uploads: forwarded byte for byte with the client's Content-Type (its
+ * boundary); only the model field is read. */
+static int prepare_multipart(request_rec *r, const oaip_dir_conf *conf, const char *body,
+                             apr_size_t len, oaip_upstream_request *req)
+{
+    const char *type = apr_table_get(r->headers_in, "Content-Type");
+    const char *boundary = oaip_multipart_boundary(r->pool, type);
+
+    if (boundary == NULL) {
+        send_error(r, conf, OAIP_ERR_BAD_REQUEST,
+                   "This endpoint takes a multipart/form-data body with a boundary");
+        return 0;
+    }
+    req->content_type = type;
+    req->body = body;
+    req->body_len = len;
+    req->model = oaip_multipart_field(r->pool, body, len, boundary, "model");
+    return 1;
+}
+
+/* What every endpoint goes through once routed, the method checked and the
+ * key chosen: body, per-endpoint preparation, the model allow-list, the
+ * stream limit, one upstream exchange (which notes usage and outcome). */
+static int proxy(request_rec *r, const oaip_dir_conf *conf, const oaip_endpoint *endpoint,
+                 const char *upstream_path, struct curl_slist *headers)
+{
+    oaip_upstream_request req;
+    oaip_upstream_outcome outcome;
+    apr_size_t len = 0;
+    char *body = NULL;
+    int rc, prepared;
+
+    memset(&req, 0, sizeof(req));
+    req.post = endpoint->post;
+    req.url = oaip_upstream_url(r->pool, oaip_conf_upstream(conf), upstream_path,
+                                conf->upstream_query);
+    if (endpoint->body == OAIP_BODY_NONE) {
+        if (ap_discard_request_body(r) != OK) {
+            r->connection->keepalive = AP_CONN_CLOSE;
+        }
+    } else {
+        rc = oaip_body_read(r, oaip_conf_max_body(conf), &body, &len);
+        if (rc == AP_FILTER_ERROR) {
+            return rc; /* an input filter already answered */
+        }
+        if (rc != OK) {
+            return body_error(r, conf, rc);
+        }
+    }
+    switch (endpoint->body) {
+    case OAIP_BODY_CHAT:
+        prepared = prepare_chat(r, conf, body, len, &req);
+        break;
+    case OAIP_BODY_JSON:
+        prepared = prepare_json(r, conf, endpoint, body, len, &req);
+        break;
+    case OAIP_BODY_MULTIPART:
+        prepared = prepare_multipart(r, conf, body, len, &req);
+        break;
+    default:
+        prepared = 1;
+        break;
+    }
+    if (!prepared) {
+        return OK; /* the error was answered */
+    }
+    if (req.model != NULL) {
+        apr_table_setn(r->notes, "OPENAI_MODEL", req.model);
+    }
+    apr_table_setn(r->notes, "OPENAI_STREAM", req.stream ? "1" : "0");
+    /* a request that names no model (GET models) has nothing to check */
+    if (conf->models != NULL && endpoint->body != OAIP_BODY_NONE &&
+        !oaip_model_allowed(conf->models, req.model)) {
+        return send_error(
+            r, conf, OAIP_ERR_MODEL_NOT_ALLOWED,
+            req.model
+                ? apr_psprintf(r->pool, "The model %s is not available here", req.model)
+                : "model must be a string");
+    }
+    if (req.stream && !oaip_streams_acquire(r)) {
         apr_table_setn(r->err_headers_out, "Retry-After", OAIP_STREAMS_RETRY_AFTER);
         return send_error(r, conf, OAIP_ERR_TOO_MANY_STREAMS,
                           "Too many streams are open on this server; retry shortly");
     }
-    oaip_upstream_chat(r, conf, headers, &chat, &outcome);
+    if (req.stream) {
+        oaip_stats_stream_begin(r);
+    }
+    oaip_upstream_forward(r, conf, headers, &req, &outcome);
     if (!outcome.responded) {
         return send_error(r, conf, outcome.error, outcome.error_detail);
     }
@@ -272,8 +381,10 @@ int oaip_map_to_storage(request_rec *r)
 int oaip_handler(request_rec *r)
 {
     const oaip_dir_conf *conf;
+    const oaip_endpoint *endpoint;
     struct curl_slist *headers;
-    const char *origin;
+    oaip_limit_refusal refusal;
+    const char *origin, *upstream_path;
     int bad_client_key;
 
     if (r->handler == NULL || strcmp(r->handler, OAIP_HANDLER_NAME) != 0) {
@@ -281,25 +392,29 @@ int oaip_handler(request_rec *r)
     }
     conf = ap_get_module_config(r->per_dir_config, &openai_proxy_module);
     origin = apr_table_get(r->headers_in, "Origin");
+    oaip_request_state_get(r, 1); /* marks the request for the accounting */
+    oaip_stats_request_begin(r);
 
     if (!apply_cors(r, conf, origin)) {
         return refuse(r, conf, OAIP_ERR_ORIGIN_FORBIDDEN,
                       apr_psprintf(r->pool, "Origin %s is not allowed to use this API",
                                    ap_escape_logitem(r->pool, origin)));
     }
-    if (!is_chat_path(r)) {
+    endpoint = route(r, conf, &upstream_path);
+    if (endpoint == NULL) {
         return refuse(r, conf, OAIP_ERR_NOT_FOUND,
                       apr_psprintf(r->pool, "No API endpoint at %s",
                                    ap_escape_logitem(r->pool, r->uri)));
     }
     if (r->method_number == M_OPTIONS) {
-        return answer_options(r, origin);
+        return answer_options(r, endpoint, origin);
     }
-    if (r->method_number != M_POST) {
-        apr_table_setn(r->err_headers_out, "Allow", ALLOWED_METHODS);
+    if (r->method_number != (endpoint->post ? M_POST : M_GET)) {
+        apr_table_setn(r->err_headers_out, "Allow", allowed_methods(endpoint));
         return refuse(r, conf, OAIP_ERR_METHOD_NOT_ALLOWED,
-                      apr_psprintf(r->pool, "%s is not allowed; use POST",
-                                   ap_escape_logitem(r->pool, r->method)));
+                      apr_psprintf(r->pool, "%s is not allowed; use %s",
+                                   ap_escape_logitem(r->pool, r->method),
+                                   endpoint->post ? "POST" : "GET"));
     }
     headers = choose_headers(r, conf, &bad_client_key);
     if (bad_client_key) {
@@ -309,5 +424,12 @@ int oaip_handler(request_rec *r)
     if (headers == NULL) {
         return refuse(r, conf, OAIP_ERR_NO_API_KEY, "OpenAI API key is not configured");
     }
-    return proxy_chat(r, conf, headers);
+    if (!oaip_limits_check(r, conf, &refusal)) {
+        if (refusal.retry_after > 0) {
+            apr_table_setn(r->err_headers_out, "Retry-After",
+                           apr_psprintf(r->pool, "%u", refusal.retry_after));
+        }
+        return refuse(r, conf, refusal.kind, refusal.detail);
+    }
+    return proxy(r, conf, endpoint, upstream_path, headers);
 }

@@ -3,12 +3,25 @@
 #define OAIP_MODULE_RECORD_FILE
 #include "mod_openai_proxy.h"
 
+#include <http_protocol.h>
 #include <http_request.h>
 
 #include "config.h"
+#include "counters.h"
 #include "handler.h"
+#include "usage_limits.h"
+#include "stats.h"
+#include "status.h"
 #include "streams.h"
 #include "upstream.h"
+
+static int oaip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
+{
+    (void)plog;
+    (void)ptemp;
+    oaip_counters_pre_config(pconf);
+    return OK;
+}
 
 static int oaip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                             server_rec *s)
@@ -16,7 +29,9 @@ static int oaip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     (void)plog;
     (void)ptemp;
     if (oaip_upstream_global_init(pconf, s) != APR_SUCCESS ||
-        oaip_streams_post_config(pconf, s) != APR_SUCCESS) {
+        oaip_streams_post_config(pconf, s) != APR_SUCCESS ||
+        oaip_stats_post_config(pconf, s) != APR_SUCCESS ||
+        oaip_counters_post_config(pconf, s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     return OK;
@@ -26,16 +41,40 @@ static void oaip_child_init(apr_pool_t *pchild, server_rec *s)
 {
     oaip_upstream_child_init(pchild, s);
     oaip_streams_child_init(pchild, s);
+    oaip_counters_child_init(pchild, s);
+}
+
+/* After the answer: what the request cost (token budgets) and how it went
+ * (the status page). The handler ran for `r` or, after an internal
+ * redirect, for a later request of the chain. */
+static int oaip_log_transaction(request_rec *r)
+{
+    request_rec *ours, *last = r;
+
+    while (last->next != NULL) {
+        last = last->next;
+    }
+    for (ours = r; ours != NULL; ours = ours->next) {
+        if (oaip_request_state_get(ours, 0) != NULL) {
+            oaip_limits_charge(ours);
+            oaip_stats_request_end(ours, last);
+            break;
+        }
+    }
+    return DECLINED;
 }
 
 static void oaip_register_hooks(apr_pool_t *p)
 {
     (void)p;
+    ap_hook_pre_config(oaip_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(oaip_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(oaip_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_translate_name(oaip_translate_name, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_map_to_storage(oaip_map_to_storage, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(oaip_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(oaip_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_log_transaction(oaip_log_transaction, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 AP_DECLARE_MODULE(openai_proxy) = {

@@ -258,36 +258,73 @@ static json_t *value_after_defaults(json_t *object, const apr_array_header_t *de
     return NULL;
 }
 
+/* The body as a JSON object (a new reference), or NULL with the error. */
+static json_t *parse_object(apr_pool_t *p, const char *body, apr_size_t len,
+                            const char *empty_hint, oaip_error_kind *kind,
+                            const char **detail)
+{
+    json_error_t error;
+    json_t *object;
+    apr_size_t i;
+
+    for (i = 0; i < len && strchr(" \t\r\n", body[i]) != NULL && body[i] != '\0'; i++) {
+    }
+    if (i == len) {
+        fail(kind, detail, OAIP_ERR_EMPTY_BODY,
+             apr_pstrcat(p, "The request body is empty; send a JSON object", empty_hint,
+                         NULL));
+        return NULL;
+    }
+    object = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &error);
+    if (object == NULL) {
+        fail(kind, detail, OAIP_ERR_INVALID_JSON,
+             apr_psprintf(p,
+                          "The request body is not valid JSON: %s (line %d, "
+                          "column %d)",
+                          error.text, error.line, error.column));
+        return NULL;
+    }
+    if (!json_is_object(object)) {
+        fail(kind, detail, OAIP_ERR_NOT_OBJECT,
+             apr_psprintf(p, "The request body must be a JSON object, not %s",
+                          json_type_name(object)));
+        json_decref(object);
+        return NULL;
+    }
+    return object;
+}
+
+int oaip_json_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
+                              int may_stream, oaip_chat_request *out,
+                              oaip_error_kind *kind, const char **detail)
+{
+    json_t *object = parse_object(p, body, len, "", kind, detail);
+    json_t *model;
+
+    if (object == NULL) {
+        return 0;
+    }
+    model = json_object_get(object, "model");
+    memset(out, 0, sizeof(*out));
+    out->body = body;
+    out->body_len = len;
+    out->model = json_is_string(model) ? apr_pstrdup(p, json_string_value(model)) : NULL;
+    out->stream = may_stream && json_is_true(json_object_get(object, "stream"));
+    json_decref(object);
+    return 1;
+}
+
 int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
                               const apr_array_header_t *configured,
                               oaip_chat_request *out, oaip_error_kind *kind,
                               const char **detail)
 {
     apr_array_header_t *defaults;
-    json_error_t error;
     json_t *object, *messages, *stream, *model;
-    apr_size_t i;
 
-    for (i = 0; i < len && strchr(" \t\r\n", body[i]) != NULL && body[i] != '\0'; i++) {
-    }
-    if (i == len) {
-        return fail(
-            kind, detail, OAIP_ERR_EMPTY_BODY,
-            "The request body is empty; send a JSON object with a messages array");
-    }
-    object = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &error);
+    object = parse_object(p, body, len, " with a messages array", kind, detail);
     if (object == NULL) {
-        return fail(kind, detail, OAIP_ERR_INVALID_JSON,
-                    apr_psprintf(p,
-                                 "The request body is not valid JSON: %s (line %d, "
-                                 "column %d)",
-                                 error.text, error.line, error.column));
-    }
-    if (!json_is_object(object)) {
-        *detail = apr_psprintf(p, "The request body must be a JSON object, not %s",
-                               json_type_name(object));
-        json_decref(object);
-        return fail(kind, detail, OAIP_ERR_NOT_OBJECT, *detail);
+        return 0;
     }
     messages = json_object_get(object, "messages");
     if (!json_is_array(messages)) {

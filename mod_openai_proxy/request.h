@@ -36,6 +36,14 @@ int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
                               oaip_chat_request *out, oaip_error_kind *kind,
                               const char **detail);
 
+/* Checks a body for an endpoint other than Chat Completions: a JSON object,
+ * forwarded as it is. Notes its model (NULL when not a string) and, when
+ * `may_stream`, its "stream": true. Same errors as for chat, without the
+ * messages check. */
+int oaip_json_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
+                              int may_stream, oaip_chat_request *out,
+                              oaip_error_kind *kind, const char **detail);
+
 /* OpenAIProxyMaxTokens: lowers max_tokens and max_completion_tokens of a
  * prepared request (client's or default) to `cap` where they are larger;
  * a missing field stays missing. The body is re-encoded only when a value

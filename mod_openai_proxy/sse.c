@@ -35,12 +35,11 @@ static long count_field(json_t *usage, const char *name)
     return json_is_integer(value) ? (long)json_integer_value(value) : -1;
 }
 
-/* The value of the first "usage" key: only that object is parsed, not the
- * whole answer (a key's quotes cannot occur unescaped inside a string). */
-static const char *usage_value(const char *json, apr_size_t len)
+/* The value after the next "usage" key from `p` on: only that object is
+ * parsed, not the whole answer (a key's quotes cannot occur unescaped inside
+ * a string). */
+static const char *usage_value(const char *p, const char *end)
 {
-    const char *end = json + len, *p = json;
-
     while ((p = memchr(p, '"', (apr_size_t)(end - p))) != NULL) {
         if ((apr_size_t)(end - p) > 7 && memcmp(p, "\"usage\"", 7) == 0) {
             const char *v = p + 7;
@@ -58,23 +57,45 @@ static const char *usage_value(const char *json, apr_size_t len)
     return NULL;
 }
 
-int oaip_usage_from_json(const char *json, apr_size_t len, oaip_usage *usage)
+/* Chat Completions and Embeddings count prompt_tokens/completion_tokens;
+ * the Responses API input_tokens/output_tokens. */
+static int read_usage(json_t *u, oaip_usage *usage)
 {
-    const char *value = usage_value(json, len);
-    json_t *u;
-    int found;
+    long prompt = count_field(u, "prompt_tokens");
+    long completion = count_field(u, "completion_tokens");
+    long total = count_field(u, "total_tokens");
 
-    if (value == NULL || *value != '{') {
+    if (prompt < 0) {
+        prompt = count_field(u, "input_tokens");
+    }
+    if (completion < 0) {
+        completion = count_field(u, "output_tokens");
+    }
+    if (prompt < 0 && completion < 0 && total < 0) {
         return 0;
     }
-    u = json_loadb(value, len - (apr_size_t)(value - json), JSON_DISABLE_EOF_CHECK, NULL);
-    found = json_is_object(u);
-    if (found) {
-        usage->prompt_tokens = count_field(u, "prompt_tokens");
-        usage->completion_tokens = count_field(u, "completion_tokens");
-        usage->total_tokens = count_field(u, "total_tokens");
+    usage->prompt_tokens = prompt;
+    usage->completion_tokens = completion;
+    usage->total_tokens = total;
+    return 1;
+}
+
+int oaip_usage_from_json(const char *json, apr_size_t len, oaip_usage *usage)
+{
+    const char *end = json + len, *value = json;
+    int found = 0;
+
+    /* a "usage" that is null (a stream's first events) or carries no counts
+     * (a key inside metadata) is not the one: look further */
+    while (!found && value < end && (value = usage_value(value, end)) != NULL) {
+        if (value < end && *value == '{') {
+            json_t *u = json_loadb(value, (apr_size_t)(end - value),
+                                   JSON_DISABLE_EOF_CHECK, NULL);
+            found = json_is_object(u) && read_usage(u, usage);
+            json_decref(u);
+        }
+        value++;
     }
-    json_decref(u);
     return found;
 }
 
@@ -162,9 +183,7 @@ int oaip_sse_usage_chunk(const char *event, apr_size_t len, oaip_usage *usage)
     u = json_object_get(chunk, "usage");
     found = json_is_array(choices) && json_array_size(choices) == 0 && json_is_object(u);
     if (found) {
-        usage->prompt_tokens = count_field(u, "prompt_tokens");
-        usage->completion_tokens = count_field(u, "completion_tokens");
-        usage->total_tokens = count_field(u, "total_tokens");
+        (void)read_usage(u, usage); /* hidden even when it carries no counts */
     }
     json_decref(chunk);
     return found;

@@ -13,8 +13,10 @@ typedef struct {
 
 void oaip_usage_init(oaip_usage *usage);
 
-/* Reads "usage" from a chat.completion (or chunk) JSON object; returns 1
- * and fills *usage when it carries one. */
+/* Reads "usage" from an answer (chat.completion, chunk, embeddings list, a
+ * Responses API object or event: input_tokens/output_tokens count as
+ * prompt/completion tokens); returns 1 and fills *usage when it carries
+ * one with at least one count. */
 int oaip_usage_from_json(const char *json, apr_size_t len, oaip_usage *usage);
 
 /* The length of the first complete event in `buf` (its blank line

@@ -84,9 +84,18 @@ static apr_status_t free_headers(void *list)
     return APR_SUCCESS;
 }
 
+const char *oaip_upstream_auth_line(apr_pool_t *p, const char *header_name,
+                                    const char *key)
+{
+    if (header_name == NULL || *header_name == '\0') {
+        return apr_pstrcat(p, "Authorization: Bearer ", key, NULL);
+    }
+    return apr_pstrcat(p, header_name, ": ", key, NULL);
+}
+
 struct curl_slist *oaip_upstream_headers_make(apr_pool_t *pool, const char *auth_header)
 {
-    const char *lines[] = {"Content-Type: application/json", "Expect:", auth_header};
+    const char *lines[] = {"Expect:", auth_header};
     struct curl_slist *list = NULL, *next;
     apr_size_t i;
 
@@ -320,18 +329,39 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
     return send_heartbeat(x, now) ? 0 : 1;
 }
 
-static void configure(CURL *h, exchange *x, const oaip_chat_request *req,
+/* The constant headers, with the body's Content-Type in front: a list node
+ * from the request pool that links to them (libcurl only reads the list). */
+static struct curl_slist *with_content_type(apr_pool_t *p, struct curl_slist *headers,
+                                            const char *content_type)
+{
+    struct curl_slist *first;
+
+    if (content_type == NULL) {
+        return headers;
+    }
+    first = apr_palloc(p, sizeof(*first));
+    first->data = apr_pstrcat(p, "Content-Type: ", content_type, NULL);
+    first->next = headers;
+    return first;
+}
+
+static void configure(CURL *h, exchange *x, const oaip_upstream_request *req,
                       struct curl_slist *headers, char *errbuf)
 {
     const oaip_dir_conf *conf = x->conf;
 
-    curl_easy_setopt(h, CURLOPT_URL, oaip_conf_chat_url(conf));
+    curl_easy_setopt(h, CURLOPT_URL, req->url);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    if (req->post) {
+        curl_easy_setopt(h, CURLOPT_POST, 1L);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    } else {
+        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    }
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER,
+                     with_content_type(x->r->pool, headers, req->content_type));
     curl_easy_setopt(h, CURLOPT_USERAGENT, "mod_openai_proxy/" OAIP_VERSION);
     curl_easy_setopt(
         h, CURLOPT_CONNECTTIMEOUT,
@@ -502,9 +532,9 @@ static void note_exchange(exchange *x, CURLcode code,
     note_count(r, "OPENAI_TOTAL_TOKENS", x->usage.total_tokens);
 }
 
-void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf,
-                        struct curl_slist *headers, const oaip_chat_request *req,
-                        oaip_upstream_outcome *outcome)
+void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
+                           struct curl_slist *headers, const oaip_upstream_request *req,
+                           oaip_upstream_outcome *outcome)
 {
     char errbuf[CURL_ERROR_SIZE] = "";
     exchange x;
@@ -516,7 +546,7 @@ void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf,
     x.r = r;
     x.conf = conf;
     x.stream_requested = req->stream;
-    x.hide_usage = req->usage_added;
+    x.hide_usage = req->hide_usage;
     oaip_relay_init(&x.relay, r);
     x.buffer = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     x.pass_headers = apr_table_make(r->pool, 12);
@@ -530,8 +560,10 @@ void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf,
         return;
     }
     configure(h, &x, req, headers, errbuf);
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "upstream POST %s model=%s stream=%d",
-                  oaip_conf_chat_url(conf), req->model ? req->model : "(none)",
+    /* without the configured query: some APIs take a key there */
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "upstream %s %.*s model=%s stream=%d",
+                  req->post ? "POST" : "GET", (int)strcspn(req->url, "?"), req->url,
+                  req->model ? ap_escape_logitem(r->pool, req->model) : "(none)",
                   req->stream);
     code = curl_easy_perform(h);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,

@@ -20,8 +20,14 @@ void oaip_upstream_child_init(apr_pool_t *pchild, server_rec *s);
  * anything but visible ASCII could split or fold it. */
 int oaip_upstream_header_safe(const char *value);
 
-/* The constant request headers for a key, freed with `pool`. NULL: no
- * memory. */
+/* The header line that carries `key`: "Authorization: Bearer KEY", or
+ * "NAME: KEY" for OpenAIProxyUpstreamAuth header:NAME (`header_name`; NULL
+ * or "" for bearer). */
+const char *oaip_upstream_auth_line(apr_pool_t *p, const char *header_name,
+                                    const char *key);
+
+/* The constant request headers for an auth line, freed with `pool` (the
+ * body's Content-Type is added per request). NULL: no memory. */
 struct curl_slist *oaip_upstream_headers_make(apr_pool_t *pool, const char *auth_header);
 
 /* Where an exchange ended up. */
@@ -31,13 +37,25 @@ typedef struct {
     const char *error_detail; /* sentence for the client, no secrets */
 } oaip_upstream_outcome;
 
-/* Sends `req` to the chat endpoint with `headers` (content type and key)
- * and relays the answer: a stream chunk by chunk with a flush each, anything
- * else whole, with the upstream's status, content type and pass-through
- * headers. Applies the timeouts and heartbeats of `conf`. */
-void oaip_upstream_chat(request_rec *r, const oaip_dir_conf *conf,
-                        struct curl_slist *headers, const oaip_chat_request *req,
-                        oaip_upstream_outcome *outcome);
+/* One request to the upstream, whatever the endpoint. */
+typedef struct {
+    const char *url;          /* with the configured query, never the client's */
+    int post;                 /* 0: GET */
+    const char *content_type; /* of `body`; NULL: no body */
+    const char *body;
+    apr_size_t body_len;
+    int stream;        /* the client asked for a stream (heartbeats apply) */
+    int hide_usage;    /* the proxy asked for the usage chunk: keep it back */
+    const char *model; /* for the debug log; may be NULL */
+} oaip_upstream_request;
+
+/* Sends `req` with `headers` (the key) and relays the answer: a stream
+ * chunk by chunk with a flush each, anything else whole, with the
+ * upstream's status, content type and pass-through headers. Applies the
+ * timeouts and heartbeats of `conf`; sets the OPENAI_* notes. */
+void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
+                           struct curl_slist *headers, const oaip_upstream_request *req,
+                           oaip_upstream_outcome *outcome);
 
 /* The request note that tells how the request ended (for the access log):
  * ok, upstream_error, client_gone, timeout, upstream_failed, or the code of

@@ -32,6 +32,10 @@ Include {REPO}/conf/openai_proxy_log.conf
   <Location /openai-errors>
 {proxy}    OpenAIProxyErrorFormat openai
   </Location>
+  <Location /openai-limited>
+{proxy}    OpenAIProxyErrorFormat openai
+    OpenAIProxyRateLimit 1/h
+  </Location>
   <Location /small>
 {proxy}    OpenAIProxyMaxRequestBody 1K
   </Location>
@@ -62,6 +66,10 @@ Include {REPO}/conf/openai_proxy_log.conf
   </Location>
   <Location /byok>
 {proxy}    OpenAIProxyAllowClientKey On
+  </Location>
+  <Location /endpoints>
+{proxy}    OpenAIProxyEndpoints chat/completions models models/* embeddings responses
+    OpenAIProxyEndpoints audio/transcriptions
   </Location>
 </VirtualHost>
 

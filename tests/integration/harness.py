@@ -14,6 +14,8 @@ import sys
 import time
 import urllib.request
 
+import valgrind
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MODULE = os.environ.get(
     "OAIP_MODULE", os.path.join(REPO, "mod_openai_proxy", ".libs", "mod_openai_proxy.so"))
@@ -210,7 +212,10 @@ DocumentRoot "{self.workdir}"
     def start(self):
         self.write_config()
         self.stdout = open(os.path.join(self.workdir, f"{self.name}.stdout"), "wb")
-        self.proc = subprocess.Popen([APACHE_BIN, "-f", self.conf_path, "-DFOREGROUND"],
+        command = [APACHE_BIN, "-f", self.conf_path, "-DFOREGROUND"]
+        if valgrind.ENABLED:  # one process, so that one memcheck sees every request
+            command = valgrind.command(self.workdir, self.name) + command + ["-X"]
+        self.proc = subprocess.Popen(command,
                                      env=self.env, stdout=self.stdout,
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      preexec_fn=allow_core_dumps)
@@ -223,14 +228,17 @@ DocumentRoot "{self.workdir}"
             return (os.path.exists(self.pid_file)
                     and open(self.pid_file).read().strip() == str(self.proc.pid)
                     and port_accepts(self.port))
-        wait_for(ready, 20, f"{self.name} to listen on {self.port}")
+        wait_for(ready, 120 if valgrind.ENABLED else 20, f"{self.name} to listen on {self.port}")
         return self
 
     def stop(self):
         # graceful-stop, as an operator would: children finish the requests
         # they serve (a signal to every process of the group would make them
         # close sockets under their own running requests)
-        stop_process_group(self.proc, stop_signal=signal.SIGWINCH)
+        if valgrind.ENABLED:  # -X: SIGTERM ends the one process; then the leak check
+            stop_process_group(self.proc, timeout=180)
+        else:
+            stop_process_group(self.proc, stop_signal=signal.SIGWINCH)
         if self.proc:
             self.stdout.close()
 
@@ -243,6 +251,8 @@ DocumentRoot "{self.workdir}"
                 SEEN_SANITIZER_REPORTS.add(name)
                 with open(os.path.join(self.workdir, name)) as f:
                     reports.append(f.read())
+        if valgrind.ENABLED:
+            reports += valgrind.finished_reports(self.workdir, SEEN_SANITIZER_REPORTS)
         return reports
 
     def new_log_lines(self):

@@ -39,8 +39,14 @@ def test_good_config_is_accepted(workdir, key_file):
         "OpenAIProxyHeartbeat 15",
         "OpenAIProxyHeartbeat Off",
         "OpenAIProxyAllowModels gpt-4o-mini o3*",
-        "OpenAIProxyMaxTokens 4096")
-        + "OpenAIProxyMaxStreams 100\n")
+        "OpenAIProxyMaxTokens 4096",
+        "OpenAIProxyRateLimit 60/m",
+        "OpenAIProxyRateLimit 1000/d by=user",
+        "OpenAIProxyRateLimit 10/10s by=header:X-Team",
+        "OpenAIProxyTokenBudget 200k/d by=ip",
+        "OpenAIProxyTokenBudget none")
+        + "OpenAIProxyMaxStreams 100\nOpenAIProxyCounterStore redis://:pw@127.0.0.1:6379\n"
+        "OpenAIProxyCounterStoreFail closed\n")
     assert result.returncode == 0, result.stderr
     assert "Syntax OK" in result.stderr
 
@@ -76,6 +82,17 @@ BAD = [
     ("OpenAIProxyHeartbeat maybe", "is not a number of seconds from 1 to 3600"),
     ("OpenAIProxyAllowModels gpt-4o gpt*mini", "'*' may only end a model name"),
     ("OpenAIProxyMaxTokens 0", "is not a number of tokens from 1 to 100000000"),
+    ("OpenAIProxyRateLimit 60", "'60': expected N/PERIOD, e.g. 60/m"),
+    ("OpenAIProxyRateLimit 60/w", "the period must end in s, m, h or d"),
+    ("OpenAIProxyRateLimit 0/m", "the amount must be a number from 1 to 4000000000"),
+    ("OpenAIProxyRateLimit 10k/m", "expected N/PERIOD"),
+    ("OpenAIProxyRateLimit 60/m by=host", "the caller must be by=ip, by=user or by=header:NAME"),
+    ("OpenAIProxyRateLimit 60/m by=header:", "the caller must be"),
+    ("OpenAIProxyRateLimit 1/400d", "must not exceed 366 days"),
+    ("OpenAIProxyRateLimit none by=ip", "OpenAIProxyRateLimit: none takes no by="),
+    ("OpenAIProxyTokenBudget 5000M/d", "OpenAIProxyTokenBudget: '5000M/d': the amount"),
+    ("OpenAIProxyRateLimit", "takes 1-2 arguments"),
+    ("OpenAIProxyCounterStore shm", "not allowed in <Location>"),
 ]
 
 
@@ -93,6 +110,20 @@ def test_bad_max_streams_fails_the_config_test(workdir, value):
     assert result.returncode != 0
     assert "OpenAIProxyMaxStreams: '" + value + "' is not a number from 1 to 1000000" \
         in result.stderr
+
+
+@pytest.mark.parametrize("directive,message", [
+    ("OpenAIProxyCounterStore redis://", "expected redis://[:password@]host[:port]"),
+    ("OpenAIProxyCounterStore redis://:pw-SECRET@h:99999", "expected redis://"),
+    ("OpenAIProxyCounterStore memcache://u:pw-SECRET@h:11211", "takes no user or password"),
+    ("OpenAIProxyCounterStore file:/tmp/x", "expected shm, redis://host:port"),
+    ("OpenAIProxyCounterStoreFail maybe", "'maybe' is not one of open, closed"),
+])
+def test_bad_counter_store_fails_the_config_test(workdir, directive, message):
+    result = config_test(workdir, directive + "\n")
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert "pw-SECRET" not in result.stderr + result.stdout
 
 
 def test_key_errors_never_echo_the_key(workdir):

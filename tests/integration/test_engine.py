@@ -11,6 +11,7 @@ import time
 import pytest
 
 from harness import TEST_KEY, sse_data_lines, sse_events_with_arrival, wait_for
+from valgrind import not_under_valgrind
 
 MESSAGES = [{"role": "user", "content": "Think hard"}]
 
@@ -137,6 +138,7 @@ def test_no_heartbeat_for_plain_requests(own_httpd, mock):
     assert resp.json()["object"] == "chat.completion"
 
 
+@not_under_valgrind("needs several prefork processes; valgrind runs apache2 -X (one)")
 def test_max_streams_over_all_processes(own_httpd, mock):
     """prefork: each stream is in its own process, so only shared counters
     can enforce the limit."""

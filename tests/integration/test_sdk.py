@@ -109,6 +109,8 @@ def test_openai_node_sdk(test_file, node, httpd, mock, error_log, responses, tmp
         OAIP_V1_URL=httpd.url("/v1"),
         OAIP_OPENAI_ERRORS_URL=httpd.url("/openai-errors"),
         OAIP_SMALL_URL=httpd.url("/small"),
+        OAIP_LIMITED_URL=httpd.url("/openai-limited"),
+        OAIP_ENDPOINTS_URL=httpd.url("/endpoints"),
         OAIP_MOCK_URL=mock.base,
         OAIP_UPSTREAM_KEY_SHA256=hashlib.sha256(TEST_KEY.encode()).hexdigest(),
         OAIP_SDK_RECORD=record,

@@ -9,7 +9,10 @@ stand-in for api.openai.com.  See README.md next to this file.
 """
 
 import argparse
+import base64
 import collections
+import email.parser
+import email.policy
 import hashlib
 import json
 import os
@@ -22,10 +25,12 @@ import signal
 import socket
 import socketserver
 import string
+import struct
 import sys
 import threading
 import time
 import traceback
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEFAULT_MODEL = "gpt-3.5-turbo"
@@ -184,17 +189,138 @@ def stream_events(model, pieces, usage, include_usage):
 
 
 def render_event(event, timestamps):
+    """None: `data: [DONE]`; a (name, object) pair: a named event (Responses
+    API); an object: a data-only event (Chat Completions)."""
     if event is None:
         return b"data: [DONE]\n\n"
+    name = None
+    if isinstance(event, tuple):
+        name, event = event
     if timestamps:
         event = dict(event, mock_sent_at=time.time())
-    return b"data: " + json_compact(event) + b"\n\n"
+    head = b"event: " + name.encode() + b"\n" if name else b""
+    return head + b"data: " + json_compact(event) + b"\n\n"
 
 
 def models_list():
     return {"object": "list",
             "data": [{"id": mid, "object": "model", "created": created, "owned_by": owner}
                      for mid, created, owner in MODELS]}
+
+
+def model_object(model_id):
+    for mid, created, owner in MODELS:
+        if mid == model_id:
+            return {"id": mid, "object": "model", "created": created, "owned_by": owner}
+    return None
+
+
+def response_input_messages(body):
+    """The Responses API `input` (a string or a list of items) as chat-like
+    messages, for the default reply and the token count."""
+    given = body.get("input")
+    if isinstance(given, str):
+        return [{"role": "user", "content": given}]
+    if isinstance(given, list):
+        return [m for m in given if isinstance(m, dict)]
+    return []
+
+
+def response_object(model, text, usage, status="completed"):
+    rid = "resp_" + secrets.token_hex(24)
+    output = []
+    if status == "completed":
+        output = [{"id": "msg_" + secrets.token_hex(24), "type": "message",
+                   "status": "completed", "role": "assistant",
+                   "content": [{"type": "output_text", "text": text, "annotations": []}]}]
+    return {"id": rid, "object": "response", "created_at": int(time.time()),
+            "status": status, "model": model, "output": output,
+            "metadata": {}, "usage": usage}
+
+
+def responses_usage(messages, pieces):
+    counted = usage_object(messages, pieces)
+    return {"input_tokens": counted["prompt_tokens"],
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": counted["completion_tokens"],
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": counted["total_tokens"]}
+
+
+def responses_stream_events(model, pieces, usage):
+    """The named events of a streamed Responses API answer (no [DONE])."""
+    text = "".join(pieces)
+    final = response_object(model, text, usage)
+    started = dict(final, status="in_progress", output=[], usage=None)
+    item = final["output"][0]
+    seq = iter(range(10_000))
+
+    def ev(name, **fields):
+        return (name, dict({"type": name, "sequence_number": next(seq)}, **fields))
+
+    events = [ev("response.created", response=started),
+              ev("response.in_progress", response=started),
+              ev("response.output_item.added", output_index=0,
+                 item=dict(item, status="in_progress", content=[])),
+              ev("response.content_part.added", item_id=item["id"], output_index=0,
+                 content_index=0, part={"type": "output_text", "text": "", "annotations": []})]
+    events += [ev("response.output_text.delta", item_id=item["id"], output_index=0,
+                  content_index=0, delta=piece) for piece in pieces]
+    events += [ev("response.output_text.done", item_id=item["id"], output_index=0,
+                  content_index=0, text=text),
+               ev("response.content_part.done", item_id=item["id"], output_index=0,
+                  content_index=0, part=item["content"][0]),
+               ev("response.output_item.done", output_index=0, item=item),
+               ev("response.completed", response=final)]
+    return events
+
+
+def moderation_response(body):
+    inputs = body.get("input")
+    inputs = inputs if isinstance(inputs, list) else [inputs]
+    categories = ["harassment", "hate", "self-harm", "sexual", "violence"]
+    results = []
+    for value in inputs:
+        flagged = isinstance(value, str) and "forbidden" in value.lower()
+        results.append({"flagged": flagged,
+                        "categories": {c: flagged and c == "violence" for c in categories},
+                        "category_scores": {c: 0.9 if flagged and c == "violence" else 0.001
+                                            for c in categories}})
+    return {"id": "modr-" + secrets.token_hex(12),
+            "model": body.get("model") or "omni-moderation-latest", "results": results}
+
+
+def image_response(body):
+    count = int(body.get("n") or 1)
+    prompt = body.get("prompt") if isinstance(body.get("prompt"), str) else ""
+    tokens = len(prompt.split())
+    return {"created": int(time.time()),
+            "data": [{"b64_json": "aW1hZ2U=", "revised_prompt": prompt} for _ in range(count)],
+            "usage": {"input_tokens": tokens, "output_tokens": 272 * count,
+                      "total_tokens": tokens + 272 * count}}
+
+
+def multipart_parts(content_type, raw):
+    """(fields {name: text}, files [{field, filename, content_type, bytes,
+    sha256}]) of a multipart/form-data body; None when it is not one."""
+    if not content_type or not content_type.lower().startswith("multipart/form-data"):
+        return None
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw)
+    if not message.is_multipart():
+        return None
+    fields, files = {}, []
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is None:
+            fields[name] = payload.decode("utf-8", "replace")
+        else:
+            files.append({"field": name, "filename": filename,
+                          "content_type": part.get_content_type(), "bytes": len(payload),
+                          "sha256": hashlib.sha256(payload).hexdigest()})
+    return fields, files
 
 
 def embedding_vector(text, dims):
@@ -208,8 +334,15 @@ def embeddings_response(body):
     texts = [x if isinstance(x, str) else json.dumps(x) for x in inputs]
     dims = int(body.get("dimensions") or 1536)
     tokens = sum(len(t.split()) for t in texts)
+    as_base64 = body.get("encoding_format") == "base64"  # what the SDKs ask for
+
+    def encoded(vector):
+        if not as_base64:
+            return vector
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
     return {"object": "list",
-            "data": [{"object": "embedding", "index": i, "embedding": embedding_vector(t, dims)}
+            "data": [{"object": "embedding", "index": i,
+                      "embedding": encoded(embedding_vector(t, dims))}
                      for i, t in enumerate(texts)],
             "model": body.get("model") or "text-embedding-ada-002",
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
@@ -370,9 +503,14 @@ class MockHandler(BaseHTTPRequestHandler):
             self.log_message("%s %s -> %s", self.command, self.path, status)
             return
         self.api_requests += 1
+        self.raw_body = raw
+        query = urllib.parse.urlsplit(self.path).query
         record = self.server.state.new_record(
             time=time.time(), method=self.command, path=self.path,
-            headers=self.header_dict(), body_raw=raw.decode("utf-8", "replace"),
+            query=dict(urllib.parse.parse_qsl(query, keep_blank_values=True)),
+            query_string=query, headers=self.header_dict(),
+            body_len=len(raw), body_sha256=hashlib.sha256(raw).hexdigest(),
+            body_raw=raw.decode("utf-8", "replace"),
             body=parse_json(raw), connection_id=self.connection_id, status=None,
             outcome=None, ended_at=None, chunks_sent=0)
         try:
@@ -488,18 +626,62 @@ class MockHandler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         route = {("POST", "chat/completions"): self.chat_completions,
                  ("GET", "models"): self.models,
-                 ("POST", "embeddings"): self.embeddings}
+                 ("POST", "embeddings"): self.embeddings,
+                 ("POST", "responses"): self.responses_api,
+                 ("POST", "moderations"): self.moderations,
+                 ("POST", "images/generations"): self.images,
+                 ("POST", "audio/transcriptions"): self.transcriptions,
+                 ("POST", "audio/translations"): self.transcriptions}
         handler = next((h for (method, suffix), h in route.items()
                         if self.command == method and path.endswith("/" + suffix)), None)
+        model_id = re.search(r"/models/([^/]+)$", path)
+        if handler is None and self.command == "GET" and model_id:
+            return self.model(record, d, urllib.parse.unquote(model_id.group(1)))
         if handler is None:
             return self.send_body(record, d, 404,
                                   error_body(f"Invalid URL ({self.command} {path})"))
-        if self.command == "POST" and not isinstance(record["body"], dict) and not d:
+        if (self.command == "POST" and handler != self.transcriptions
+                and not isinstance(record["body"], dict) and not d):
             return self.send_body(record, d, 400, error_body(UNPARSABLE_JSON))
         return handler(record, d, body, model)
 
     def models(self, record, d, body, model):
         return self.send_body(record, d, 200, json_pretty(models_list()))
+
+    def model(self, record, d, model_id):
+        found = model_object(model_id)
+        if found is None:
+            return self.send_body(record, d, 404, error_body(
+                f"The model '{model_id}' does not exist", code="model_not_found"))
+        return self.send_body(record, d, 200, json_pretty(found))
+
+    def responses_api(self, record, d, body, model):
+        messages = response_input_messages(body)
+        pieces = content_pieces(d, messages)
+        usage = responses_usage(messages, pieces)
+        if not d.get("stream", body.get("stream")):
+            return self.send_body(record, d, 200,
+                                  json_pretty(response_object(model, "".join(pieces), usage)))
+        return self.stream(record, d, responses_stream_events(model, pieces, usage))
+
+    def moderations(self, record, d, body, model):
+        return self.send_body(record, d, 200, json_pretty(moderation_response(body)))
+
+    def images(self, record, d, body, model):
+        return self.send_body(record, d, 200, json_pretty(image_response(body)))
+
+    def transcriptions(self, record, d, body, model):
+        parsed = multipart_parts(self.headers.get("Content-Type"), self.raw_body)
+        if parsed is None:
+            return self.send_body(record, d, 400, error_body(
+                "Expected a multipart/form-data body (mock upstream)."))
+        fields, files = parsed
+        if not any(f["field"] == "file" for f in files):
+            return self.send_body(record, d, 400, error_body(
+                "Missing the file part (mock upstream).", code="missing_file"))
+        answer = {"text": d.get("reply", "This is a mock transcription."),
+                  "mock_received": {"fields": fields, "files": files}}
+        return self.send_body(record, d, 200, json_pretty(answer))
 
     def embeddings(self, record, d, body, model):
         return self.send_body(record, d, 200, json_pretty(embeddings_response(body)))
@@ -535,6 +717,7 @@ class MockHandler(BaseHTTPRequestHandler):
     def send_body(self, record, d, status, payload):
         self.send_api_headers(record, d, status, d.get("content_type", JSON_CONTENT_TYPE),
                               len(payload))
+        self.server.state.update(record, sent_sha256=hashlib.sha256(payload).hexdigest())
         self.wfile.write(payload)
         return "ok"
 
@@ -553,6 +736,7 @@ class MockHandler(BaseHTTPRequestHandler):
         groups = [events[i:i + coalesce] for i in range(0, len(events), coalesce)]
         chunk_delay = float(d.get("chunk_delay", DEFAULT_CHUNK_DELAY))
         state = self.server.state
+        sent = hashlib.sha256()  # of the body bytes written so far
         self.send_api_headers(record, d, 200, d.get("content_type", SSE_CONTENT_TYPE))
         state.adjust_streams(+1)
         try:
@@ -562,6 +746,8 @@ class MockHandler(BaseHTTPRequestHandler):
                 if index and self.client_gone_during(chunk_delay):
                     return "client_gone"
                 payload = b"".join(render_event(e, d.get("timestamps")) for e in group)
+                sent.update(payload)
+                state.update(record, sent_sha256=sent.hexdigest())
                 if d.get("split_events"):
                     middle = len(payload) // 2
                     self.write_chunk(payload[:middle])

@@ -1,6 +1,8 @@
 // Shared helpers of the SDK tests (not a test file: `node --test` runs only
 // *.test.mjs here). tests/integration/test_sdk.py sets the environment:
 //   OAIP_V1_URL, OAIP_OPENAI_ERRORS_URL, OAIP_SMALL_URL  proxy Locations (SDK baseURL)
+//   OAIP_LIMITED_URL           a Location with OpenAIProxyRateLimit 1/h, openai errors
+//   OAIP_ENDPOINTS_URL         a Location with models, embeddings, responses, audio
 //   OAIP_MOCK_URL              the mock upstream's root (control API /__mock/...)
 //   OAIP_UPSTREAM_KEY_SHA256   sha256 (hex) of the key the proxy is configured with;
 //                              the key itself never reaches this process

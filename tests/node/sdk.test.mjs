@@ -163,6 +163,24 @@ test('proxy errors in the openai format are typed SDK errors', async (t) => {
     assert.match(err.error.message, /larger than the 8388608 bytes/);
     assert.equal((await upstreamRequestsWith(marker)).length, 0, 'an oversized body reached the upstream');
   });
+
+  await t.test('rate limit of the proxy: RateLimitError with Retry-After, upstream not called', async () => {
+    const sdk = client('OAIP_LIMITED_URL');
+    const first = await sdk.chat.completions.create(
+      { model: 'gpt-4o-mini', messages: MESSAGES(nonce()) });
+    assert.equal(first.object, 'chat.completion');
+    const marker = nonce();
+    const err = await rejection(sdk.chat.completions.create(
+      { model: 'gpt-4o-mini', messages: MESSAGES(marker), stream: true }));
+    assert.ok(err instanceof OpenAI.RateLimitError, `got ${err?.constructor?.name}: ${err}`);
+    assert.equal(err.status, 429);
+    assert.equal(err.code, 'rate_limit_exceeded');
+    assert.equal(err.type, 'requests');
+    assert.match(err.error.message, /^Rate limit of 1\/h reached; retry in \d+ seconds$/);
+    const retryAfter = Number(err.headers.get('retry-after'));
+    assert.ok(retryAfter >= 1 && retryAfter <= 3600, `retry-after ${retryAfter}`);
+    assert.equal((await upstreamRequestsWith(marker)).length, 0, 'a limited request reached the upstream');
+  });
 });
 
 test('seed-format proxy errors still carry their status to the SDK', async () => {

@@ -147,6 +147,65 @@ static void assert_contains(const char *haystack, const char *needle)
 
 /* ---- validation ---- */
 
+static int prepare_json(apr_pool_t *p, const char *body, int may_stream,
+                        oaip_chat_request *out, oaip_error_kind *kind,
+                        const char **detail)
+{
+    size_t len = strlen(body);
+
+    return oaip_json_request_prepare(p, unterminated(p, body, len), len, may_stream, out,
+                                     kind, detail);
+}
+
+static void test_json_endpoint_bodies(void **state)
+{
+    apr_pool_t *p = *state;
+    static const char embeddings[] =
+        "{\"model\":\"text-embedding-3-small\",\"input\":\"hi\"}";
+    oaip_chat_request out;
+    oaip_error_kind kind;
+    const char *detail = NULL;
+
+    assert_true(prepare_json(p, embeddings, 0, &out, &kind, &detail));
+    assert_string_equal(out.model, "text-embedding-3-small");
+    assert_int_equal(out.body_len, strlen(embeddings));
+    assert_memory_equal(out.body, embeddings, out.body_len); /* forwarded as it is */
+    assert_false(out.stream);
+    assert_false(out.usage_added);
+    /* no messages needed, no defaults added */
+    assert_true(
+        prepare_json(p, "{\"input\":\"x\",\"stream\":true}", 1, &out, &kind, &detail));
+    assert_null(out.model);
+    assert_true(out.stream);
+    assert_int_equal(out.body_len, strlen("{\"input\":\"x\",\"stream\":true}"));
+    /* "stream" only counts where the endpoint streams */
+    assert_true(prepare_json(p, "{\"stream\":true}", 0, &out, &kind, &detail));
+    assert_false(out.stream);
+    assert_true(
+        prepare_json(p, "{\"model\":5,\"stream\":\"yes\"}", 1, &out, &kind, &detail));
+    assert_null(out.model);
+    assert_false(out.stream);
+}
+
+static void test_json_endpoint_errors(void **state)
+{
+    apr_pool_t *p = *state;
+    oaip_chat_request out;
+    oaip_error_kind kind;
+    const char *detail = NULL;
+
+    assert_false(prepare_json(p, " \n", 1, &out, &kind, &detail));
+    assert_int_equal(kind, OAIP_ERR_EMPTY_BODY);
+    assert_string_equal(detail, "The request body is empty; send a JSON object");
+    assert_false(prepare_json(p, "{\"a\":", 1, &out, &kind, &detail));
+    assert_int_equal(kind, OAIP_ERR_INVALID_JSON);
+    assert_false(prepare_json(p, "[1]", 1, &out, &kind, &detail));
+    assert_int_equal(kind, OAIP_ERR_NOT_OBJECT);
+    assert_string_equal(detail, "The request body must be a JSON object, not an array");
+    assert_false(prepare_json(p, "{\"a\":1,\"a\":2}", 1, &out, &kind, &detail));
+    assert_int_equal(kind, OAIP_ERR_INVALID_JSON);
+}
+
 static void test_empty_body(void **state)
 {
     static const char *const bodies[] = {"", " ", "\n", " \t\r\n "};
@@ -891,6 +950,8 @@ int run_request_tests(void)
         POOL_TEST(test_cap_tokens),
         POOL_TEST(test_ask_usage),
         POOL_TEST(test_ask_usage_with_configured_stream_options),
+        POOL_TEST(test_json_endpoint_bodies),
+        POOL_TEST(test_json_endpoint_errors),
     };
 
     return cmocka_run_group_tests_name("request", tests, NULL, NULL);

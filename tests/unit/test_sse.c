@@ -115,6 +115,34 @@ static void test_usage_from_json(void **state)
     assert_int_equal(usage.total_tokens, 42);
 }
 
+static void test_usage_of_other_endpoints(void **state)
+{
+    oaip_usage usage;
+    static const char embeddings[] =
+        "{\"object\":\"list\",\"usage\":{\"prompt_tokens\":8,\"total_tokens\":8}}";
+    static const char responses[] =
+        "{\"type\":\"response.completed\",\"response\":{\"metadata\":{\"usage\":\"x\"},"
+        "\"extra\":{\"usage\":{}},\"usage\":{\"input_tokens\":5,"
+        "\"input_tokens_details\":{\"cached_tokens\":0},\"output_tokens\":9,"
+        "\"total_tokens\":14}}}";
+
+    (void)state;
+    oaip_usage_init(&usage);
+    assert_true(oaip_usage_from_json(embeddings, strlen(embeddings), &usage));
+    assert_int_equal(usage.prompt_tokens, 8);
+    assert_int_equal(usage.completion_tokens, -1);
+    assert_int_equal(usage.total_tokens, 8);
+    /* a "usage" key without counts (metadata, an empty object) is skipped */
+    oaip_usage_init(&usage);
+    assert_true(oaip_usage_from_json(responses, strlen(responses), &usage));
+    assert_int_equal(usage.prompt_tokens, 5);
+    assert_int_equal(usage.completion_tokens, 9);
+    assert_int_equal(usage.total_tokens, 14);
+    oaip_usage_init(&usage);
+    assert_false(oaip_usage_from_json("{\"usage\":{}}", 11, &usage));
+    assert_int_equal(usage.prompt_tokens, -1);
+}
+
 static void test_event_length_and_usage_chunk(void **state)
 {
     static const char two[] = "data: {\"a\":1}\n\ndata: [DONE]\n\n";
@@ -294,6 +322,7 @@ int run_sse_tests(void)
         POOL_TEST(test_one_byte_at_a_time),
         POOL_TEST(test_unfinished_event_is_not_dispatched),
         POOL_TEST(test_usage_from_json),
+        POOL_TEST(test_usage_of_other_endpoints),
         POOL_TEST(test_event_length_and_usage_chunk),
         POOL_TEST(test_event_length_any_line_end),
         POOL_TEST(test_long_line_in_pieces),

@@ -1,0 +1,28 @@
+/* OpenAIProxyRateLimit and OpenAIProxyTokenBudget at request time: who the
+ * caller is, whether they may go on, and the tokens they spent. */
+#ifndef OAIP_USAGE_LIMITS_H
+#define OAIP_USAGE_LIMITS_H
+
+#include <httpd.h>
+
+#include "config.h"
+#include "errors.h"
+
+/* Why a request may not go on. */
+typedef struct {
+    oaip_error_kind kind;
+    const char *detail;
+    apr_uint32_t retry_after; /* seconds; 0: none */
+} oaip_limit_refusal;
+
+/* Before anything reaches the upstream: counts the request against every
+ * rate limit and looks at every token budget of `conf`. Returns 1 when the
+ * request may go on, else 0 with `refusal` filled in. */
+int oaip_limits_check(request_rec *r, const oaip_dir_conf *conf,
+                      oaip_limit_refusal *refusal);
+
+/* After the answer (log_transaction): charges the tokens the upstream
+ * reported to the budgets the check looked at. */
+void oaip_limits_charge(request_rec *r);
+
+#endif

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# What rate limits and token budgets cost: the plain proxy cell of run.sh
+# (nginx sends a fixed chat.completion with usage) without limits, with a
+# rate limit and a token budget counted in shared memory, and with both
+# counted in a local redis-server. Same httpd config otherwise, measured in
+# alternating rounds in one script, so the ratios compare like with like.
+#   sudo bash tests/bench/limits.sh
+# Knobs: BENCH_DURATION (5 s), BENCH_CONCURRENCY ("1 16"), BENCH_ROUNDS (3).
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib.sh
+source "$BENCH_DIR/lib.sh"
+
+DURATION=${BENCH_DURATION:-5}
+CONCURRENCY=${BENCH_CONCURRENCY:-"1 16"}
+ROUNDS=${BENCH_ROUNDS:-3}
+
+ensure_packages "${BASE_PACKAGES[@]}" redis-server
+make_run_dir
+build_module
+start_upstreams
+
+REDIS_PORT=$(free_port)
+start redis /usr/bin/redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
+    --appendonly no --dir "$RUN"
+wait_listen "$STARTED_PID" "$REDIS_PORT"
+
+# limits far above what the benchmark reaches: every request is counted and
+# charged, none is refused
+cat >>"$RUN/httpd.conf.in" <<EOF
+<Location /oaip_limited>
+    SetHandler openai-proxy
+    OpenAIProxyUpstream http://127.0.0.1:$NGINX_PORT/plain/v1
+    OpenAIProxyAPIKey sk-bench
+    OpenAIProxyRateLimit 4000000000/h
+    OpenAIProxyTokenBudget 4000M/h
+</Location>
+EOF
+cp "$RUN/httpd.conf.in" "$RUN/httpd-shm.conf.in"
+{ cat "$RUN/httpd-shm.conf.in"; echo "OpenAIProxyCounterStore redis://127.0.0.1:$REDIS_PORT"; } \
+    >"$RUN/httpd-redis.conf.in"
+
+RESULTS_JSONL=$RUN/limits.jsonl
+: >"$RESULTS_JSONL"
+measure() { # label path conc
+    local label=$1 path=$2 c=$3 out line
+    out=$RUN/wrk-$label-$c.out
+    timeout $((DURATION + 30)) wrk -t1 -c"$c" -d1s -s "$BENCH_DIR/wrk_post.lua" \
+        "http://127.0.0.1:$HTTPD_PORT$path" >/dev/null 2>&1 || die "wrk warm-up $label"
+    timeout $((DURATION + 30)) wrk -t1 -c"$c" -d"${DURATION}s" --latency \
+        -s "$BENCH_DIR/wrk_post.lua" "http://127.0.0.1:$HTTPD_PORT$path" >"$out" 2>&1 ||
+        die "wrk $label c=$c"
+    line=$(sed -n 's/^BENCH_JSON //p' "$out")
+    [[ -n $line ]] || { cat "$out" >&2; die "no result from wrk $label c=$c"; }
+    printf '{"label":"%s","conc":%d,"wrk":%s}\n' "$label" "$c" "$line" >>"$RESULTS_JSONL"
+}
+
+for store in shm redis; do
+    cp "$RUN/httpd-$store.conf.in" "$RUN/httpd.conf.in"
+    start_httpd "limits_$store"
+    for c in $CONCURRENCY; do
+        for round in $(seq "$ROUNDS"); do
+            log "$store c=$c round $round"
+            [[ $store == shm ]] && measure none /oaip_plain/chat/completions "$c"
+            measure "$store" /oaip_limited/chat/completions "$c"
+        done
+    done
+    errors=$(grep -cE ':(warn|error|crit|alert|emerg)\]|exit signal' \
+        "$RUN/limits_$store-error.log" || true)
+    ((errors == 0)) || die "$errors warnings or errors in the $store httpd's log"
+    stop_pid "$HTTPD_PID"
+done
+
+"$PY" - "$RESULTS_JSONL" "$DURATION" "$ROUNDS" "$MODULE_INFO" <<'EOF'
+import json, statistics, sys
+path, duration, rounds, module = sys.argv[1:5]
+rows = [json.loads(l) for l in open(path)]
+def rate(r):
+    w = r["wrk"]
+    errors = sum(w[k] for k in w if k.startswith("err_"))
+    if errors:
+        sys.exit(f"wrk errors in {r['label']} c={r['conc']}: {w}")
+    return w["requests"] / w["duration_us"] * 1e6
+cells = {}
+for r in rows:
+    cells.setdefault((r["label"], r["conc"]), []).append(rate(r))
+print(f"Limits cost, {module}; wrk -t1, {duration} s x {rounds} rounds per cell, "
+      "median req/s; ratio against no limits.\n")
+print("| concurrency | no limits | shm: rate limit + budget | ratio | redis: same | ratio |")
+print("|---|---|---|---|---|---|")
+for c in sorted({k[1] for k in cells}):
+    base = statistics.median(cells[("none", c)])
+    shm = statistics.median(cells[("shm", c)])
+    redis = statistics.median(cells[("redis", c)])
+    print(f"| {c} | {base:.0f} | {shm:.0f} | {shm / base:.2f} | {redis:.0f} | {redis / base:.2f} |")
+EOF

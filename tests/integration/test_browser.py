@@ -1,0 +1,167 @@
+"""A real browser: the chat demo (conf/demo/index.html) in Debian's headless
+Chromium, driven by playwright-core (tests/browser/, `node --test`), against
+an httpd of its own with three origins on loopback ports:
+
+  A  serves the demo page, and is the origin the proxy allows
+  B  hosts the proxy Locations (OpenAIProxyAllowOrigin = A)
+  C  serves the same page, and is not allowed
+
+Every response the browser got from B is handed to the secret scan of
+conftest.py, and httpd's error log is checked as for any other test."""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+
+import pytest
+
+from harness import REPO, SECRETS, TEST_KEY, free_port
+from test_sdk import MIN_NODE_MAJOR, NPM_TIMEOUT, recorded_responses, redact, run
+
+BROWSER_DIR = os.path.join(REPO, "tests", "browser")
+TEST_FILE = os.path.join(BROWSER_DIR, "demo.test.mjs")
+DEMO_PAGE = os.path.join(REPO, "conf", "demo", "index.html")
+CHROMIUM = os.environ.get("OAIP_CHROMIUM", "/usr/bin/chromium")
+NODE_TIMEOUT = 240
+
+
+def require(path, what):
+    if path is None or not os.access(path, os.X_OK):
+        pytest.fail(f"{what} is not installed: the browser test needs Node.js "
+                    f"{MIN_NODE_MAJOR}+, npm and Debian's chromium "
+                    "(`sudo bash build/deps.sh test` installs them)", pytrace=False)
+    return path
+
+
+def locked_version():
+    with open(os.path.join(BROWSER_DIR, "package-lock.json")) as f:
+        return json.load(f)["packages"]["node_modules/playwright-core"]["version"]
+
+
+def installed_version():
+    try:
+        with open(os.path.join(BROWSER_DIR, "node_modules", "playwright-core",
+                               "package.json")) as f:
+            return json.load(f)["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@pytest.fixture(scope="module")
+def node():
+    """The node binary, with chromium present and tests/browser's
+    dependencies installed as locked."""
+    node = require(shutil.which("node"), "`node`")
+    require(CHROMIUM, f"chromium ({CHROMIUM})")
+    version = run([node, "--version"], 30).stdout.strip()
+    match = re.match(r"v(\d+)\.", version)
+    if not match or int(match.group(1)) < MIN_NODE_MAJOR:
+        pytest.fail(f"node {version or '(unknown version)'} is too old: the browser test "
+                    f"needs Node.js {MIN_NODE_MAJOR}+", pytrace=False)
+    if installed_version() != locked_version():
+        npm = require(shutil.which("npm"), "`npm`")
+        result = run([npm, "ci", "--no-audit", "--no-fund"], NPM_TIMEOUT, cwd=BROWSER_DIR)
+        if result.returncode != 0:
+            pytest.fail(f"npm ci in {BROWSER_DIR} failed (exit {result.returncode}):\n"
+                        f"{result.stdout}\n{result.stderr}", pytrace=False)
+        assert installed_version() == locked_version()
+    return node
+
+
+def distinct_ports(n):
+    ports = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+def site_root(workdir):
+    """A document root with the demo page that www-data (httpd's children)
+    can read wherever the repository lives."""
+    root = os.path.join(workdir, "browser-site")
+    os.makedirs(os.path.join(root, "demo"), exist_ok=True)
+    shutil.copyfile(DEMO_PAGE, os.path.join(root, "demo", "index.html"))
+    for path in (root, os.path.join(root, "demo")):
+        os.chmod(path, 0o755)
+    os.chmod(os.path.join(root, "demo", "index.html"), 0o644)
+    return root
+
+
+def three_origins(mock_api, root, port_a, port_b, port_c):
+    page_host = """  ServerName 127.0.0.1
+  DocumentRoot "{root}"
+"""
+    return f"""
+Listen 127.0.0.1:{port_a}
+Listen 127.0.0.1:{port_b}
+Listen 127.0.0.1:{port_c}
+<VirtualHost 127.0.0.1:{port_a}>
+{page_host.format(root=root)}</VirtualHost>
+<VirtualHost 127.0.0.1:{port_c}>
+{page_host.format(root=root)}</VirtualHost>
+<VirtualHost 127.0.0.1:{port_b}>
+  ServerName 127.0.0.1
+  OpenAIProxyUpstream {mock_api}
+  OpenAIProxyAPIKey env:OAIP_TEST_KEY
+  OpenAIProxyAllowOrigin http://127.0.0.1:{port_a}
+  <Location /v1>
+    SetHandler openai-proxy
+    OpenAIProxyAllowModels gpt-4o-mini
+    OpenAIProxyDefault model gpt-4o-mini
+  </Location>
+  <Location /strict>
+    SetHandler openai-proxy
+    OpenAIProxyErrorFormat openai
+    OpenAIProxyMaxRequestBody 1K
+  </Location>
+  <Location /heartbeat>
+    SetHandler openai-proxy
+    OpenAIProxyHeartbeat 1
+  </Location>
+</VirtualHost>
+"""
+
+
+def test_demo_page_in_chromium(node, own_httpd, mock, workdir, error_log, responses, tmp_path):
+    error_log.allow("upstream request failed")  # the upstream hang-up mid-stream, on purpose
+    port_a, port_b, port_c = distinct_ports(3)
+    server, _ = own_httpd(three_origins(mock.api, site_root(workdir), port_a, port_b, port_c),
+                          name="browser", env={"OAIP_TEST_KEY": TEST_KEY})
+    origin = {name: f"http://127.0.0.1:{port}"
+              for name, port in (("A", port_a), ("B", port_b), ("C", port_c))}
+    record = str(tmp_path / "browser-responses.jsonl")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update(
+        OAIP_CHROMIUM=CHROMIUM,
+        OAIP_ORIGIN_A=origin["A"], OAIP_ORIGIN_B=origin["B"], OAIP_ORIGIN_C=origin["C"],
+        OAIP_DEMO_PATH="/demo/index.html",
+        OAIP_MOCK_URL=mock.base,
+        OAIP_UPSTREAM_KEY_SHA256=hashlib.sha256(TEST_KEY.encode()).hexdigest(),
+        OAIP_BROWSER_RECORD=record,
+        NO_COLOR="1",
+    )
+    result = run([node, "--test", "--test-reporter=spec", TEST_FILE], NODE_TIMEOUT,
+                 cwd=BROWSER_DIR, env=env)
+    raw_output = result.stdout + result.stderr
+    output = redact(raw_output)
+    print(output)
+    got = recorded_responses(record)
+    responses.extend(got)  # scanned for secrets after the test (conftest.py)
+
+    if any(secret in raw_output for secret in SECRETS):
+        pytest.fail(f"a secret reached node's output (redacted here):\n{output}", pytrace=False)
+    assert result.returncode == 0, f"node --test failed (exit {result.returncode}):\n{output}"
+    counts = dict(re.findall(r"^\S* ?(tests|pass|fail) (\d+)$", output, re.M))
+    assert int(counts.get("tests", 0)) >= 4, f"node ran too few tests:\n{output}"
+    assert counts.get("pass") == counts.get("tests"), f"not every test passed:\n{output}"
+    assert any(r.status == 200 and b"data: [DONE]" in r.body for r in got), \
+        "no streamed answer from B was recorded for the secret scan"
+
+    # httpd's own account of origin C: the preflight was refused, and no
+    # request from C reached the proxy's handler past it
+    with open(server.access_log) as f:
+        from_c = [line for line in f if f'"{origin["C"]}"' in line]
+    assert any('"OPTIONS /v1/chat/completions HTTP/1.1" 403' in line for line in from_c), from_c
+    assert not any('"POST ' in line for line in from_c), from_c

@@ -1,0 +1,206 @@
+"""Rate limits and token budgets: exact counts under parallel load across
+httpd processes and threads, callers told apart by IP, user (Basic auth) or
+header, per virtual host, budgets charged from plain and streamed answers.
+The counter stores of a cluster (redis, memcache) are in test_counter_stores.py."""
+
+import concurrent.futures
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from harness import TEST_KEY
+
+MESSAGES = [{"role": "user", "content": "one two three"}]  # 3 prompt tokens at the mock
+
+
+def proxy_location(path, mock, *directives):
+    lines = "\n".join("  " + d for d in directives)
+    return (f"<Location {path}>\n  SetHandler openai-proxy\n  OpenAIProxyUpstream {mock.api}\n"
+            f"  OpenAIProxyAPIKey {TEST_KEY}\n{lines}\n</Location>\n")
+
+
+def hour_window():
+    return int(time.time()) // 3600
+
+
+def parallel_posts(client, path, count, body, headers=None, workers=None):
+    def one(_):
+        return client.post(path, body, headers=headers or {}, timeout=60)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers or count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def assert_rate_limited(resp, limit_text):
+    assert resp.status == 429
+    assert resp.header("Content-Type") == "application/json"
+    body = resp.json()
+    assert body["error"] == "Too Many Requests"
+    assert f"Rate limit of {limit_text} reached" in body["message"]
+    retry = int(resp.header("Retry-After"))
+    assert 1 <= retry <= 3600
+
+
+@pytest.mark.parametrize("mpm", ["prefork", "event"])
+def test_parallel_burst_lets_exactly_n_through(own_httpd, mock, workdir, mpm):
+    """60 requests at once over separate connections, served by several
+    processes (and threads under event): exactly 20 reach the upstream."""
+    pid_log = os.path.join(workdir, f"pids-{mpm}.log")
+    config = (f'LogFormat "%P %>s" pids\nCustomLog "{pid_log}" pids\n'
+              + proxy_location("/v1", mock, "OpenAIProxyRateLimit 20/h by=ip"))
+    server, client = own_httpd(config, mpm=mpm)
+    # slow answers keep the connections open together, spread over processes
+    body = {"messages": MESSAGES, "mock": {"delay_headers": 0.5}}
+    for attempt in range(2):
+        window = hour_window()
+        mock.reset()
+        results = parallel_posts(client, f"/v1/chat/completions?attempt={attempt}", 60, body)
+        if hour_window() == window:
+            break
+        # the hour turned during the burst: the counts span two windows, so
+        # run it again within the new one
+    statuses = sorted(r.status for r in results)
+    assert statuses.count(200) == 20, statuses
+    assert statuses.count(429) == 40, statuses
+    assert len(mock.requests()) == 20
+    for resp in results:
+        if resp.status == 429:
+            assert_rate_limited(resp, "20/h by=ip")
+    served_by = {line.split()[0] for line in open(pid_log) if line.strip()}
+    assert len(served_by) > 1, "the burst was served by one process only"
+
+
+def test_callers_by_basic_auth_user(own_httpd, mock, workdir):
+    htpasswd = os.path.join(workdir, "limits.htpasswd")
+    subprocess.run(["htpasswd", "-cbB", htpasswd, "alice", "alice-pw"], check=True,
+                   capture_output=True)
+    subprocess.run(["htpasswd", "-bB", htpasswd, "bob", "bob-pw"], check=True,
+                   capture_output=True)
+    os.chmod(htpasswd, 0o644)
+    server, client = own_httpd(proxy_location(
+        "/v1", mock, "AuthType Basic", 'AuthName "chat"', f"AuthUserFile {htpasswd}",
+        "Require valid-user", "OpenAIProxyRateLimit 2/h by=user"))
+    import base64
+
+    def as_user(name, password):
+        token = base64.b64encode(f"{name}:{password}".encode()).decode()
+        return client.post("/v1", {"messages": MESSAGES},
+                           headers={"Authorization": f"Basic {token}"})
+
+    assert [as_user("alice", "alice-pw").status for _ in range(3)] == [200, 200, 429]
+    # bob is someone else, from the same address
+    assert [as_user("bob", "bob-pw").status for _ in range(2)] == [200, 200]
+    assert client.post("/v1", {"messages": MESSAGES}).status == 401  # httpd's own auth
+    # the Basic credentials never went upstream
+    for record in mock.requests():
+        assert record["headers"]["authorization"] == f"Bearer {TEST_KEY}"
+
+
+def test_callers_by_header_fall_back_to_address(own_httpd, mock):
+    server, client = own_httpd(proxy_location(
+        "/v1", mock, "OpenAIProxyRateLimit 2/h by=header:X-Team"))
+
+    def post(team=None):
+        return client.post("/v1", {"messages": MESSAGES},
+                           headers={"X-Team": team} if team else {}).status
+
+    assert [post("red"), post("red"), post("red")] == [200, 200, 429]
+    assert [post("blue"), post("blue")] == [200, 200]
+    # without the header the caller is its address, a counter of its own
+    assert [post(), post(), post()] == [200, 200, 429]
+
+
+def test_limits_per_virtual_host_and_location(own_httpd, mock):
+    """The same Location in two virtual hosts counts apart; an inner
+    Location can lift the limit with none; preflights are not counted."""
+    location = proxy_location("/v1", mock, "OpenAIProxyRateLimit 1/h",
+                              "OpenAIProxyAllowOrigin https://app.example")
+    free = proxy_location("/v1/free", mock, "OpenAIProxyRateLimit none")
+    server, client = own_httpd(
+        f"<VirtualHost 127.0.0.1:*>\n ServerName one.test\n{location}{free}</VirtualHost>\n"
+        f"<VirtualHost 127.0.0.1:*>\n ServerName two.test\n{location}</VirtualHost>\n")
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    for _ in range(3):
+        assert client.request("OPTIONS", "/v1", host="one.test",
+                              headers=preflight).status == 204
+    body = {"messages": MESSAGES}
+    assert client.post("/v1", body, host="one.test").status == 200
+    refused = client.post("/v1", body, host="one.test",
+                          headers={"Origin": "https://app.example"})
+    assert refused.status == 429
+    # the browser may read the refusal and its Retry-After
+    assert refused.header("Access-Control-Allow-Origin") == "https://app.example"
+    assert "retry-after" in refused.header("Access-Control-Expose-Headers")
+    assert client.post("/v1", body, host="two.test").status == 200
+    assert [client.post("/v1/free", body, host="one.test").status for _ in range(3)] \
+        == [200, 200, 200]
+
+
+def test_refusal_in_openai_format_never_reaches_upstream(own_httpd, mock):
+    server, client = own_httpd(proxy_location(
+        "/v1", mock, "OpenAIProxyRateLimit 1/h", "OpenAIProxyErrorFormat openai"))
+    assert client.post("/v1", {"messages": MESSAGES}).status == 200
+    mock.reset()
+    resp = client.post("/v1", {"messages": MESSAGES, "stream": True})
+    assert resp.status == 429
+    error = resp.json()["error"]
+    assert error["code"] == "rate_limit_exceeded" and error["type"] == "requests"
+    assert "Rate limit of 1/h reached" in error["message"]
+    assert mock.requests() == []
+
+
+def test_token_budget_counts_plain_and_streamed_answers(own_httpd, mock):
+    """Each answer costs 3 prompt + 7 completion tokens at the mock: with a
+    budget of 25, three answers fit (checked before, charged after) and the
+    fourth request is refused without reaching the upstream."""
+    server, client = own_httpd(proxy_location(
+        "/v1", mock, "OpenAIProxyTokenBudget 25/h"))
+    body = {"messages": MESSAGES, "mock": {"chunks": 7}}
+    first = client.post("/v1", body)
+    assert first.status == 200 and first.json()["usage"]["total_tokens"] == 10
+    streamed = client.post("/v1", dict(body, stream=True), stream=True)
+    assert streamed.status == 200
+    # the usage chunk the proxy asked for is not shown to this client
+    assert b'"usage": {' not in streamed.body and b'"usage":{' not in streamed.body
+    assert client.post("/v1", dict(body, stream=True), stream=True).status == 200
+    mock.reset()
+    refused = client.post("/v1", body)
+    assert refused.status == 429
+    assert refused.json()["error"] == "Too Many Requests"
+    assert "Token budget of 25/h is spent" in refused.json()["message"]
+    assert 1 <= int(refused.header("Retry-After")) <= 3600
+    assert mock.requests() == []
+
+
+def test_token_budget_with_a_rate_limit_and_suffixes(own_httpd, mock):
+    """Both kinds of limit on one Location; a budget in k; a refused
+    request is not charged."""
+    server, client = own_httpd(proxy_location(
+        "/v1", mock, "OpenAIProxyRateLimit 5/h", "OpenAIProxyTokenBudget 1k/h",
+        "OpenAIProxyErrorFormat openai"))
+    body = {"messages": MESSAGES, "mock": {"chunks": 400}}
+    answers = [client.post("/v1", body) for _ in range(6)]
+    codes = [a.json()["error"]["code"] if a.status != 200 else 200 for a in answers]
+    # 403 tokens each: the third request starts with 806 < 1000 spent; the
+    # fourth and fifth find the budget spent; the sixth is over the rate
+    assert codes == [200, 200, 200, "token_budget_exceeded", "token_budget_exceeded",
+                     "rate_limit_exceeded"]
+    assert answers[3].json()["error"]["type"] == "tokens"
+    assert len(mock.requests()) == 3
+
+
+def test_client_address_from_mod_remoteip(own_httpd, mock):
+    """Behind a trusted front proxy, the caller is the address mod_remoteip
+    found in X-Forwarded-For, not the proxy's."""
+    server, client = own_httpd(
+        "RemoteIPHeader X-Forwarded-For\nRemoteIPInternalProxy 127.0.0.1\n"
+        + proxy_location("/v1", mock, "OpenAIProxyRateLimit 1/h by=ip"),
+        modules=["remoteip"])
+
+    def post(address):
+        return client.post("/v1", {"messages": MESSAGES},
+                           headers={"X-Forwarded-For": address}).status
+
+    assert [post("203.0.113.5"), post("203.0.113.5"), post("203.0.113.6")] == [200, 429, 200]
