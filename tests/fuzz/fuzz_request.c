@@ -1,7 +1,8 @@
 /* Fuzzes the Chat Completions request path of the core: validation and
  * defaults (oaip_chat_request_prepare) under several sets of configured
  * defaults, then OpenAIProxyMaxTokens (cap_tokens) and the stream usage
- * request (ask_usage) on every accepted body, as the handler chains them.
+ * request (ask_usage) on every accepted body, as the handler chains them;
+ * and the check of other JSON endpoints' bodies (oaip_json_request_prepare).
  *
  * Invariants: a refused body gets one of the validation errors and a
  * sentence that makes a valid JSON error body; an accepted body becomes valid
@@ -257,11 +258,46 @@ static void check_ask_usage(apr_pool_t *p, oaip_chat_request *req)
     json_decref(after);
 }
 
+/* Other JSON endpoints (oaip_json_request_prepare): the body goes as it is;
+ * model and stream are noted. */
+static void check_json_endpoint(apr_pool_t *p, const char *input, size_t size)
+{
+    int may_stream;
+
+    for (may_stream = 0; may_stream <= 1; may_stream++) {
+        oaip_chat_request req;
+        oaip_error_kind kind = OAIP_ERR__COUNT;
+        const char *detail = NULL;
+        json_t *object, *model;
+
+        if (!oaip_json_request_prepare(p, input, size, may_stream, &req, &kind,
+                                       &detail)) {
+            check_refusal(p, kind, detail);
+            continue;
+        }
+        object = fuzz_json(input, size, JSON_REJECT_DUPLICATES);
+        FUZZ_CHECK(json_is_object(object), "a JSON endpoint accepted no object");
+        FUZZ_CHECK(req.body == input && req.body_len == size, "a JSON body was changed");
+        model = json_object_get(object, "model");
+        FUZZ_CHECK(json_is_string(model)
+                       ? req.model != NULL &&
+                             strcmp(req.model, json_string_value(model)) == 0
+                       : req.model == NULL,
+                   "model is wrong");
+        FUZZ_CHECK(req.stream ==
+                       (may_stream && json_is_true(json_object_get(object, "stream"))),
+                   "stream is wrong");
+        json_decref(object);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     apr_pool_t *p = fuzz_pool();
     const char *input = (const char *)data;
     size_t i;
+
+    check_json_endpoint(p, input, size);
 
     for (i = 0; i < N_ELEMS(default_sets); i++) {
         oaip_chat_request req;

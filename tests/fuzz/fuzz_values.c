@@ -3,13 +3,19 @@
  * OpenAIProxyDefault's NAME VALUE (oaip_default_value_parse), whose result is
  * then used as a default of a request.
  *
+ * Also OpenAIProxyRateLimit/TokenBudget (oaip_limit_parse, the counter key)
+ * and OpenAIProxyCounterStore (oaip_store_spec_parse).
+ *
  * Input: one directive value (up to the first NUL); for OpenAIProxyDefault
- * the name is the text before the first space and the value the rest.
+ * the name is the text before the first space and the value the rest, for a
+ * limit the rate and the by= argument.
  *
  * Invariants: an accepted size or count is the number written (checked in
  * 128-bit arithmetic) and within its bounds, and every number within them is
  * accepted; a default's JSON is valid and becomes that field of a prepared
- * request, which stays valid JSON. */
+ * request, which stays valid JSON; a limit's amount and period are in range
+ * and its counter key printable without spaces; a store's name for log lines
+ * never holds its password. */
 #include "fuzz.h"
 
 #include <apr_lib.h>
@@ -18,6 +24,7 @@
 #include <strings.h>
 
 #include "errors.h"
+#include "limit_spec.h"
 #include "request.h"
 #include "values.h"
 
@@ -196,6 +203,61 @@ static void check_default(apr_pool_t *p, const char *arg)
     json_decref(prepared);
 }
 
+/* OpenAIProxyRateLimit / OpenAIProxyTokenBudget values (limit_spec.c). */
+static void check_limit(apr_pool_t *p, const char *arg)
+{
+    const char *space = strchr(arg, ' '), *rate = arg, *by = NULL, *key;
+    oaip_limit limit;
+    int suffix;
+
+    if (space != NULL) {
+        rate = apr_pstrndup(p, arg, (size_t)(space - arg));
+        by = space + 1;
+    }
+    for (suffix = 0; suffix <= 1; suffix++) {
+        if (oaip_limit_parse(p, rate, by, suffix, &limit) != NULL) {
+            continue;
+        }
+        FUZZ_CHECK(limit.amount >= 1 && limit.amount <= OAIP_LIMIT_MAX_AMOUNT,
+                   "amount %u from \"%s\"", (unsigned)limit.amount, rate);
+        FUZZ_CHECK(limit.period >= 1 && limit.period <= OAIP_LIMIT_MAX_PERIOD,
+                   "period %u from \"%s\"", (unsigned)limit.period, rate);
+        FUZZ_CHECK(strchr(rate, '/') != NULL, "\"%s\" has no /", rate);
+        FUZZ_CHECK(limit.by != OAIP_BY_HEADER || (limit.header && *limit.header),
+                   "by=header without a name");
+        FUZZ_CHECK(oaip_limit_seconds_left(&limit, apr_time_from_sec(1700000000)) >= 1 &&
+                       oaip_limit_seconds_left(&limit, apr_time_from_sec(1700000000)) <=
+                           limit.period,
+                   "seconds left out of the window");
+        key = oaip_limit_key(p, 'r', &limit,
+                             oaip_limit_window(&limit, apr_time_from_sec(1700000000)),
+                             arg, by ? by : "");
+        for (; *key; key++) {
+            FUZZ_CHECK((unsigned char)*key > 0x20 && (unsigned char)*key < 0x7f,
+                       "byte 0x%02x in a counter key", (unsigned char)*key);
+        }
+    }
+}
+
+/* OpenAIProxyCounterStore values: the name for log lines never holds the
+ * password. */
+static void check_store(apr_pool_t *p, const char *arg)
+{
+    oaip_store_spec spec;
+
+    if (oaip_store_spec_parse(p, arg, &spec) != NULL) {
+        return;
+    }
+    FUZZ_CHECK(spec.name != NULL && strchr(spec.name, '@') == NULL,
+               "store name %s may hold user info", spec.name ? spec.name : "(null)");
+    if (spec.kind != OAIP_STORE_SHM) {
+        FUZZ_CHECK(spec.host != NULL && *spec.host && spec.port != 0, "store %s", arg);
+        FUZZ_CHECK(spec.password == NULL || strstr(spec.name, spec.password) == NULL ||
+                       strstr(spec.host, spec.password) != NULL,
+                   "store name %s holds the password", spec.name);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     apr_pool_t *p = fuzz_pool();
@@ -207,5 +269,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_words(p, arg);
     check_model(p, arg);
     check_default(p, arg);
+    check_limit(p, arg);
+    check_store(p, arg);
     return 0;
 }

@@ -4,22 +4,24 @@
 #   tests/fuzz/run.sh [TARGET...]           fuzz each target FUZZ_SECONDS (default 60)
 #   tests/fuzz/run.sh --replay [TARGET...]  run each target once over its seed corpus
 #   make -f Makefile.apxs fuzz FUZZ_SECONDS=N
-# Targets: request sse origin upstream_error values (default: all).
+# Targets: request sse origin upstream_error values endpoint multipart (default: all).
 # Fuzzing is single-process (-jobs=1 -workers=1). New inputs go to
 # build/out/fuzz/corpus/TARGET (the seeds in tests/fuzz/corpus/TARGET are only
 # read); a crash is saved in build/out/fuzz/artifacts/TARGET/ and its path
 # printed: add it to the seed corpus once the bug is fixed. tests/fuzz/dict/TARGET.dict
 # (tokens of JSON, SSE, origins...) is passed with -dict.
-# Needs (Debian 12): clang, libclang-rt-14-dev, libapr1-dev, libjansson-dev.
+# Needs (Debian 12): clang, libclang-rt-14-dev, libapr1-dev, libaprutil1-dev,
+# libjansson-dev.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-ALL_TARGETS=(request sse origin upstream_error values)
+ALL_TARGETS=(request sse origin upstream_error values endpoint multipart)
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 CC_FUZZ=${CC_FUZZ:-clang}
 OUT=build/out/fuzz
 SRC=mod_openai_proxy
-CORE=("$SRC/errors.c" "$SRC/cors.c" "$SRC/request.c" "$SRC/sse.c" "$SRC/buffer.c" "$SRC/values.c")
+CORE=("$SRC/errors.c" "$SRC/cors.c" "$SRC/request.c" "$SRC/sse.c" "$SRC/buffer.c" "$SRC/values.c"
+      "$SRC/limit_spec.c" "$SRC/endpoint.c" "$SRC/multipart.c")
 # A short SSE event limit lets small inputs reach the reader's overflow paths.
 SSE_LIMIT=-DOAIP_SSE_MAX_EVENT_DATA=64
 
@@ -37,6 +39,7 @@ missing() {
 }
 command -v "$CC_FUZZ" >/dev/null || missing "$CC_FUZZ" clang
 command -v apr-1-config >/dev/null || missing apr-1-config libapr1-dev
+command -v apu-1-config >/dev/null || missing apu-1-config libaprutil1-dev
 [[ -f /usr/include/jansson.h ]] || missing jansson.h libjansson-dev
 mkdir -p "$OUT"
 probe=$OUT/probe
@@ -47,7 +50,7 @@ if ! "$CC_FUZZ" -fsanitize=fuzzer,address,undefined "$probe.c" -o "$probe" 2>"$p
 fi
 
 read -r -a apr_cflags <<<"$(apr-1-config --cflags --cppflags --includes)"
-read -r -a apr_libs <<<"$(apr-1-config --link-ld --libs)"
+read -r -a apr_libs <<<"$(apr-1-config --link-ld --libs) $(apu-1-config --link-ld)"
 
 build() {
     local t=$1 extra=()
