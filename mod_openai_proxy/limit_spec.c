@@ -162,6 +162,18 @@ const char *oaip_limit_key(apr_pool_t *p, char kind, const oaip_limit *limit,
                         window, digest_hex);
 }
 
+/* A host name or address (IPv6 without its brackets): apr_uri_parse lets
+ * white space and control bytes through, which would reach log lines. */
+static int is_host_name(const char *s)
+{
+    for (; *s; s++) {
+        if (!apr_isalnum(*s) && strchr("-._:%", *s) == NULL) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 const char *oaip_store_spec_parse(apr_pool_t *p, const char *arg, oaip_store_spec *out)
 {
     apr_uri_t uri;
@@ -178,7 +190,7 @@ const char *oaip_store_spec_parse(apr_pool_t *p, const char *arg, oaip_store_spe
         return "expected shm, redis://host:port or memcache://host:port";
     }
     if (apr_uri_parse(p, arg, &uri) != APR_SUCCESS || uri.hostname == NULL ||
-        *uri.hostname == '\0' ||
+        *uri.hostname == '\0' || !is_host_name(uri.hostname) ||
         (uri.path != NULL && strcmp(uri.path, "/") != 0 && *uri.path != '\0') ||
         uri.query != NULL || uri.fragment != NULL ||
         (uri.port_str && (uri.port == 0 || strlen(uri.port_str) > 5 ||

@@ -111,16 +111,12 @@ static void test_keys(void **state)
 static void test_store_specs(void **state)
 {
     apr_pool_t *p = *state;
-    const char *bad[] = {"",
-                         "file",
-                         "redis://",
-                         "redis://host/1",
-                         "redis://h:0",
-                         "redis://h:99999",
-                         "memcache://u:pw@h",
-                         "http://h:1",
-                         "redis://h:1?db=2",
-                         "redis://h:x"};
+    const char *bad[] = {"", "file", "redis://", "redis://host/1", "redis://h:0",
+                         "redis://h:99999", "memcache://u:pw@h", "http://h:1",
+                         "redis://h:1?db=2", "redis://h:x",
+                         /* white space and control bytes in the host (found
+                          * by tests/fuzz, fuzz_values) */
+                         "redis://.Gsl:di@ \r\re", "redis://a b:6379", "memcache://h\tx"};
     oaip_store_spec s;
     size_t i;
 
@@ -138,6 +134,8 @@ static void test_store_specs(void **state)
     assert_null(oaip_store_spec_parse(p, "memcache://10.0.0.5", &s));
     assert_int_equal(s.kind, OAIP_STORE_MEMCACHE);
     assert_int_equal(s.port, 11211);
+    assert_null(oaip_store_spec_parse(p, "redis://[::1]:6380", &s));
+    assert_string_equal(s.host, "::1");
     for (i = 0; i < N_ELEMS(bad); i++) {
         if (oaip_store_spec_parse(p, bad[i], &s) == NULL) {
             fail_msg("'%s' was accepted", bad[i]);
