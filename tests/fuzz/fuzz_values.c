@@ -251,10 +251,19 @@ static void check_store(apr_pool_t *p, const char *arg)
     FUZZ_CHECK(spec.name != NULL && strchr(spec.name, '@') == NULL,
                "store name %s may hold user info", spec.name ? spec.name : "(null)");
     if (spec.kind != OAIP_STORE_SHM) {
+        const char *c;
         FUZZ_CHECK(spec.host != NULL && *spec.host && spec.port != 0, "store %s", arg);
-        FUZZ_CHECK(spec.password == NULL || strstr(spec.name, spec.password) == NULL ||
-                       strstr(spec.host, spec.password) != NULL,
-                   "store name %s holds the password", spec.name);
+        /* exactly scheme://host:port: no user info, and the host printable */
+        FUZZ_CHECK(
+            strcmp(spec.name,
+                   apr_psprintf(p, "%s://%s:%u",
+                                spec.kind == OAIP_STORE_REDIS ? "redis" : "memcache",
+                                spec.host, (unsigned)spec.port)) == 0,
+            "store name %s", spec.name);
+        for (c = spec.host; *c; c++) {
+            FUZZ_CHECK((unsigned char)*c > 0x20 && (unsigned char)*c < 0x7f,
+                       "byte 0x%02x in the store host", (unsigned char)*c);
+        }
     }
 }
 
