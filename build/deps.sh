@@ -13,6 +13,7 @@ if [[ $purpose == test ]]; then
     packages+=(python3-pytest libcmocka-dev pkg-config redis-server memcached
                python3-prometheus-client)
     packages+=(chromium)  # the browser test (tests/browser, headless)
+    packages+=(clang libclang-rt-14-dev libaprutil1-dev)  # libFuzzer targets (tests/fuzz)
     # the SDK tests need node and npm; a NodeSource nodejs already bundles npm,
     # so look for the commands, not for Debian's package names
     command -v node >/dev/null || packages+=(nodejs)

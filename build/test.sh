@@ -22,5 +22,8 @@ fi
 echo "== unit tests (core, under ASan+UBSan)"
 make -f Makefile.apxs unit
 
+echo "== fuzz targets over their seed corpus (libFuzzer, ASan+UBSan)"
+bash tests/fuzz/run.sh --replay
+
 echo "== integration tests (apache2 + mock upstream)"
 exec /usr/bin/python3 -m pytest -p no:cacheprovider -q tests/integration "$@"
