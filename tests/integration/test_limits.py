@@ -12,6 +12,7 @@ import time
 import pytest
 
 from harness import TEST_KEY
+from valgrind import not_under_valgrind
 
 MESSAGES = [{"role": "user", "content": "one two three"}]  # 3 prompt tokens at the mock
 
@@ -43,6 +44,7 @@ def assert_rate_limited(resp, limit_text):
     assert 1 <= retry <= 3600
 
 
+@not_under_valgrind("counts across several processes; valgrind runs apache2 -X (one)")
 @pytest.mark.parametrize("mpm", ["prefork", "event"])
 def test_parallel_burst_lets_exactly_n_through(own_httpd, mock, workdir, mpm):
     """60 requests at once over separate connections, served by several
