@@ -36,6 +36,7 @@ apr_status_t oaip_counters_post_config(apr_pool_t *pconf, server_rec *s)
     server_rec *vs;
     apr_status_t rv = APR_SUCCESS;
 
+    oaip_counters_shm_forget();
     for (vs = s; limits_configured && vs != NULL; vs = vs->next) {
         if (store_of(vs)->kind == OAIP_STORE_SHM) {
             rv = oaip_counters_shm_create(pconf, s);

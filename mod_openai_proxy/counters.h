@@ -39,6 +39,7 @@ void oaip_counters_child_init(apr_pool_t *pchild, server_rec *s);
 oaip_counter_client *oaip_counters_for(server_rec *s);
 
 /* The backends. */
+void oaip_counters_shm_forget(void);
 apr_status_t oaip_counters_shm_create(apr_pool_t *pconf, server_rec *s);
 apr_status_t oaip_counters_shm_child_init(apr_pool_t *pchild, server_rec *s);
 oaip_counter_client *oaip_counters_shm_client(void);

@@ -23,6 +23,13 @@ static apr_shm_t *shm;
 static slot *table;
 static apr_global_mutex_t *mutex;
 
+void oaip_counters_shm_forget(void)
+{
+    /* an earlier generation's table and mutex went with its pconf */
+    table = NULL;
+    mutex = NULL;
+}
+
 apr_status_t oaip_counters_shm_create(apr_pool_t *pconf, server_rec *s)
 {
     apr_status_t rv = apr_shm_create(&shm, sizeof(slot) * SLOTS, NULL, pconf);
