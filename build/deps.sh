@@ -37,5 +37,17 @@ if [[ $(id -u) != 0 ]]; then
     sudo=(sudo)
 fi
 export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# the packages' own services (a system apache2 on port 80, redis-server,
+# memcached) are not wanted: the project runs its own on free ports. A
+# policy-rc.d that says "no" keeps apt from starting them, where there is
+# none already.
+policy=/usr/sbin/policy-rc.d
+made_policy=0
+if [[ ! -e $policy ]] && "${sudo[@]}" sh -c "printf '#!/bin/sh\nexit 101\n' >$policy && chmod 755 $policy"; then
+    made_policy=1
+fi
+rc=0
+"${sudo[@]}" apt-get update -qq || rc=$?
+((rc == 0)) && { "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?; }
+((made_policy)) && "${sudo[@]}" rm -f "$policy"
+exit "$rc"
