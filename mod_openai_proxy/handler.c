@@ -241,6 +241,11 @@ static int prepare_json(request_rec *r, const oaip_dir_conf *conf,
         send_error(r, conf, kind, detail);
         return 0;
     }
+    if (conf->max_tokens != OAIP_UNSET &&
+        oaip_chat_request_cap_tokens(r->pool, &json, conf->max_tokens)) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "token limit lowered to %d",
+                      conf->max_tokens);
+    }
     req->content_type = "application/json";
     req->body = json.body;
     req->body_len = json.body_len;

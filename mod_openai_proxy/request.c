@@ -374,7 +374,10 @@ static void replace_body(apr_pool_t *p, oaip_chat_request *req, json_t *object)
 
 int oaip_chat_request_cap_tokens(apr_pool_t *p, oaip_chat_request *req, json_int_t cap)
 {
-    static const char *const fields[] = {"max_tokens", "max_completion_tokens"};
+    /* chat and completions name it max_tokens or max_completion_tokens,
+     * the Responses API max_output_tokens */
+    static const char *const fields[] = {"max_tokens", "max_completion_tokens",
+                                         "max_output_tokens"};
     json_t *object = json_loadb(req->body, req->body_len, 0, NULL);
     int changed = 0;
     apr_size_t i;

@@ -421,6 +421,20 @@ def test_model_allow_list_covers_every_endpoint(own_httpd, mock):
     assert client.request("GET", "/v1/models").status == 200  # names no model
 
 
+def test_max_tokens_caps_other_endpoints(own_httpd, mock):
+    """OpenAIProxyMaxTokens lowers the Responses API's max_output_tokens; a
+    lower one is kept and a missing one is not added."""
+    _, client = own_httpd(proxy_config(mock, "ep-cap", "  OpenAIProxyMaxTokens 64\n"),
+                          name="ep-cap")
+    assert client.post("/v1/responses", {"model": "gpt-4o-mini", "input": "x",
+                                         "max_output_tokens": 5000}).status == 200
+    assert client.post("/v1/responses", {"model": "gpt-4o-mini", "input": "x",
+                                         "max_output_tokens": 10}).status == 200
+    assert client.post("/v1/responses", {"model": "gpt-4o-mini", "input": "x"}).status == 200
+    sent = [r["body"] for r in mock.requests()]
+    assert [b.get("max_output_tokens") for b in sent] == [64, 10, None]
+
+
 def test_responses_stream_counts_against_max_streams(own_httpd, mock):
     """OpenAIProxyMaxStreams covers Responses API streams too."""
     _, client = own_httpd("OpenAIProxyMaxStreams 1\n" + proxy_config(mock, "ep-streams"),

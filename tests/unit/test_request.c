@@ -846,6 +846,11 @@ static void test_cap_tokens(void **state)
     assert_false(cap(p, "{\"messages\":[]}", 100, &out));
     assert_null(json_object_get(out, "max_tokens")); /* a missing one is not added */
     assert_false(cap(p, "{\"messages\":[],\"max_tokens\":\"9999\"}", 100, &out));
+
+    /* the Responses API's name for it */
+    assert_true(cap(p, "{\"input\":\"hi\",\"max_output_tokens\":4096}", 100, &out));
+    assert_int_equal(json_integer_value(json_object_get(out, "max_output_tokens")), 100);
+    assert_string_equal(json_string_value(json_object_get(out, "input")), "hi");
 }
 
 /* ---- oaip_chat_request_ask_usage ---- */
