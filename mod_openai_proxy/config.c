@@ -464,11 +464,18 @@ static const char *set_max_tokens(cmd_parms *cmd, void *dconf, const char *arg)
     return parse_count(cmd, arg, 100000000, "a number of tokens", &conf->max_tokens);
 }
 
+/* A per-virtual-host directive: its configuration, and in `err` why it is
+ * not allowed where it was written. */
+static oaip_server_conf *server_directive(cmd_parms *cmd, const char **err)
+{
+    *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+    return ap_get_module_config(cmd->server->module_config, &openai_proxy_module);
+}
+
 static const char *set_max_streams(cmd_parms *cmd, void *dconf, const char *arg)
 {
-    oaip_server_conf *conf =
-        ap_get_module_config(cmd->server->module_config, &openai_proxy_module);
-    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+    const char *err;
+    oaip_server_conf *conf = server_directive(cmd, &err);
 
     (void)dconf;
     return err ? err : parse_count(cmd, arg, 1000000, "a number", &conf->max_streams);
@@ -511,10 +518,9 @@ static const char *add_limit(cmd_parms *cmd, void *dconf, const char *rate,
 
 static const char *set_counter_store(cmd_parms *cmd, void *dconf, const char *arg)
 {
-    oaip_server_conf *conf =
-        ap_get_module_config(cmd->server->module_config, &openai_proxy_module);
+    const char *err;
+    oaip_server_conf *conf = server_directive(cmd, &err);
     oaip_store_spec *spec = apr_pcalloc(cmd->pool, sizeof(*spec));
-    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
 
     (void)dconf;
     if (err != NULL) {
@@ -531,9 +537,8 @@ static const char *set_counter_store(cmd_parms *cmd, void *dconf, const char *ar
 
 static const char *set_counter_store_fail(cmd_parms *cmd, void *dconf, const char *arg)
 {
-    oaip_server_conf *conf =
-        ap_get_module_config(cmd->server->module_config, &openai_proxy_module);
-    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+    const char *err;
+    oaip_server_conf *conf = server_directive(cmd, &err);
 
     (void)dconf;
     if (err != NULL) {
@@ -574,8 +579,10 @@ const command_rec oaip_directives[] = {
                     "any rest"),
     AP_INIT_TAKE2("OpenAIProxyDefault", set_default, NULL, OAIP_CONTEXT,
                   "A default for a request field: NAME JSON-VALUE, or NAME none"),
-    AP_INIT_TAKE1("OpenAIProxyMaxTokens", set_max_tokens, NULL, OAIP_CONTEXT,
-                  "Upper bound for max_tokens / max_completion_tokens of a request"),
+    AP_INIT_TAKE1(
+        "OpenAIProxyMaxTokens", set_max_tokens, NULL, OAIP_CONTEXT,
+        "Upper bound for max_tokens / max_completion_tokens / max_output_tokens of a "
+        "request"),
     AP_INIT_TAKE1(
         "OpenAIProxyMaxRequestBody", set_max_body, NULL, OAIP_CONTEXT,
         "Largest accepted request body in bytes (K, M, G suffixes; default 8M)"),

@@ -196,6 +196,27 @@ static int body_error(request_rec *r, const oaip_dir_conf *conf, int status)
     }
 }
 
+/* OpenAIProxyMaxTokens, for every JSON body that names a token limit. */
+static void lower_token_limit(request_rec *r, const oaip_dir_conf *conf,
+                              oaip_chat_request *json)
+{
+    if (conf->max_tokens != OAIP_UNSET &&
+        oaip_chat_request_cap_tokens(r->pool, json, conf->max_tokens)) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "token limit lowered to %d",
+                      conf->max_tokens);
+    }
+}
+
+/* The prepared JSON body is what goes upstream. */
+static void send_json(oaip_upstream_request *req, const oaip_chat_request *json)
+{
+    req->content_type = "application/json";
+    req->body = json->body;
+    req->body_len = json->body_len;
+    req->model = json->model;
+    req->stream = json->stream;
+}
+
 /* Chat Completions: validated, with defaults, the token cap and the usage
  * chunk asked for. Returns 0 after answering an error. */
 static int prepare_chat(request_rec *r, const oaip_dir_conf *conf, const char *body,
@@ -210,19 +231,11 @@ static int prepare_chat(request_rec *r, const oaip_dir_conf *conf, const char *b
         send_error(r, conf, kind, detail);
         return 0;
     }
-    if (conf->max_tokens != OAIP_UNSET &&
-        oaip_chat_request_cap_tokens(r->pool, &chat, conf->max_tokens)) {
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "token limit lowered to %d",
-                      conf->max_tokens);
-    }
+    lower_token_limit(r, conf, &chat);
     /* usage is counted for every stream; the client sees the usage chunk
      * only if it asked for it */
     oaip_chat_request_ask_usage(r->pool, &chat);
-    req->content_type = "application/json";
-    req->body = chat.body;
-    req->body_len = chat.body_len;
-    req->model = chat.model;
-    req->stream = chat.stream;
+    send_json(req, &chat);
     req->hide_usage = chat.usage_added;
     return 1;
 }
@@ -241,16 +254,8 @@ static int prepare_json(request_rec *r, const oaip_dir_conf *conf,
         send_error(r, conf, kind, detail);
         return 0;
     }
-    if (conf->max_tokens != OAIP_UNSET &&
-        oaip_chat_request_cap_tokens(r->pool, &json, conf->max_tokens)) {
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "token limit lowered to %d",
-                      conf->max_tokens);
-    }
-    req->content_type = "application/json";
-    req->body = json.body;
-    req->body_len = json.body_len;
-    req->model = json.model;
-    req->stream = json.stream;
+    lower_token_limit(r, conf, &json);
+    send_json(req, &json);
     return 1;
 }
 
