@@ -10,7 +10,6 @@ Every response the browser got from B is handed to the secret scan of
 conftest.py, and httpd's error log is checked as for any other test."""
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -18,7 +17,8 @@ import shutil
 import pytest
 
 from harness import REPO, SECRETS, TEST_KEY, free_port
-from test_sdk import MIN_NODE_MAJOR, NPM_TIMEOUT, recorded_responses, redact, run
+from node_deps import MIN_NODE_MAJOR, install_locked, redact, require_node_version, run
+from test_sdk import recorded_responses
 
 BROWSER_DIR = os.path.join(REPO, "tests", "browser")
 TEST_FILE = os.path.join(BROWSER_DIR, "demo.test.mjs")
@@ -35,38 +35,14 @@ def require(path, what):
     return path
 
 
-def locked_version():
-    with open(os.path.join(BROWSER_DIR, "package-lock.json")) as f:
-        return json.load(f)["packages"]["node_modules/playwright-core"]["version"]
-
-
-def installed_version():
-    try:
-        with open(os.path.join(BROWSER_DIR, "node_modules", "playwright-core",
-                               "package.json")) as f:
-            return json.load(f)["version"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 @pytest.fixture(scope="module")
 def node():
     """The node binary, with chromium present and tests/browser's
     dependencies installed as locked."""
     node = require(shutil.which("node"), "`node`")
     require(CHROMIUM, f"chromium ({CHROMIUM})")
-    version = run([node, "--version"], 30).stdout.strip()
-    match = re.match(r"v(\d+)\.", version)
-    if not match or int(match.group(1)) < MIN_NODE_MAJOR:
-        pytest.fail(f"node {version or '(unknown version)'} is too old: the browser test "
-                    f"needs Node.js {MIN_NODE_MAJOR}+", pytrace=False)
-    if installed_version() != locked_version():
-        npm = require(shutil.which("npm"), "`npm`")
-        result = run([npm, "ci", "--no-audit", "--no-fund"], NPM_TIMEOUT, cwd=BROWSER_DIR)
-        if result.returncode != 0:
-            pytest.fail(f"npm ci in {BROWSER_DIR} failed (exit {result.returncode}):\n"
-                        f"{result.stdout}\n{result.stderr}", pytrace=False)
-        assert installed_version() == locked_version()
+    require_node_version(node, "the browser test")
+    install_locked(BROWSER_DIR, "playwright-core", lambda: require(shutil.which("npm"), "`npm`"))
     return node
 
 

@@ -12,11 +12,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
 
 import pytest
 
 from harness import REPO, SECRETS, TEST_KEY, Response
+from node_deps import MIN_NODE_MAJOR, install_locked, redact, require_node_version, run
 
 NODE_DIR = os.path.join(REPO, "tests", "node")
 TEST_FILES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(NODE_DIR, "*.test.mjs")))
@@ -24,15 +24,7 @@ TEST_FILES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(NODE_DIR
 ALLOWED_LOG_LINES = {
     "sdk-stream-cut.test.mjs": ["upstream request failed"],
 }
-NPM_TIMEOUT = 300
 NODE_TIMEOUT = 180
-MIN_NODE_MAJOR = 20
-
-
-def redact(text):
-    for secret in SECRETS:
-        text = text.replace(secret, "<SECRET>")
-    return text
 
 
 def require_tool(name):
@@ -43,45 +35,12 @@ def require_tool(name):
     return path
 
 
-def run(cmd, timeout, **kw):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode("utf-8", "replace") if isinstance(exc.stdout, bytes) \
-            else (exc.stdout or "")
-        pytest.fail(f"`{' '.join(cmd)}` did not finish within {timeout} s:\n{redact(out)}",
-                    pytrace=False)
-
-
-def locked_openai_version():
-    with open(os.path.join(NODE_DIR, "package-lock.json")) as f:
-        return json.load(f)["packages"]["node_modules/openai"]["version"]
-
-
-def installed_openai_version():
-    try:
-        with open(os.path.join(NODE_DIR, "node_modules", "openai", "package.json")) as f:
-            return json.load(f)["version"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 @pytest.fixture(scope="module")
 def node():
     """The node binary, with tests/node's dependencies installed as locked."""
     node = require_tool("node")
-    version = run([node, "--version"], 30).stdout.strip()
-    match = re.match(r"v(\d+)\.", version)
-    if not match or int(match.group(1)) < MIN_NODE_MAJOR:
-        pytest.fail(f"node {version or '(unknown version)'} is too old: the SDK tests need "
-                    f"Node.js {MIN_NODE_MAJOR}+", pytrace=False)
-    if installed_openai_version() != locked_openai_version():
-        npm = require_tool("npm")
-        result = run([npm, "ci", "--no-audit", "--no-fund"], NPM_TIMEOUT, cwd=NODE_DIR)
-        if result.returncode != 0:
-            pytest.fail(f"npm ci in {NODE_DIR} failed (exit {result.returncode}):\n"
-                        f"{result.stdout}\n{result.stderr}", pytrace=False)
-        assert installed_openai_version() == locked_openai_version()
+    require_node_version(node, "the SDK tests")
+    install_locked(NODE_DIR, "openai", lambda: require_tool("npm"))
     return node
 
 
