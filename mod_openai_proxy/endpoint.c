@@ -8,18 +8,19 @@
  * endpoint. Client query strings are not forwarded, so list endpoints that
  * need them (pagination of files, batches) are not here. */
 static const oaip_endpoint catalog[] = {
-    {"chat/completions", 1, OAIP_BODY_CHAT, 1},
-    {"completions", 1, OAIP_BODY_JSON, 1},
-    {"responses", 1, OAIP_BODY_JSON, 1},
-    {"embeddings", 1, OAIP_BODY_JSON, 0},
-    {"moderations", 1, OAIP_BODY_JSON, 0},
-    {"images/generations", 1, OAIP_BODY_JSON, 0},
-    {"images/edits", 1, OAIP_BODY_MULTIPART, 0},
-    {"audio/speech", 1, OAIP_BODY_JSON, 0},
-    {"audio/transcriptions", 1, OAIP_BODY_MULTIPART, 0},
-    {"audio/translations", 1, OAIP_BODY_MULTIPART, 0},
-    {"models", 0, OAIP_BODY_NONE, 0},
-    {"models/*", 0, OAIP_BODY_NONE, 0},
+    {"chat/completions", 1, OAIP_BODY_CHAT, 1, "max_tokens", 1},
+    {"completions", 1, OAIP_BODY_JSON, 1, "max_tokens", 1},
+    /* its stream reports usage in response.completed, unasked */
+    {"responses", 1, OAIP_BODY_JSON, 1, "max_output_tokens", 0},
+    {"embeddings", 1, OAIP_BODY_JSON, 0, NULL, 0},
+    {"moderations", 1, OAIP_BODY_JSON, 0, NULL, 0},
+    {"images/generations", 1, OAIP_BODY_JSON, 0, NULL, 0},
+    {"images/edits", 1, OAIP_BODY_MULTIPART, 0, NULL, 0},
+    {"audio/speech", 1, OAIP_BODY_JSON, 0, NULL, 0},
+    {"audio/transcriptions", 1, OAIP_BODY_MULTIPART, 0, NULL, 0},
+    {"audio/translations", 1, OAIP_BODY_MULTIPART, 0, NULL, 0},
+    {"models", 0, OAIP_BODY_NONE, 0, NULL, 0},
+    {"models/*", 0, OAIP_BODY_NONE, 0, NULL, 0},
 };
 
 #define CATALOG_SIZE (sizeof(catalog) / sizeof(catalog[0]))

@@ -19,6 +19,10 @@ typedef struct {
     int post;            /* 1: POST; 0: GET (and HEAD) */
     oaip_body_kind body;
     int streams; /* a JSON "stream": true asks for an event stream */
+    /* the token limit OpenAIProxyMaxTokens writes when the body names none
+     * (NULL: the endpoint generates no tokens to cap) */
+    const char *limit_field;
+    int asks_usage; /* a stream's usage comes only with stream_options.include_usage */
 } oaip_endpoint;
 
 /* The endpoint the proxy knows by this pattern, or NULL. Only known

@@ -196,14 +196,28 @@ static int body_error(request_rec *r, const oaip_dir_conf *conf, int status)
     }
 }
 
-/* OpenAIProxyMaxTokens, for every JSON body that names a token limit. */
+/* OpenAIProxyMaxTokens, for every JSON body that names a token limit, and
+ * written into the bodies of endpoints that generate tokens when they name
+ * none. */
 static void lower_token_limit(request_rec *r, const oaip_dir_conf *conf,
-                              oaip_chat_request *json)
+                              const oaip_endpoint *endpoint, oaip_chat_request *json)
 {
     if (conf->max_tokens != OAIP_UNSET &&
-        oaip_chat_request_cap_tokens(r->pool, json, conf->max_tokens)) {
+        oaip_chat_request_cap_tokens(r->pool, json, conf->max_tokens,
+                                     endpoint->limit_field)) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "token limit lowered to %d",
                       conf->max_tokens);
+    }
+}
+
+/* Usage is counted for every stream that reports it only when asked; the
+ * client sees the usage chunk only if it asked for it. */
+static void ask_usage(request_rec *r, const oaip_endpoint *endpoint,
+                      oaip_chat_request *json, oaip_upstream_request *req)
+{
+    if (endpoint->asks_usage) {
+        oaip_chat_request_ask_usage(r->pool, json);
+        req->hide_usage = json->usage_added;
     }
 }
 
@@ -219,8 +233,9 @@ static void send_json(oaip_upstream_request *req, const oaip_chat_request *json)
 
 /* Chat Completions: validated, with defaults, the token cap and the usage
  * chunk asked for. Returns 0 after answering an error. */
-static int prepare_chat(request_rec *r, const oaip_dir_conf *conf, const char *body,
-                        apr_size_t len, oaip_upstream_request *req)
+static int prepare_chat(request_rec *r, const oaip_dir_conf *conf,
+                        const oaip_endpoint *endpoint, const char *body, apr_size_t len,
+                        oaip_upstream_request *req)
 {
     oaip_chat_request chat;
     oaip_error_kind kind;
@@ -231,12 +246,9 @@ static int prepare_chat(request_rec *r, const oaip_dir_conf *conf, const char *b
         send_error(r, conf, kind, detail);
         return 0;
     }
-    lower_token_limit(r, conf, &chat);
-    /* usage is counted for every stream; the client sees the usage chunk
-     * only if it asked for it */
-    oaip_chat_request_ask_usage(r->pool, &chat);
+    lower_token_limit(r, conf, endpoint, &chat);
+    ask_usage(r, endpoint, &chat, req);
     send_json(req, &chat);
-    req->hide_usage = chat.usage_added;
     return 1;
 }
 
@@ -249,33 +261,57 @@ static int prepare_json(request_rec *r, const oaip_dir_conf *conf,
     oaip_error_kind kind;
     const char *detail;
 
-    if (!oaip_json_request_prepare(r->pool, body, len, endpoint->streams, &json, &kind,
-                                   &detail)) {
+    if (!oaip_json_request_prepare(r->pool, body, len, &json, &kind, &detail)) {
         send_error(r, conf, kind, detail);
         return 0;
     }
-    lower_token_limit(r, conf, &json);
+    lower_token_limit(r, conf, endpoint, &json);
+    ask_usage(r, endpoint, &json, req);
     send_json(req, &json);
     return 1;
 }
 
+/* A form field's "stream" value that asks for no stream; anything else
+ * might to a lenient upstream ("1", "on", "True"), so it counts as one. */
+static int says_no_stream(const char *value)
+{
+    static const char *const no[] = {"", "false", "0", "no", "off", "f", "n"};
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
+        if (strcasecmp(value, no[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* File uploads: forwarded byte for byte with the client's Content-Type (its
- * boundary); only the model field is read. */
+ * boundary); only the model and stream fields are read, each refused when
+ * given twice (which copy an upstream takes depends on its parser). */
 static int prepare_multipart(request_rec *r, const oaip_dir_conf *conf, const char *body,
                              apr_size_t len, oaip_upstream_request *req)
 {
     const char *type = apr_table_get(r->headers_in, "Content-Type");
-    const char *boundary = oaip_multipart_boundary(r->pool, type);
+    const char *boundary = oaip_multipart_boundary(r->pool, type), *stream;
 
     if (boundary == NULL) {
         send_error(r, conf, OAIP_ERR_BAD_REQUEST,
                    "This endpoint takes a multipart/form-data body with a boundary");
         return 0;
     }
+    if (oaip_multipart_find(r->pool, body, len, boundary, "model", &req->model) ==
+            OAIP_MULTIPART_DUPLICATE ||
+        oaip_multipart_find(r->pool, body, len, boundary, "stream", &stream) ==
+            OAIP_MULTIPART_DUPLICATE) {
+        send_error(r, conf, OAIP_ERR_BAD_REQUEST,
+                   "The form names the model or stream field more than once");
+        return 0;
+    }
     req->content_type = type;
     req->body = body;
     req->body_len = len;
-    req->model = oaip_multipart_field(r->pool, body, len, boundary, "model");
+    req->stream = stream != NULL && !says_no_stream(stream);
     return 1;
 }
 
@@ -310,7 +346,7 @@ static int proxy(request_rec *r, const oaip_dir_conf *conf, const oaip_endpoint 
     }
     switch (endpoint->body) {
     case OAIP_BODY_CHAT:
-        prepared = prepare_chat(r, conf, body, len, &req);
+        prepared = prepare_chat(r, conf, endpoint, body, len, &req);
         break;
     case OAIP_BODY_JSON:
         prepared = prepare_json(r, conf, endpoint, body, len, &req);

@@ -10,9 +10,24 @@
  * an upstream header line (control characters, non-ASCII). */
 const char *oaip_multipart_boundary(apr_pool_t *p, const char *content_type);
 
-/* The value of the form field `name` (a part without a file name) in a
- * multipart `body`, or NULL when there is none or it is longer than 256
- * bytes. */
+typedef enum {
+    OAIP_MULTIPART_ABSENT,   /* no part names the field */
+    OAIP_MULTIPART_FOUND,    /* exactly one part does */
+    OAIP_MULTIPART_DUPLICATE /* more than one: which wins depends on the parser */
+} oaip_multipart_found;
+
+/* Looks for the form field `name` in a multipart `body`. A part is named
+ * only by the name parameter of its Content-Disposition header (quoted with
+ * backslash escapes, a bare token, or RFC 2231 name*=), never by text
+ * elsewhere in its headers; delimiters are "--boundary" lines as RFC 2046
+ * has them. Every part so named counts, files included. *value is the
+ * field's value when FOUND, not a file and at most 256 bytes, else NULL. */
+oaip_multipart_found oaip_multipart_find(apr_pool_t *p, const char *body, apr_size_t len,
+                                         const char *boundary, const char *name,
+                                         const char **value);
+
+/* The value of the form field `name` when exactly one part names it, it is
+ * no file and at most 256 bytes; else NULL. */
 const char *oaip_multipart_field(apr_pool_t *p, const char *body, apr_size_t len,
                                  const char *boundary, const char *name);
 

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "guarded_fields.h"
+
 /* The Worker's defaults, kept for compatibility with its clients. */
 static const oaip_default builtin_defaults[] = {
     {"model", "\"gpt-3.5-turbo\""},
@@ -295,8 +297,8 @@ static json_t *parse_object(apr_pool_t *p, const char *body, apr_size_t len,
 }
 
 int oaip_json_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
-                              int may_stream, oaip_chat_request *out,
-                              oaip_error_kind *kind, const char **detail)
+                              oaip_chat_request *out, oaip_error_kind *kind,
+                              const char **detail)
 {
     json_t *object = parse_object(p, body, len, "", kind, detail);
     json_t *model;
@@ -304,12 +306,19 @@ int oaip_json_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
     if (object == NULL) {
         return 0;
     }
+    if (!oaip_guarded_fields_check(p, object, kind, detail)) {
+        json_decref(object);
+        return 0;
+    }
     model = json_object_get(object, "model");
     memset(out, 0, sizeof(*out));
     out->body = body;
     out->body_len = len;
     out->model = json_is_string(model) ? apr_pstrdup(p, json_string_value(model)) : NULL;
-    out->stream = may_stream && json_is_true(json_object_get(object, "stream"));
+    /* an endpoint the proxy does not know to stream (image generation does,
+     * for some upstreams) still counts as a stream when it asks for one */
+    out->stream = json_is_true(json_object_get(object, "stream"));
+    out->has_stream_options = json_object_get(object, "stream_options") != NULL;
     json_decref(object);
     return 1;
 }
@@ -324,6 +333,10 @@ int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
 
     object = parse_object(p, body, len, " with a messages array", kind, detail);
     if (object == NULL) {
+        return 0;
+    }
+    if (!oaip_guarded_fields_check(p, object, kind, detail)) {
+        json_decref(object);
         return 0;
     }
     messages = json_object_get(object, "messages");
@@ -351,12 +364,13 @@ int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
     return 1;
 }
 
-/* A token limit above `cap`: numbers only (anything else is the upstream's
- * to refuse). */
+/* A token limit that lets more than `cap` through: a larger number, or
+ * null (the upstream's own default, often "no limit"). The check refused
+ * every other type before. */
 static int exceeds(json_t *value, json_int_t cap)
 {
-    return (json_is_integer(value) && json_integer_value(value) > cap) ||
-           (json_is_real(value) && json_real_value(value) > (double)cap);
+    return json_is_null(value) ||
+           (json_is_integer(value) && json_integer_value(value) > cap);
 }
 
 /* Re-encodes a request whose JSON was changed. */
@@ -372,21 +386,29 @@ static void replace_body(apr_pool_t *p, oaip_chat_request *req, json_t *object)
     }
 }
 
-int oaip_chat_request_cap_tokens(apr_pool_t *p, oaip_chat_request *req, json_int_t cap)
+int oaip_chat_request_cap_tokens(apr_pool_t *p, oaip_chat_request *req, json_int_t cap,
+                                 const char *missing_field)
 {
     /* chat and completions name it max_tokens or max_completion_tokens,
      * the Responses API max_output_tokens */
     static const char *const fields[] = {"max_tokens", "max_completion_tokens",
                                          "max_output_tokens"};
     json_t *object = json_loadb(req->body, req->body_len, 0, NULL);
-    int changed = 0;
+    int changed = 0, present = 0;
     apr_size_t i;
 
     for (i = 0; object != NULL && i < sizeof(fields) / sizeof(fields[0]); i++) {
-        if (exceeds(json_object_get(object, fields[i]), cap)) {
+        json_t *value = json_object_get(object, fields[i]);
+        present |= (value != NULL);
+        if (exceeds(value, cap)) {
             json_object_set_new(object, fields[i], json_integer(cap));
             changed = 1;
         }
+    }
+    /* where the upstream's default is "as many as fit", the cap is written */
+    if (object != NULL && !present && missing_field != NULL) {
+        json_object_set_new(object, missing_field, json_integer(cap));
+        changed = 1;
     }
     if (changed) {
         replace_body(p, req, object);
@@ -414,14 +436,22 @@ int oaip_chat_request_ask_usage(apr_pool_t *p, oaip_chat_request *req)
         req->body_len = close + sizeof(addition) - 1;
         return req->usage_added = 1;
     }
-    /* rare: the client's own options; only then is the body parsed again */
+    /* rare: the client's own options; only then is the body parsed again.
+     * Whatever they say (null, include_usage false or null), the proxy
+     * needs the usage chunk: budgets are charged from it. */
     object = json_loadb(req->body, req->body_len, 0, NULL);
     options = json_object_get(object, "stream_options");
-    if (json_is_object(options) &&
-        !json_is_true(json_object_get(options, "include_usage"))) {
-        json_object_set_new(options, "include_usage", json_true());
-        replace_body(p, req, object);
+    if (object != NULL && !json_is_object(options)) {
+        json_object_set_new(object, "stream_options",
+                            json_pack("{s:b}", "include_usage", 1));
         added = 1;
+    } else if (json_is_object(options) &&
+               !json_is_true(json_object_get(options, "include_usage"))) {
+        json_object_set_new(options, "include_usage", json_true());
+        added = 1;
+    }
+    if (added) {
+        replace_body(p, req, object);
     }
     json_decref(object);
     return req->usage_added = added;

@@ -37,22 +37,27 @@ int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
                               const char **detail);
 
 /* Checks a body for an endpoint other than Chat Completions: a JSON object,
- * forwarded as it is. Notes its model (NULL when not a string) and, when
- * `may_stream`, its "stream": true. Same errors as for chat, without the
- * messages check. */
+ * forwarded as it is. Notes its model (NULL when not a string) and its
+ * "stream": true (on any endpoint: an upstream may stream what the proxy
+ * does not know to stream). Same errors as for chat, without the messages
+ * check. */
 int oaip_json_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
-                              int may_stream, oaip_chat_request *out,
-                              oaip_error_kind *kind, const char **detail);
+                              oaip_chat_request *out, oaip_error_kind *kind,
+                              const char **detail);
 
-/* OpenAIProxyMaxTokens: lowers max_tokens and max_completion_tokens of a
- * prepared request (client's or default) to `cap` where they are larger;
- * a missing field stays missing. The body is re-encoded only when a value
- * changes. Returns 1 when it did. */
-int oaip_chat_request_cap_tokens(apr_pool_t *p, oaip_chat_request *req, json_int_t cap);
+/* OpenAIProxyMaxTokens: lowers max_tokens, max_completion_tokens and
+ * max_output_tokens of a prepared request (client's or default) to `cap`
+ * where they are larger or null; when none is present and `missing_field`
+ * is not NULL (an endpoint whose upstream default is "no limit"), writes
+ * the cap there. The body is re-encoded only when it changes. Returns 1
+ * when it did. */
+int oaip_chat_request_cap_tokens(apr_pool_t *p, oaip_chat_request *req, json_int_t cap,
+                                 const char *missing_field);
 
 /* For a stream request: asks the upstream for the usage chunk
- * (stream_options.include_usage) when the client did not. Returns 1 when it
- * added it, so that the relay hides that chunk from the client. */
+ * (stream_options.include_usage) when the client did not, whatever its
+ * stream_options said (absent, null, include_usage false or null). Returns
+ * 1 when it added it, so that the relay hides that chunk from the client. */
 int oaip_chat_request_ask_usage(apr_pool_t *p, oaip_chat_request *req);
 
 /* Parses an OpenAIProxyDefault value: JSON, or a bare word taken as a string

@@ -4,6 +4,7 @@
 
 #include <apr_strings.h>
 #include <jansson.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* An event larger than this is not a chat chunk: its data is dropped (the
@@ -124,24 +125,44 @@ apr_size_t oaip_sse_event_length(const char *buf, apr_size_t len)
     return 0;
 }
 
-static const char *find(const char *hay, apr_size_t len, const char *needle)
+/* Whether an event may carry a usage object: it names "usage" other than
+ * as "usage":null (in every chunk of an OpenAI stream that asked for
+ * usage, not worth parsing), or holds a JSON escape behind which a key
+ * could hide. Anything else that looks odd is parsed. */
+static int may_carry_usage(const char *event, apr_size_t len)
 {
-    apr_size_t n = strlen(needle), i;
+    apr_size_t i;
 
-    for (i = 0; i + n <= len; i++) {
-        if (memcmp(hay + i, needle, n) == 0) {
-            return hay + i;
+    for (i = 0; i + 5 <= len; i++) {
+        if (event[i] == '\\' && event[i + 1] == 'u') {
+            return 1;
+        }
+        if (memcmp(event + i, "usage", 5) == 0) {
+            apr_size_t j = i + 5;
+            while (j < len && strchr("\" \t:", event[j]) != NULL && event[j]) {
+                j++;
+            }
+            if (!(j + 4 <= len && memcmp(event + j, "null", 4) == 0)) {
+                return 1;
+            }
         }
     }
-    return NULL;
+    return 0;
 }
 
-/* The value of an event's data line, when it has exactly one: with several,
- * a client reads them joined, which is then no usage chunk alone. */
-static const char *single_data_value(const char *event, apr_size_t len,
-                                     apr_size_t *value_len)
+/* An event's data as a client reads it: its data lines' values (one
+ * leading space dropped) joined by "\n"; lines end with CRLF, LF or CR.
+ * malloc'd (the caller frees it); NULL without a data line. */
+static char *event_data(const char *event, apr_size_t len, apr_size_t *data_len)
 {
-    const char *line = event, *end = event + len, *found = NULL;
+    const char *line = event, *end = event + len;
+    char *out = malloc(len + 1);
+    apr_size_t n_out = 0;
+    int any = 0;
+
+    if (out == NULL) {
+        return NULL;
+    }
 
     while (line < end) {
         const char *eol = line;
@@ -151,41 +172,63 @@ static const char *single_data_value(const char *event, apr_size_t len,
         }
         n = (apr_size_t)(eol - line);
         if (n >= 4 && memcmp(line, "data", 4) == 0 && (n == 4 || line[4] == ':')) {
-            if (found != NULL) {
-                return NULL;
+            const char *v = line + (n > 4 ? 5 : 4);
+            apr_size_t vn = (apr_size_t)(eol - v);
+            if (vn > 0 && *v == ' ') {
+                v++;
+                vn--;
             }
-            found = line + (n > 4 ? 5 : 4);
-            *value_len = (apr_size_t)(eol - found);
+            if (any) {
+                out[n_out++] = '\n';
+            }
+            memcpy(out + n_out, v, vn);
+            n_out += vn;
+            any = 1;
         }
-        line = eol + 1;
+        line = (eol < end && *eol == '\r' && eol + 1 < end && eol[1] == '\n') ? eol + 2
+                                                                              : eol + 1;
     }
-    return found;
+    out[n_out] = '\0';
+    *data_len = n_out;
+    if (!any) {
+        free(out);
+        return NULL;
+    }
+    return out;
 }
 
-/* The relay hides the usage chunk from the client, so only a real one counts:
- * a JSON object whose own "choices" is empty and whose "usage" is an object.
- * The substring test alone also took a garbled event, or a content chunk
- * with "choices":[] nested in it, for the usage chunk and hid it. It stays as
- * a cheap filter, so that only the last chunk of a stream is parsed. */
+/* The usage chunk is told by its JSON structure, whatever the upstream's
+ * formatting (white space, key order, escapes, the object split over
+ * several data lines): an object whose own "choices" is an empty array and
+ * whose "usage" is an object. An event that carries more than that object
+ * (a second data line such as [DONE]) is no usage chunk to hide, and a
+ * content chunk with a usage object (some servers report it in the last
+ * one) is none either; their usage is still read, so that no stream goes
+ * uncharged. */
 int oaip_sse_usage_chunk(const char *event, apr_size_t len, oaip_usage *usage)
 {
-    const char *data;
+    char *data;
     apr_size_t data_len;
     json_t *chunk, *choices, *u;
-    int found;
+    int whole = 1, found = 0;
 
-    if (!find(event, len, "\"choices\":[]") || !find(event, len, "\"usage\":{") ||
-        (data = single_data_value(event, len, &data_len)) == NULL) {
+    if (!may_carry_usage(event, len) ||
+        (data = event_data(event, len, &data_len)) == NULL) {
         return 0;
     }
     chunk = json_loadb(data, data_len, 0, NULL);
+    if (chunk == NULL) {
+        whole = 0; /* the first value of the data, for its usage only */
+        chunk = json_loadb(data, data_len, JSON_DISABLE_EOF_CHECK, NULL);
+    }
     choices = json_object_get(chunk, "choices");
     u = json_object_get(chunk, "usage");
-    found = json_is_array(choices) && json_array_size(choices) == 0 && json_is_object(u);
-    if (found) {
+    if (json_is_object(u)) {
         (void)read_usage(u, usage); /* hidden even when it carries no counts */
+        found = whole && json_is_array(choices) && json_array_size(choices) == 0;
     }
     json_decref(chunk);
+    free(data);
     return found;
 }
 

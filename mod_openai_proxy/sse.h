@@ -24,8 +24,10 @@ int oaip_usage_from_json(const char *json, apr_size_t len, oaip_usage *usage);
  * yet. */
 apr_size_t oaip_sse_event_length(const char *buf, apr_size_t len);
 
-/* Whether a raw event is the usage chunk of a stream ("choices":[] and a
- * usage object); fills *usage from it when it is. */
+/* Whether a raw event is the usage chunk of a stream alone (a JSON object
+ * with an empty "choices" array and a "usage" object, however formatted or
+ * split over data lines), which the relay may hide. Fills *usage from any
+ * event whose data begins with an object carrying a usage object. */
 int oaip_sse_usage_chunk(const char *event, apr_size_t len, oaip_usage *usage);
 
 /* An incremental SSE reader: bytes go in as they arrive, split anywhere;

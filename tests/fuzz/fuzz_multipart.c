@@ -7,8 +7,12 @@
  * Invariants: a boundary is 1-70 bytes, one of the Content-Type's, without
  * control (HTAB aside) or non-ASCII bytes (the Content-Type goes upstream); a
  * field value is at most 256 bytes, lies in the body right after a part's
- * blank line and right before a delimiter; reads stay inside the body (ASan:
- * the body is an exact malloc'd copy). */
+ * blank line and right before a delimiter; oaip_multipart_field gives a
+ * value only when oaip_multipart_find found exactly one part; a body that
+ * names the model once names it twice (DUPLICATE, which the proxy refuses)
+ * once another model part is put in front of it, so no second copy can
+ * hide from the check (issue 9); reads stay inside the body (ASan: the body
+ * is an exact malloc'd copy). */
 #include "fuzz.h"
 
 #include <apr_strings.h>
@@ -25,6 +29,36 @@ static const char *memfind(const char *hay, size_t len, const char *needle, size
         }
     }
     return NULL;
+}
+
+/* A body that opens with its first delimiter and names `name` once gets
+ * a part of that name in front: it must then name it twice. */
+static void check_second_copy(apr_pool_t *p, const char *body, size_t len,
+                              const char *boundary, const char *name,
+                              oaip_multipart_found found)
+{
+    const char *opening = apr_pstrcat(p, "--", boundary, "\r\n", NULL);
+    size_t n = strlen(opening);
+    const char *front, *ignored;
+    char *both;
+    size_t front_len;
+
+    if (found != OAIP_MULTIPART_FOUND || len < n || memcmp(body, opening, n) != 0) {
+        return;
+    }
+    front = apr_pstrcat(p, opening, "Content-Disposition: form-data; name=\"", name,
+                        "\"\r\n\r\nanother\r\n", NULL);
+    front_len = strlen(front);
+    both = malloc(front_len + len); /* exact, for ASan */
+    if (both == NULL) {
+        abort();
+    }
+    memcpy(both, front, front_len);
+    memcpy(both + front_len, body, len);
+    FUZZ_CHECK(oaip_multipart_find(p, both, front_len + len, boundary, name, &ignored) ==
+                   OAIP_MULTIPART_DUPLICATE,
+               "a second \"%s\" part in front went unnoticed", name);
+    free(both);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -53,7 +87,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     for (i = 0; i < N_ELEMS(names); i++) {
+        const char *found_value;
+        oaip_multipart_found found =
+            oaip_multipart_find(p, body, body_len, boundary, names[i], &found_value);
         value = oaip_multipart_field(p, body, body_len, boundary, names[i]);
+        FUZZ_CHECK(found == OAIP_MULTIPART_FOUND || (value == NULL && found_value == NULL),
+                   "a value without exactly one part");
+        FUZZ_CHECK(value == found_value || (value && found_value &&
+                                            strcmp(value, found_value) == 0),
+                   "find and field disagree");
+        check_second_copy(p, body, body_len, boundary, names[i], found);
         if (value != NULL) {
             size_t n = strlen(value);
             const char *delim = apr_pstrcat(p, "\r\n--", boundary, NULL);

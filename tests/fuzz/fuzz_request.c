@@ -8,8 +8,13 @@
  * sentence that makes a valid JSON error body; an accepted body becomes valid
  * JSON without duplicate keys that keeps the client's bytes and values,
  * gains exactly the defaults that apply and reports stream/model as they end
- * up; cap_tokens leaves no token limit above the cap and nothing else
- * changed; ask_usage asks for usage on stream requests only. */
+ * up; every accepted body has its limit fields (max_tokens & co., n,
+ * best_of) null or whole numbers from 1, stream and stream_options of their
+ * types and no case-folded look-alike of them (issue 9); cap_tokens leaves
+ * no token limit above the cap or null, writes the cap where the endpoint
+ * has no limit and the body names none, and changes nothing else;
+ * ask_usage gets the usage chunk for every stream request (chat and legacy
+ * completions), whatever stream_options said, and for no other. */
 #include "fuzz.h"
 
 #include "errors.h"
@@ -100,7 +105,8 @@ static void check_refusal(apr_pool_t *p, oaip_error_kind kind, const char *detai
     json_t *parsed;
 
     FUZZ_CHECK(kind == OAIP_ERR_EMPTY_BODY || kind == OAIP_ERR_INVALID_JSON ||
-                   kind == OAIP_ERR_NOT_OBJECT || kind == OAIP_ERR_INVALID_MESSAGES,
+                   kind == OAIP_ERR_NOT_OBJECT || kind == OAIP_ERR_INVALID_MESSAGES ||
+                   kind == OAIP_ERR_BAD_REQUEST,
                "kind %d", (int)kind);
     FUZZ_CHECK(detail != NULL && *detail != '\0', "no detail");
     body = oaip_error_body(p, OAIP_ERRFMT_OPENAI, kind, detail);
@@ -199,7 +205,7 @@ static void check_prepared(const char *input, size_t len, const apr_array_header
 
 static int above_cap(json_t *v)
 {
-    return (json_is_integer(v) && json_integer_value(v) > CAP) ||
+    return json_is_null(v) || (json_is_integer(v) && json_integer_value(v) > CAP) ||
            (json_is_real(v) && json_real_value(v) > CAP);
 }
 
@@ -219,17 +225,113 @@ static int is_lowered(json_t *before, const char *key)
     return 0;
 }
 
-static void check_cap_tokens(apr_pool_t *p, oaip_chat_request *req)
+/* A reference fold, written apart from guarded_fields.c's: the key with
+ * U+017F and U+212A spelled as s and k, compared without ASCII case. */
+static int folds_to(const char *key, const char *name)
+{
+    char folded[256];
+    size_t n = 0;
+    const char *c;
+
+    for (c = key; *c && n + 1 < sizeof(folded); c++) {
+        if (strncmp(c, "\xc5\xbf", 2) == 0) {
+            folded[n++] = 's';
+            c += 1;
+        } else if (strncmp(c, "\xe2\x84\xaa", 3) == 0) {
+            folded[n++] = 'k';
+            c += 2;
+        } else {
+            folded[n++] = *c;
+        }
+    }
+    folded[n] = '\0';
+    return *c == '\0' && strcasecmp(folded, name) == 0 && strcmp(key, name) != 0;
+}
+
+/* Issue 9's rule: each limit field is null or a whole number from 1,
+ * stream and stream_options have their types, and no key is a case-folded
+ * look-alike of one of them. NULL when `object` keeps it, else the reason. */
+static const char *guarded_violation(json_t *object)
+{
+    static const char *const counts[] = {"max_tokens", "max_completion_tokens",
+                                         "max_output_tokens", "n", "best_of"};
+    static const char *const guarded[] = {
+        "max_tokens", "max_completion_tokens", "max_output_tokens", "n", "best_of",
+        "stream",     "stream_options",        "model"};
+    json_t *v, *options = json_object_get(object, "stream_options");
+    const char *key;
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(counts); i++) {
+        v = json_object_get(object, counts[i]);
+        if (!(v == NULL || json_is_null(v) ||
+              (json_is_integer(v) && json_integer_value(v) >= 1))) {
+            return counts[i];
+        }
+    }
+    v = json_object_get(object, "stream");
+    if (!(v == NULL || json_is_boolean(v) || json_is_null(v))) {
+        return "stream";
+    }
+    if (!(options == NULL || json_is_null(options) || json_is_object(options))) {
+        return "stream_options";
+    }
+    v = json_object_get(options, "include_usage");
+    if (!(v == NULL || json_is_boolean(v) || json_is_null(v))) {
+        return "include_usage";
+    }
+    json_object_foreach(object, key, v)
+    {
+        for (i = 0; i < N_ELEMS(guarded); i++) {
+            if (folds_to(key, guarded[i])) {
+                return "a look-alike key";
+            }
+        }
+    }
+    json_object_foreach(options, key, v)
+    {
+        if (folds_to(key, "include_usage")) {
+            return "a look-alike key in stream_options";
+        }
+    }
+    return NULL;
+}
+
+static void check_guarded(json_t *object, const char *what)
+{
+    const char *violation = guarded_violation(object);
+
+    FUZZ_CHECK(violation == NULL, "%s: accepted with %s of the wrong kind", what,
+               violation);
+}
+
+/* A body refused as a bad request must break the rule above. */
+static void check_bad_request(const char *input, size_t size, oaip_error_kind kind)
+{
+    json_t *object;
+
+    if (kind != OAIP_ERR_BAD_REQUEST) {
+        return;
+    }
+    object = fuzz_json(input, size, JSON_REJECT_DUPLICATES);
+    FUZZ_CHECK(json_is_object(object) && guarded_violation(object) != NULL,
+               "a body that keeps the rules was refused as a bad request");
+    json_decref(object);
+}
+
+static void check_cap_tokens(apr_pool_t *p, oaip_chat_request *req, const char *missing)
 {
     json_t *before = parse_body(req, "before cap"), *after, *value;
     const char *old_body = req->body, *key;
-    int expect = 0, changed;
+    int expect = 0, present = 0, changed;
     size_t i;
 
     for (i = 0; i < sizeof(capped_fields) / sizeof(capped_fields[0]); i++) {
         expect |= above_cap(json_object_get(before, capped_fields[i]));
+        present |= json_object_get(before, capped_fields[i]) != NULL;
     }
-    changed = oaip_chat_request_cap_tokens(p, req, CAP);
+    expect |= (!present && missing != NULL);
+    changed = oaip_chat_request_cap_tokens(p, req, CAP, missing);
     FUZZ_CHECK(changed == expect, "cap_tokens returned %d, expected %d", changed, expect);
     if (!changed) {
         FUZZ_CHECK(req->body == old_body, "an unchanged body was re-encoded");
@@ -237,7 +339,8 @@ static void check_cap_tokens(apr_pool_t *p, oaip_chat_request *req)
     after = parse_body(req, "cap_tokens");
     for (i = 0; i < sizeof(capped_fields) / sizeof(capped_fields[0]); i++) {
         FUZZ_CHECK(!above_cap(json_object_get(after, capped_fields[i])),
-                   "a token limit above the cap is left in %s", capped_fields[i]);
+                   "a token limit above the cap (or null) is left in %s",
+                   capped_fields[i]);
     }
     json_object_foreach(before, key, value)
     {
@@ -245,8 +348,14 @@ static void check_cap_tokens(apr_pool_t *p, oaip_chat_request *req)
                        json_equal(value, json_object_get(after, key)),
                    "cap_tokens changed or dropped field \"%s\"", key);
     }
-    FUZZ_CHECK(json_object_size(before) == json_object_size(after),
-               "cap_tokens added a field");
+    if (!present && missing != NULL) {
+        FUZZ_CHECK(json_integer_value(json_object_get(after, missing)) == CAP &&
+                       json_object_size(after) == json_object_size(before) + 1,
+                   "the cap was not written where no limit was named");
+    } else {
+        FUZZ_CHECK(json_object_size(before) == json_object_size(after),
+                   "cap_tokens added a field");
+    }
     json_decref(before);
     json_decref(after);
 }
@@ -264,14 +373,13 @@ static void check_ask_usage(apr_pool_t *p, oaip_chat_request *req)
     if (!req->stream) {
         FUZZ_CHECK(!added && req->body == old_body,
                    "usage asked for a non-stream request");
-    } else if (old_options == NULL ||
-               (json_is_object(old_options) &&
-                !json_is_true(json_object_get(old_options, "include_usage")))) {
-        FUZZ_CHECK(added && json_is_true(json_object_get(options, "include_usage")),
-                   "usage not asked for");
     } else {
-        FUZZ_CHECK(!added, "usage asked for although the client's options had it or "
-                           "were no object");
+        /* whatever the client's options said, the proxy gets the usage */
+        FUZZ_CHECK(json_is_true(json_object_get(options, "include_usage")),
+                   "a stream goes without the usage chunk");
+        FUZZ_CHECK(added == !json_is_true(json_object_get(old_options, "include_usage")),
+                   "usage_added is %d although the client %s asked for usage", added,
+                   added ? "had" : "had not");
     }
     check_kept(before, after, "stream_options", NULL, "ask_usage");
     json_decref(before);
@@ -282,33 +390,33 @@ static void check_ask_usage(apr_pool_t *p, oaip_chat_request *req)
  * model and stream are noted. */
 static void check_json_endpoint(apr_pool_t *p, const char *input, size_t size)
 {
-    int may_stream;
+    oaip_chat_request req;
+    oaip_error_kind kind = OAIP_ERR__COUNT;
+    const char *detail = NULL;
+    json_t *object, *model;
 
-    for (may_stream = 0; may_stream <= 1; may_stream++) {
-        oaip_chat_request req;
-        oaip_error_kind kind = OAIP_ERR__COUNT;
-        const char *detail = NULL;
-        json_t *object, *model;
-
-        if (!oaip_json_request_prepare(p, input, size, may_stream, &req, &kind,
-                                       &detail)) {
-            check_refusal(p, kind, detail);
-            continue;
-        }
-        object = fuzz_json(input, size, JSON_REJECT_DUPLICATES);
-        FUZZ_CHECK(json_is_object(object), "a JSON endpoint accepted no object");
-        FUZZ_CHECK(req.body == input && req.body_len == size, "a JSON body was changed");
-        model = json_object_get(object, "model");
-        FUZZ_CHECK(json_is_string(model)
-                       ? req.model != NULL &&
-                             strcmp(req.model, json_string_value(model)) == 0
-                       : req.model == NULL,
-                   "model is wrong");
-        FUZZ_CHECK(req.stream ==
-                       (may_stream && json_is_true(json_object_get(object, "stream"))),
-                   "stream is wrong");
-        json_decref(object);
+    if (!oaip_json_request_prepare(p, input, size, &req, &kind, &detail)) {
+        check_refusal(p, kind, detail);
+        check_bad_request(input, size, kind);
+        return;
     }
+    object = fuzz_json(input, size, JSON_REJECT_DUPLICATES);
+    FUZZ_CHECK(json_is_object(object), "a JSON endpoint accepted no object");
+    FUZZ_CHECK(req.body == input && req.body_len == size, "a JSON body was changed");
+    check_guarded(object, "JSON endpoint");
+    model = json_object_get(object, "model");
+    FUZZ_CHECK(json_is_string(model)
+                   ? req.model != NULL && strcmp(req.model, json_string_value(model)) == 0
+                   : req.model == NULL,
+               "model is wrong");
+    FUZZ_CHECK(req.stream == json_is_true(json_object_get(object, "stream")),
+               "stream is wrong");
+    /* the legacy completions stream asks for usage as chat does */
+    if (req.stream) {
+        check_ask_usage(p, &req);
+    }
+    check_cap_tokens(p, &req, "max_output_tokens");
+    json_decref(object);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -329,6 +437,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!oaip_chat_request_prepare(p, input, size, default_sets[i], &req, &kind,
                                        &detail)) {
             check_refusal(p, kind, detail);
+            check_bad_request(input, size, kind);
             continue;
         }
         client = fuzz_json(input, size, JSON_REJECT_DUPLICATES);
@@ -336,8 +445,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                        json_is_array(json_object_get(client, "messages")),
                    "an invalid body was accepted");
         check_prepared(input, size, default_sets[i], client, &req);
+        check_guarded(client, "chat");
         json_decref(client);
-        check_cap_tokens(p, &req);
+        check_cap_tokens(p, &req, i % 2 ? "max_tokens" : NULL);
         check_ask_usage(p, &req);
     }
     return 0;

@@ -8,8 +8,11 @@
  * events a plain reference reader of the whole text finds (lines end with
  * CRLF, LF or CR; "data" lines joined by "\n", one leading space dropped; an
  * event whose data or one of whose lines passes the limit is dropped); every raw event
- * found by oaip_sse_event_length lies within the input and ends with a blank line; usage
- * reading never reads outside what it is given (ASan). */
+ * found by oaip_sse_event_length lies within the input and ends with a blank line; an
+ * event is taken for the usage chunk exactly when the reference reader's one
+ * event is a JSON object with an empty "choices" array and a "usage" object,
+ * whatever its formatting (issue 9); usage reading never reads outside what
+ * it is given (ASan). */
 #include "fuzz.h"
 
 #include <apr_strings.h>
@@ -163,12 +166,18 @@ static void check_raw_events(apr_pool_t *p, const char *s, size_t len,
         FUZZ_CHECK(copy[n - 1] == '\n' || copy[n - 1] == '\r',
                    "an event does not end with a line end");
         oaip_usage_init(&usage);
-        if (oaip_sse_usage_chunk(copy, n, &usage)) {
+        {
             apr_array_header_t *one = reference_events(p, copy, n, (size_t)-1);
-            FUZZ_CHECK(
+            int reference =
                 one->nelts == 1 && is_usage_chunk(APR_ARRAY_IDX(one, 0, event).data,
-                                                  APR_ARRAY_IDX(one, 0, event).len),
-                "an event taken for the usage chunk is none: \"%.*s\"", (int)n, copy);
+                                                  APR_ARRAY_IDX(one, 0, event).len);
+            int found = oaip_sse_usage_chunk(copy, n, &usage);
+            FUZZ_CHECK(!found || reference,
+                       "an event taken for the usage chunk is none: \"%.*s\"", (int)n,
+                       copy);
+            /* issue 9: known by its structure, however it is formatted */
+            FUZZ_CHECK(found || !reference, "a usage chunk was not recognised: \"%.*s\"",
+                       (int)n, copy);
         }
         free(copy);
         at += n;

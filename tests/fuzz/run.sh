@@ -21,7 +21,7 @@ CC_FUZZ=${CC_FUZZ:-clang}
 OUT=build/out/fuzz
 SRC=mod_openai_proxy
 CORE=("$SRC/errors.c" "$SRC/cors.c" "$SRC/request.c" "$SRC/sse.c" "$SRC/buffer.c" "$SRC/values.c"
-      "$SRC/limit_spec.c" "$SRC/endpoint.c" "$SRC/multipart.c")
+      "$SRC/limit_spec.c" "$SRC/endpoint.c" "$SRC/multipart.c" "$SRC/guarded_fields.c")
 # A short SSE event limit lets small inputs reach the reader's overflow paths.
 SSE_LIMIT=-DOAIP_SSE_MAX_EVENT_DATA=64
 

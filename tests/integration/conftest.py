@@ -64,6 +64,12 @@ Include {REPO}/conf/openai_proxy_log.conf
   <Location /capped>
 {proxy}    OpenAIProxyMaxTokens 64
   </Location>
+  <Location /guarded>
+{proxy}    OpenAIProxyEndpoints chat/completions completions responses embeddings
+    OpenAIProxyEndpoints images/generations audio/transcriptions
+    OpenAIProxyMaxTokens 64
+    OpenAIProxyAllowModels gpt-4o-mini whisper-1 text-embedding-3-small gpt-image-1
+  </Location>
   <Location /byok>
 {proxy}    OpenAIProxyAllowClientKey On
   </Location>

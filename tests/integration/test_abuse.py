@@ -322,15 +322,20 @@ def test_a_body_that_is_not_an_object_is_400(httpd, mock, client, body, kind):
 
 
 def test_tiny_and_huge_numbers_that_parse_are_forwarded(client, mock):
-    resp = client.post("/v1", '{"messages":[],"temperature":1e-999,"max_tokens":1e308}',
+    resp = client.post("/v1", '{"messages":[],"temperature":1e-999,"top_p":1e308}',
                        headers={"Content-Type": "application/json"})
     assert resp.status == 200
     forwarded = mock.requests()[-1]["body"]
-    assert forwarded["temperature"] == 0 and forwarded["max_tokens"] == 1e308
+    assert forwarded["temperature"] == 0 and forwarded["top_p"] == 1e308
+    # a token limit must be a whole number: 1e308 is no limit a lenient
+    # upstream should be left to read (issue 9)
+    resp = client.post("/v1", '{"messages":[],"max_tokens":1e308}',
+                       headers={"Content-Type": "application/json"})
+    assert resp.status == 400 and "max_tokens" in resp.json()["message"]
 
 
 def test_a_huge_max_tokens_is_capped(client, mock):
-    resp = client.post("/capped", '{"messages":[],"max_tokens":1e308,'
+    resp = client.post("/capped", '{"messages":[],"max_tokens":9223372036854775807,'
                        '"max_completion_tokens":9223372036854775807}',
                        headers={"Content-Type": "application/json"})
     assert resp.status == 200

@@ -60,11 +60,11 @@ def test_defaults_fill_only_absent_fields(client, mock):
 
 
 def test_client_values_win_even_when_falsy(client, mock):
-    client.post("/v1", {"messages": MESSAGES, "temperature": 0, "max_tokens": 0,
+    client.post("/v1", {"messages": MESSAGES, "temperature": 0, "max_tokens": None,
                         "model": "gpt-4o", "stream": False})
     sent = last_upstream_request(mock)["body"]
     assert sent["temperature"] == 0
-    assert sent["max_tokens"] == 0
+    assert sent["max_tokens"] is None  # no cap here: null is the client's to send
     assert sent["model"] == "gpt-4o"
 
 

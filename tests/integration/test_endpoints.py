@@ -423,7 +423,8 @@ def test_model_allow_list_covers_every_endpoint(own_httpd, mock):
 
 def test_max_tokens_caps_other_endpoints(own_httpd, mock):
     """OpenAIProxyMaxTokens lowers the Responses API's max_output_tokens; a
-    lower one is kept and a missing one is not added."""
+    lower one is kept and a missing one gets the cap (the Responses API has
+    no limit of its own)."""
     _, client = own_httpd(proxy_config(mock, "ep-cap", "  OpenAIProxyMaxTokens 64\n"),
                           name="ep-cap")
     assert client.post("/v1/responses", {"model": "gpt-4o-mini", "input": "x",
@@ -432,7 +433,7 @@ def test_max_tokens_caps_other_endpoints(own_httpd, mock):
                                          "max_output_tokens": 10}).status == 200
     assert client.post("/v1/responses", {"model": "gpt-4o-mini", "input": "x"}).status == 200
     sent = [r["body"] for r in mock.requests()]
-    assert [b.get("max_output_tokens") for b in sent] == [64, 10, None]
+    assert [b.get("max_output_tokens") for b in sent] == [64, 10, 64]
 
 
 def test_responses_stream_counts_against_max_streams(own_httpd, mock):

@@ -188,7 +188,38 @@ def stream_events(model, pieces, usage, include_usage):
     return events
 
 
-def render_event(event, timestamps):
+def text_completion_events(model, pieces, usage, include_usage):
+    """Legacy Completions stream: text_completion objects; None is [DONE]."""
+    base = {"id": "cmpl-" + completion_id()[9:], "object": "text_completion",
+            "created": int(time.time()), "model": model}
+
+    def chunk(text, finish_reason=None):
+        return dict(base, choices=[{"text": text, "index": 0, "logprobs": None,
+                                    "finish_reason": finish_reason}])
+
+    events = [chunk(piece) for piece in pieces] + [chunk("", "stop")]
+    if include_usage:
+        events.append(dict(base, choices=[], usage=usage))
+    events.append(None)
+    return events
+
+
+def format_json(event, style):
+    """An event's JSON as upstreams other than OpenAI write it (`event_format`):
+    spaced (`"choices": []`), reordered (keys reversed), multiline (indented,
+    one data: line per line), escaped (`"\\u0075sage"` for usage)."""
+    if style == "spaced":
+        return json.dumps(event, separators=(", ", ": ")).encode()
+    if style == "reordered":
+        return json_compact(dict(reversed(list(event.items()))))
+    if style == "multiline":
+        return json.dumps(event, indent=1).encode().replace(b"\n", b"\ndata: ")
+    if style == "escaped":
+        return json_compact(event).replace(b'"usage"', b'"\\u0075sage"')
+    return json_compact(event)
+
+
+def render_event(event, timestamps, style=None):
     """None: `data: [DONE]`; a (name, object) pair: a named event (Responses
     API); an object: a data-only event (Chat Completions)."""
     if event is None:
@@ -199,7 +230,7 @@ def render_event(event, timestamps):
     if timestamps:
         event = dict(event, mock_sent_at=time.time())
     head = b"event: " + name.encode() + b"\n" if name else b""
-    return head + b"data: " + json_compact(event) + b"\n\n"
+    return head + b"data: " + format_json(event, style) + b"\n\n"
 
 
 def models_list():
@@ -625,6 +656,7 @@ class MockHandler(BaseHTTPRequestHandler):
             return self.send_body(record, d, status, payload)
         path = self.path.split("?", 1)[0]
         route = {("POST", "chat/completions"): self.chat_completions,
+                 ("POST", "completions"): self.completions,
                  ("GET", "models"): self.models,
                  ("POST", "embeddings"): self.embeddings,
                  ("POST", "responses"): self.responses_api,
@@ -697,6 +729,23 @@ class MockHandler(BaseHTTPRequestHandler):
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         return self.stream(record, d, stream_events(model, pieces, usage, include_usage))
 
+    def completions(self, record, d, body, model):
+        prompt = body.get("prompt", "")
+        text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+        messages = [{"role": "user", "content": text}]
+        pieces = content_pieces(d, messages)
+        usage = usage_object(messages, pieces)
+        if not d.get("stream", body.get("stream")):
+            answer = {"id": "cmpl-" + completion_id()[9:], "object": "text_completion",
+                      "created": int(time.time()), "model": model,
+                      "choices": [{"text": "".join(pieces), "index": 0, "logprobs": None,
+                                   "finish_reason": "stop"}], "usage": usage}
+            return self.send_body(record, d, 200, json_pretty(answer))
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        return self.stream(record, d, text_completion_events(model, pieces, usage,
+                                                             include_usage))
+
     # -- response writing --------------------------------------------------
 
     def send_api_headers(self, record, d, status, content_type, length=None):
@@ -745,7 +794,8 @@ class MockHandler(BaseHTTPRequestHandler):
             for index, group in enumerate(groups):
                 if index and self.client_gone_during(chunk_delay):
                     return "client_gone"
-                payload = b"".join(render_event(e, d.get("timestamps")) for e in group)
+                payload = b"".join(render_event(e, d.get("timestamps"), d.get("event_format"))
+                                   for e in group)
                 sent.update(payload)
                 state.update(record, sent_sha256=sent.hexdigest())
                 if d.get("split_events"):

@@ -241,6 +241,100 @@ static void test_multipart_field(void **state)
     assert_null(oaip_multipart_field(p, "--XyZ", 5, "XyZ", "model"));
 }
 
+/* A body with one part before and the given parts, boundary "B". */
+static const char *form(apr_pool_t *p, const char *parts)
+{
+    return apr_pstrcat(p,
+                       "--B\r\nContent-Disposition: form-data; name=\"file\"; "
+                       "filename=\"a.wav\"\r\n\r\nRIFF",
+                       parts, "\r\n--B--\r\n", NULL);
+}
+
+static oaip_multipart_found find_model(apr_pool_t *p, const char *parts,
+                                       const char **value)
+{
+    const char *body = form(p, parts);
+
+    return oaip_multipart_find(p, body, strlen(body), "B", "model", value);
+}
+
+/* Issue 9: the proxy checked one model while the upstream used another: a
+ * second model part (Starlette takes the last), or a name="model" in
+ * another header of a part, which no upstream reads as the part's name. */
+static void test_multipart_model_resolution(void **state)
+{
+    apr_pool_t *p = *state;
+    const char *value;
+
+    assert_int_equal(find_model(p,
+                                "\r\n--B\r\nContent-Disposition: form-data; "
+                                "name=\"model\"\r\n\r\nwhisper-1"
+                                "\r\n--B\r\nContent-Disposition: form-data; "
+                                "name=\"model\"\r\n\r\ngpt-4o-transcribe",
+                                &value),
+                     OAIP_MULTIPART_DUPLICATE);
+    assert_null(value);
+    /* every spelling of the name counts towards a duplicate */
+    assert_int_equal(find_model(p,
+                                "\r\n--B\r\nContent-Disposition: form-data; "
+                                "name=\"model\"\r\n\r\nwhisper-1"
+                                "\r\n--B\r\ncontent-disposition: form-data; "
+                                "NAME=model\r\n\r\nother",
+                                &value),
+                     OAIP_MULTIPART_DUPLICATE);
+    assert_int_equal(find_model(p,
+                                "\r\n--B\r\nContent-Disposition: form-data; "
+                                "name=\"model\"\r\n\r\nwhisper-1"
+                                "\r\n--B\r\nContent-Disposition: form-data; "
+                                "name*=UTF-8''mod%65l\r\n\r\nother",
+                                &value),
+                     OAIP_MULTIPART_DUPLICATE);
+    assert_int_equal(find_model(p,
+                                "\r\n--B\r\nContent-Disposition: form-data; "
+                                "name=\"model\"\r\n\r\nwhisper-1"
+                                "\r\n--B\r\nContent-Disposition: form-data; "
+                                "name=\"mo\\del\"; filename=\"x\"\r\n\r\nother",
+                                &value),
+                     OAIP_MULTIPART_DUPLICATE);
+    /* name="model" in another header names nothing */
+    assert_int_equal(find_model(p,
+                                "\r\n--B\r\nContent-Disposition: form-data; "
+                                "name=\"prompt\"\r\nContent-Type: text/plain; "
+                                "name=\"model\"\r\n\r\nwhisper-1"
+                                "\r\n--B\r\nContent-Disposition: form-data; "
+                                "name=\"model\"\r\n\r\ngpt-4o-transcribe",
+                                &value),
+                     OAIP_MULTIPART_FOUND);
+    assert_string_equal(value, "gpt-4o-transcribe");
+    /* nor does one inside another parameter's quoted value */
+    assert_int_equal(find_model(p,
+                                "\r\n--B\r\nContent-Disposition: form-data; "
+                                "name=\"prompt\"; x=\"; name=model\"\r\n\r\nhi",
+                                &value),
+                     OAIP_MULTIPART_ABSENT);
+    /* "--B" followed by more is no delimiter: the value goes on */
+    assert_int_equal(find_model(p,
+                                "\r\n--B\r\nContent-Disposition: form-data; "
+                                "name=\"model\"\r\n\r\nwhisper-1\r\n--BX\r\nrest",
+                                &value),
+                     OAIP_MULTIPART_FOUND);
+    assert_string_equal(value, "whisper-1\r\n--BX\r\nrest");
+    /* a bare token name is a name */
+    assert_int_equal(find_model(p,
+                                "\r\n--B\r\nContent-Disposition: form-data; "
+                                "name=model\r\n\r\nwhisper-1",
+                                &value),
+                     OAIP_MULTIPART_FOUND);
+    assert_string_equal(value, "whisper-1");
+    /* the model as a file: named, but no value */
+    assert_int_equal(find_model(p,
+                                "\r\n--B\r\nContent-Disposition: form-data; "
+                                "name=\"model\"; filename=\"m\"\r\n\r\nwhisper-1",
+                                &value),
+                     OAIP_MULTIPART_FOUND);
+    assert_null(value);
+}
+
 int run_endpoint_tests(void)
 {
     const struct CMUnitTest tests[] = {
@@ -253,6 +347,7 @@ int run_endpoint_tests(void)
         POOL_TEST(test_upstream_url),
         POOL_TEST(test_multipart_boundary),
         POOL_TEST(test_multipart_field),
+        POOL_TEST(test_multipart_model_resolution),
     };
 
     return cmocka_run_group_tests_name("endpoint", tests, NULL, NULL);

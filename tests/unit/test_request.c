@@ -147,14 +147,13 @@ static void assert_contains(const char *haystack, const char *needle)
 
 /* ---- validation ---- */
 
-static int prepare_json(apr_pool_t *p, const char *body, int may_stream,
-                        oaip_chat_request *out, oaip_error_kind *kind,
-                        const char **detail)
+static int prepare_json(apr_pool_t *p, const char *body, oaip_chat_request *out,
+                        oaip_error_kind *kind, const char **detail)
 {
     size_t len = strlen(body);
 
-    return oaip_json_request_prepare(p, unterminated(p, body, len), len, may_stream, out,
-                                     kind, detail);
+    return oaip_json_request_prepare(p, unterminated(p, body, len), len, out, kind,
+                                     detail);
 }
 
 static void test_json_endpoint_bodies(void **state)
@@ -166,7 +165,7 @@ static void test_json_endpoint_bodies(void **state)
     oaip_error_kind kind;
     const char *detail = NULL;
 
-    assert_true(prepare_json(p, embeddings, 0, &out, &kind, &detail));
+    assert_true(prepare_json(p, embeddings, &out, &kind, &detail));
     assert_string_equal(out.model, "text-embedding-3-small");
     assert_int_equal(out.body_len, strlen(embeddings));
     assert_memory_equal(out.body, embeddings, out.body_len); /* forwarded as it is */
@@ -174,17 +173,21 @@ static void test_json_endpoint_bodies(void **state)
     assert_false(out.usage_added);
     /* no messages needed, no defaults added */
     assert_true(
-        prepare_json(p, "{\"input\":\"x\",\"stream\":true}", 1, &out, &kind, &detail));
+        prepare_json(p, "{\"input\":\"x\",\"stream\":true}", &out, &kind, &detail));
     assert_null(out.model);
     assert_true(out.stream);
     assert_int_equal(out.body_len, strlen("{\"input\":\"x\",\"stream\":true}"));
-    /* "stream" only counts where the endpoint streams */
-    assert_true(prepare_json(p, "{\"stream\":true}", 0, &out, &kind, &detail));
-    assert_false(out.stream);
-    assert_true(
-        prepare_json(p, "{\"model\":5,\"stream\":\"yes\"}", 1, &out, &kind, &detail));
+    /* "stream" counts on every endpoint: an upstream may stream what the
+     * proxy does not know to stream (issue 9) */
+    assert_true(prepare_json(p, "{\"stream\":true}", &out, &kind, &detail));
+    assert_true(out.stream);
+    assert_true(prepare_json(p, "{\"model\":5,\"stream\":null}", &out, &kind, &detail));
     assert_null(out.model);
     assert_false(out.stream);
+    /* a stream that is no boolean is refused, never guessed */
+    assert_false(
+        prepare_json(p, "{\"model\":\"m\",\"stream\":\"yes\"}", &out, &kind, &detail));
+    assert_int_equal(kind, OAIP_ERR_BAD_REQUEST);
 }
 
 static void test_json_endpoint_errors(void **state)
@@ -194,15 +197,15 @@ static void test_json_endpoint_errors(void **state)
     oaip_error_kind kind;
     const char *detail = NULL;
 
-    assert_false(prepare_json(p, " \n", 1, &out, &kind, &detail));
+    assert_false(prepare_json(p, " \n", &out, &kind, &detail));
     assert_int_equal(kind, OAIP_ERR_EMPTY_BODY);
     assert_string_equal(detail, "The request body is empty; send a JSON object");
-    assert_false(prepare_json(p, "{\"a\":", 1, &out, &kind, &detail));
+    assert_false(prepare_json(p, "{\"a\":", &out, &kind, &detail));
     assert_int_equal(kind, OAIP_ERR_INVALID_JSON);
-    assert_false(prepare_json(p, "[1]", 1, &out, &kind, &detail));
+    assert_false(prepare_json(p, "[1]", &out, &kind, &detail));
     assert_int_equal(kind, OAIP_ERR_NOT_OBJECT);
     assert_string_equal(detail, "The request body must be a JSON object, not an array");
-    assert_false(prepare_json(p, "{\"a\":1,\"a\":2}", 1, &out, &kind, &detail));
+    assert_false(prepare_json(p, "{\"a\":1,\"a\":2}", &out, &kind, &detail));
     assert_int_equal(kind, OAIP_ERR_INVALID_JSON);
 }
 
@@ -333,16 +336,38 @@ static void test_client_stream_true(void **state)
     assert_true(json_is_true(member(&r, "stream")));
 }
 
+/* Issue 9: a lenient upstream streams "true" or 1, which the proxy took for
+ * no stream (no MaxStreams slot, no usage chunk asked for): refused now. */
 static void test_client_stream_not_boolean(void **state)
 {
+    static const char *const refused[] = {
+        "{\"messages\":[],\"stream\":\"true\"}",
+        "{\"messages\":[],\"stream\":1}",
+        "{\"messages\":[],\"stream\":{}}",
+        "{\"messages\":[],\"stream\":true,\"stream_options\":true}",
+        "{\"messages\":[],\"stream\":true,\"stream_options\":[]}",
+        "{\"messages\":[],\"stream\":true,\"stream_options\":{\"include_usage\":\"no\"}}",
+        "{\"messages\":[],\"Stream\":true}",
+        "{\"messages\":[],\"STREAM_OPTIONS\":{}}",
+        "{\"messages\":[],\"stream_options\":{\"Include_Usage\":false}}",
+    };
     apr_pool_t *p = *state;
+    oaip_chat_request out;
+    oaip_error_kind kind;
+    const char *detail;
+    size_t i;
 
-    assert_int_equal(
-        expect_accepted(p, "{\"messages\":[],\"stream\":\"true\"}", NULL).req.stream, 0);
-    assert_int_equal(
-        expect_accepted(p, "{\"messages\":[],\"stream\":1}", NULL).req.stream, 0);
+    for (i = 0; i < N_ELEMS(refused); i++) {
+        if (prepare(p, refused[i], NULL, &out, &kind, &detail)) {
+            fail_msg("accepted: %s", refused[i]);
+        }
+        assert_int_equal(kind, OAIP_ERR_BAD_REQUEST);
+        assert_non_null(detail);
+    }
     assert_int_equal(
         expect_accepted(p, "{\"messages\":[],\"stream\":false}", NULL).req.stream, 0);
+    assert_int_equal(
+        expect_accepted(p, "{\"messages\":[],\"stream\":null}", NULL).req.stream, 0);
 }
 
 static void test_client_bytes_preserved(void **state)
@@ -352,7 +377,7 @@ static void test_client_bytes_preserved(void **state)
         "\"user\":\"u1\",\"unknown_field\":{\"a\":[1,2]}}",
         "{ \"messages\" : [ {\"role\":\"user\",\"content\":\"h\\u00e9llo \\\"}\\\" "
         "\xc3\xa9\"} ]"
-        " ,\n\t\"top_p\" : 0.50 , \"n\":1E0, \"logit_bias\":{\"50256\":-100} }",
+        " ,\n\t\"top_p\" : 0.50 , \"n\":1 , \"logit_bias\":{\"50256\":-100} }",
         "{\"messages\":[],\"x\":\"}\"}",
     };
     apr_pool_t *p = *state;
@@ -816,16 +841,22 @@ static void test_model_allow_list(void **state)
 
 /* ---- oaip_chat_request_cap_tokens ---- */
 
-static int cap(apr_pool_t *p, const char *body, json_int_t limit, json_t **result)
+static int cap_as(apr_pool_t *p, const char *body, json_int_t limit, const char *missing,
+                  json_t **result)
 {
     oaip_chat_request req = {body, strlen(body), 0, NULL, 0, 0};
-    int changed = oaip_chat_request_cap_tokens(p, &req, limit);
+    int changed = oaip_chat_request_cap_tokens(p, &req, limit, missing);
 
     *result = unit_json_parse(p, req.body, req.body_len);
     if (!changed) {
         assert_ptr_equal(req.body, body); /* untouched bytes */
     }
     return changed;
+}
+
+static int cap(apr_pool_t *p, const char *body, json_int_t limit, json_t **result)
+{
+    return cap_as(p, body, limit, NULL, result);
 }
 
 static void test_cap_tokens(void **state)
@@ -838,19 +869,108 @@ static void test_cap_tokens(void **state)
     assert_int_equal(json_integer_value(json_object_get(out, "max_tokens")), 100);
     assert_true(json_real_value(json_object_get(out, "temperature")) == 0.7);
 
-    assert_true(cap(p, "{\"messages\":[],\"max_completion_tokens\":1e9}", 100, &out));
+    assert_true(cap(p, "{\"messages\":[],\"max_completion_tokens\":100000}", 100, &out));
     assert_int_equal(json_integer_value(json_object_get(out, "max_completion_tokens")),
                      100);
 
     assert_false(cap(p, "{\"messages\":[],\"max_tokens\":100}", 100, &out));
     assert_false(cap(p, "{\"messages\":[]}", 100, &out));
-    assert_null(json_object_get(out, "max_tokens")); /* a missing one is not added */
-    assert_false(cap(p, "{\"messages\":[],\"max_tokens\":\"9999\"}", 100, &out));
+    assert_null(json_object_get(out, "max_tokens")); /* not added where none is named */
 
     /* the Responses API's name for it */
     assert_true(cap(p, "{\"input\":\"hi\",\"max_output_tokens\":4096}", 100, &out));
     assert_int_equal(json_integer_value(json_object_get(out, "max_output_tokens")), 100);
     assert_string_equal(json_string_value(json_object_get(out, "input")), "hi");
+}
+
+/* Issue 9: null (the upstream's default, often "no limit") lifted the cap,
+ * and so did leaving the field out where the upstream has no limit. */
+static void test_cap_tokens_null_and_missing(void **state)
+{
+    apr_pool_t *p = *state;
+    json_t *out;
+
+    assert_true(cap(p, "{\"messages\":[],\"max_tokens\":null}", 64, &out));
+    assert_int_equal(json_integer_value(json_object_get(out, "max_tokens")), 64);
+    assert_true(cap(p, "{\"input\":\"x\",\"max_output_tokens\":null}", 64, &out));
+    assert_int_equal(json_integer_value(json_object_get(out, "max_output_tokens")), 64);
+
+    assert_true(cap_as(p, "{\"input\":\"x\"}", 64, "max_output_tokens", &out));
+    assert_int_equal(json_integer_value(json_object_get(out, "max_output_tokens")), 64);
+    assert_true(cap_as(p, "{\"prompt\":\"x\"}", 64, "max_tokens", &out));
+    assert_int_equal(json_integer_value(json_object_get(out, "max_tokens")), 64);
+    /* a field that is there is capped, no second one added */
+    assert_true(
+        cap_as(p, "{\"messages\":[],\"max_completion_tokens\":900}", 64, "max_tokens", &out));
+    assert_null(json_object_get(out, "max_tokens"));
+    assert_int_equal(json_integer_value(json_object_get(out, "max_completion_tokens")), 64);
+    assert_false(
+        cap_as(p, "{\"messages\":[],\"max_completion_tokens\":9}", 64, "max_tokens", &out));
+}
+
+/* Issue 9: a limit of the wrong type was forwarded for a lenient upstream
+ * to read ("9999", 1e9, -1 for unlimited); such bodies are refused. */
+static void test_limit_fields_refused(void **state)
+{
+    static const char *const fields[] = {"max_tokens", "max_completion_tokens",
+                                         "max_output_tokens", "n", "best_of"};
+    static const char *const values[] = {"\"9999\"", "\"1e3\"", "1e9", "64.0", "64.5",
+                                         "-1",       "0",       "true", "[64]", "{}"};
+    apr_pool_t *p = *state;
+    oaip_chat_request out;
+    oaip_error_kind kind;
+    const char *detail;
+    size_t i, j;
+
+    for (i = 0; i < N_ELEMS(fields); i++) {
+        for (j = 0; j < N_ELEMS(values); j++) {
+            const char *body =
+                apr_psprintf(p, "{\"messages\":[],\"%s\":%s}", fields[i], values[j]);
+            if (prepare(p, body, NULL, &out, &kind, &detail) ||
+                prepare_json(p, body, &out, &kind, &detail)) {
+                fail_msg("accepted: %s", body);
+            }
+            assert_int_equal(kind, OAIP_ERR_BAD_REQUEST);
+            assert_non_null(strstr(detail, fields[i]));
+        }
+        /* null and whole numbers from 1 are what OpenAI takes */
+        assert_true(prepare(p, apr_psprintf(p, "{\"messages\":[],\"%s\":null}", fields[i]),
+                            NULL, &out, &kind, &detail));
+        assert_true(prepare_json(p, apr_psprintf(p, "{\"%s\":7}", fields[i]), &out, &kind,
+                                 &detail));
+    }
+}
+
+/* Issue 9: a case-insensitive upstream (Go's encoding/json) reads
+ * "MAX_TOKENS" as max_tokens, and the last copy wins there. */
+static void test_limit_field_lookalikes_refused(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"messages\":[],\"max_tokens\":10,\"MAX_TOKENS\":100000}",
+        "{\"messages\":[],\"Max_Completion_Tokens\":100000}",
+        "{\"input\":\"x\",\"max_output_toKens\":5}",
+        "{\"messages\":[],\"model\":\"gpt-4o-mini\",\"Model\":\"o1-pro\"}",
+        "{\"messages\":[],\"N\":128}",
+        /* U+212A KELVIN SIGN and U+017F LATIN SMALL LETTER LONG S fold to k, s */
+        "{\"messages\":[],\"max_to\xe2\x84\xaa" "ens\":100000}",
+        "{\"messages\":[],\"\xc5\xbftream\":true}",
+    };
+    apr_pool_t *p = *state;
+    oaip_chat_request out;
+    oaip_error_kind kind;
+    const char *detail;
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(bodies); i++) {
+        if (prepare(p, bodies[i], NULL, &out, &kind, &detail) ||
+            prepare_json(p, bodies[i], &out, &kind, &detail)) {
+            fail_msg("accepted: %s", bodies[i]);
+        }
+        assert_int_equal(kind, OAIP_ERR_BAD_REQUEST);
+    }
+    /* names that only share letters stay */
+    assert_true(prepare(p, "{\"messages\":[],\"max_tokens_hint\":1,\"models\":[]}", NULL,
+                        &out, &kind, &detail));
 }
 
 /* ---- oaip_chat_request_ask_usage ---- */
@@ -887,6 +1007,23 @@ static void test_ask_usage(void **state)
     out = ask_usage(p, "{\"messages\":[]}", 0, &added);
     assert_false(added); /* not a stream */
     assert_null(json_object_get(out, "stream_options"));
+    /* issue 9: null options, or include_usage false or null, still get the
+     * usage chunk, which the client then does not see */
+    out = ask_usage(p, "{\"messages\":[],\"stream\":true,\"stream_options\":null}", 1,
+                    &added);
+    assert_true(added);
+    assert_true(json_is_true(
+        json_object_get(json_object_get(out, "stream_options"), "include_usage")));
+    out = ask_usage(p,
+                    "{\"messages\":[],\"stream_options\":{\"include_usage\":null}}", 1,
+                    &added);
+    assert_true(added);
+    assert_true(json_is_true(
+        json_object_get(json_object_get(out, "stream_options"), "include_usage")));
+    out = ask_usage(p,
+                    "{\"messages\":[],\"stream_options\":{\"include_usage\":false}}", 1,
+                    &added);
+    assert_true(added);
 }
 
 /* Found by tests/fuzz (fuzz_request): a configured stream_options default
@@ -953,6 +1090,9 @@ int run_request_tests(void)
         POOL_TEST(test_deep_nesting),
         POOL_TEST(test_model_allow_list),
         POOL_TEST(test_cap_tokens),
+        POOL_TEST(test_cap_tokens_null_and_missing),
+        POOL_TEST(test_limit_fields_refused),
+        POOL_TEST(test_limit_field_lookalikes_refused),
         POOL_TEST(test_ask_usage),
         POOL_TEST(test_ask_usage_with_configured_stream_options),
         POOL_TEST(test_json_endpoint_bodies),

@@ -237,24 +237,35 @@ static void test_long_line_in_pieces(void **state)
 }
 
 /* Found by tests/fuzz (fuzz_sse): events that only contained the usage
- * chunk's substrings were taken for it, so the relay hid them. */
+ * chunk's substrings were taken for it, so the relay hid them. Since
+ * issue 9, an event that is no usage chunk still reports the usage it
+ * carries (`usage` below: -1 where it carries none). */
 static void test_usage_chunk_look_alikes(void **state)
 {
-    static const char *const not_usage[] = {
+    static const struct {
+        const char *event;
+        long total;
+    } not_usage[] = {
         /* garbled JSON (the fuzzer's case) */
-        "data: {\"id\":\"c\",\"objectac:\"h\"t.chunk\",\"choices\":[],"
-        "\"usage\":{\"total_tokens\":11}}\n\n",
-        /* content, with "choices":[] nested in it */
-        "data: "
-        "{\"choices\":[{\"delta\":{\"content\":\"x\"},\"logprobs\":{\"choices\":[]}}],"
-        "\"usage\":{\"total_tokens\":1}}\n\n",
+        {"data: {\"id\":\"c\",\"objectac:\"h\"t.chunk\",\"choices\":[],"
+         "\"usage\":{\"total_tokens\":11}}\n\n",
+         -1},
+        /* content, with "choices":[] nested in it: its usage counts */
+        {"data: "
+         "{\"choices\":[{\"delta\":{\"content\":\"x\"},\"logprobs\":{\"choices\":[]}}],"
+         "\"usage\":{\"total_tokens\":1}}\n\n",
+         1},
         /* a comment, not data */
-        ": data: {\"choices\":[],\"usage\":{\"total_tokens\":1}}\n\n",
+        {": data: {\"choices\":[],\"usage\":{\"total_tokens\":1}}\n\n", -1},
         /* a second data line: a client reads "{...}\n[DONE]" (fuzz_sse) */
-        "data: {\"choices\":[],\"usage\":{\"total_tokens\":1}}\n: x\ndata: [DONE]\n\n",
-        "data: {\"choices\":[],\"usage\":{\"total_tokens\":1}}\ndata\n\n",
+        {"data: {\"choices\":[],\"usage\":{\"total_tokens\":1}}\n: x\ndata: [DONE]\n\n",
+         1},
         /* usage that is no object */
-        "data: {\"choices\":[],\"usage\":{\"a\":1},\"usage2\":1,\"x\":[}\n\n",
+        {"data: {\"choices\":[],\"usage\":{\"a\":1},\"usage2\":1,\"x\":[}\n\n", -1},
+        {"data: {\"choices\":[],\"usage\":7}\n\n", -1},
+        /* choices missing, or not an array */
+        {"data: {\"usage\":{\"total_tokens\":4}}\n\n", 4},
+        {"data: {\"choices\":{},\"usage\":{\"total_tokens\":5}}\n\n", 5},
     };
     static const char crlf[] =
         "event: x\r\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,"
@@ -265,16 +276,46 @@ static void test_usage_chunk_look_alikes(void **state)
     (void)state;
     for (i = 0; i < N_ELEMS(not_usage); i++) {
         oaip_usage_init(&usage);
-        if (oaip_sse_usage_chunk(not_usage[i], strlen(not_usage[i]), &usage)) {
-            fail_msg("taken for the usage chunk: %s", not_usage[i]);
+        if (oaip_sse_usage_chunk(not_usage[i].event, strlen(not_usage[i].event),
+                                 &usage)) {
+            fail_msg("taken for the usage chunk: %s", not_usage[i].event);
         }
-        assert_int_equal(usage.total_tokens, -1);
+        assert_int_equal(usage.total_tokens, not_usage[i].total);
     }
     oaip_usage_init(&usage);
     assert_true(oaip_sse_usage_chunk(crlf, strlen(crlf), &usage));
     assert_int_equal(usage.prompt_tokens, 1);
     assert_int_equal(usage.completion_tokens, 2);
     assert_int_equal(usage.total_tokens, 3);
+}
+
+/* Issue 9: a stream whose upstream formats JSON otherwise ("choices": [],
+ * keys in another order, escapes, one object over several data lines) was
+ * left uncharged, its usage chunk relayed to a client that never asked. */
+static void test_usage_chunk_any_formatting(void **state)
+{
+    static const char *const usage_chunks[] = {
+        "data: {\"choices\": [], \"usage\": {\"total_tokens\": 9}}\n\n",
+        "data:{\"usage\":{\"total_tokens\":9},\"id\":\"x\",\"choices\":[ ]}\n\n",
+        "data: {\ndata:   \"choices\" : [\ndata:   ],\ndata:   \"usage\" : "
+        "{\"total_tokens\":9}\ndata: }\n\n",
+        "data: {\"choices\":[],\ndata: \"usage\":\ndata: {\"total_tokens\":9}}\n\n",
+        "data: {\"choices\":[],\"\\u0075sage\":{\"total_tokens\":9}}\r\n\r\n",
+        "id: 4\nevent: chunk\ndata: {\"choices\":[],\"usage\":{\"total_tokens\":9}}\r\r",
+        /* an empty second data line: a client still reads one object */
+        "data: {\"choices\":[],\"usage\":{\"total_tokens\":9}}\ndata\n\n",
+    };
+    oaip_usage usage;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < N_ELEMS(usage_chunks); i++) {
+        oaip_usage_init(&usage);
+        if (!oaip_sse_usage_chunk(usage_chunks[i], strlen(usage_chunks[i]), &usage)) {
+            fail_msg("not taken for the usage chunk: %s", usage_chunks[i]);
+        }
+        assert_int_equal(usage.total_tokens, 9);
+    }
 }
 
 /* Found by tests/fuzz (fuzz_sse, UBSan): an event with an empty data value
@@ -327,6 +368,7 @@ int run_sse_tests(void)
         POOL_TEST(test_event_length_any_line_end),
         POOL_TEST(test_long_line_in_pieces),
         POOL_TEST(test_usage_chunk_look_alikes),
+        POOL_TEST(test_usage_chunk_any_formatting),
         POOL_TEST(test_empty_data_value),
         POOL_TEST(test_usage_key_at_end),
     };
