@@ -109,15 +109,24 @@ const char *oaip_default_value_parse(apr_pool_t *p, const char *name, const char
         return NULL;
     }
     parsed = json_loads(value, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &error);
-    if (parsed != NULL) {
-        /* keep the operator's text: re-encoding 0.7 would print 0.69999999999999996 */
-        json_decref(parsed);
-        *json = value;
-        return NULL;
-    }
-    if (is_bare_word(value)) {
+    if (parsed == NULL && is_bare_word(value)) {
+        parsed = json_string(value);
         *json = apr_pstrcat(p, "\"", value, "\"", NULL);
-        return NULL;
+    } else {
+        /* keep the operator's text: re-encoding 0.7 would print 0.69999999999999996 */
+        *json = value;
+    }
+    if (parsed != NULL) {
+        /* a default is held to what a client's field is held to */
+        json_t *member = json_object();
+        oaip_error_kind kind;
+        const char *why = NULL;
+        json_object_set_new(member, name, parsed);
+        if (!oaip_guarded_fields_check(p, member, &kind, &why)) {
+            *json = NULL;
+        }
+        json_decref(member);
+        return why;
     }
     return apr_psprintf(p,
                         "the value is neither JSON nor a bare word (%s); quote a JSON "

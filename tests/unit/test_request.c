@@ -741,6 +741,35 @@ static void test_value_parse_refuses_name(void **state)
     }
 }
 
+/* Issue 9: a default is held to the rules of a client's field, so that
+ * `apachectl -t` refuses what the upstream could read otherwise. */
+static void test_value_parse_refuses_guarded_types(void **state)
+{
+    static const char *const bad[][2] = {
+        {"max_tokens", "\"9999\""}, {"max_tokens", "64.5"}, {"max_completion_tokens", "-1"},
+        {"n", "0"},                   {"stream", "yes"},     {"stream", "1"},
+        {"stream_options", "true"},   {"MAX_TOKENS", "5"},   {"Stream", "true"},
+    };
+    apr_pool_t *p = *state;
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(bad); i++) {
+        const char *json = NULL;
+        const char *error = oaip_default_value_parse(p, bad[i][0], bad[i][1], &json);
+        if (error == NULL || *error == '\0') {
+            fail_msg("OpenAIProxyDefault %s %s accepted", bad[i][0], bad[i][1]);
+        }
+    }
+    {
+        const char *json = NULL;
+        assert_null(oaip_default_value_parse(p, "max_tokens", "256", &json));
+        assert_string_equal(json, "256");
+        assert_null(oaip_default_value_parse(p, "stream", "true", &json));
+        assert_null(oaip_default_value_parse(p, "model", "gpt-4o-mini", &json));
+        assert_string_equal(json, "\"gpt-4o-mini\"");
+    }
+}
+
 /* Every accepted value, appended to a request, gives valid JSON upstream. */
 static void test_parsed_values_make_valid_bodies(void **state)
 {
@@ -1085,6 +1114,7 @@ int run_request_tests(void)
         POOL_TEST(test_value_parse_none),
         POOL_TEST(test_value_parse_refuses_value),
         POOL_TEST(test_value_parse_refuses_name),
+        POOL_TEST(test_value_parse_refuses_guarded_types),
         POOL_TEST(test_parsed_values_make_valid_bodies),
         POOL_TEST(test_many_messages),
         POOL_TEST(test_deep_nesting),
