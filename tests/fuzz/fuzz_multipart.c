@@ -91,10 +91,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         oaip_multipart_found found =
             oaip_multipart_find(p, body, body_len, boundary, names[i], &found_value);
         value = oaip_multipart_field(p, body, body_len, boundary, names[i]);
-        FUZZ_CHECK(found == OAIP_MULTIPART_FOUND || (value == NULL && found_value == NULL),
+        FUZZ_CHECK(found == OAIP_MULTIPART_FOUND ||
+                       (value == NULL && found_value == NULL),
                    "a value without exactly one part");
-        FUZZ_CHECK(value == found_value || (value && found_value &&
-                                            strcmp(value, found_value) == 0),
+        FUZZ_CHECK(value == found_value ||
+                       (value && found_value && strcmp(value, found_value) == 0),
                    "find and field disagree");
         check_second_copy(p, body, body_len, boundary, names[i], found);
         if (value != NULL) {

@@ -255,9 +255,10 @@ static const char *guarded_violation(json_t *object)
 {
     static const char *const counts[] = {"max_tokens", "max_completion_tokens",
                                          "max_output_tokens", "n", "best_of"};
-    static const char *const guarded[] = {
-        "max_tokens", "max_completion_tokens", "max_output_tokens", "n", "best_of",
-        "stream",     "stream_options",        "model"};
+    static const char *const guarded[] = {"max_tokens",        "max_completion_tokens",
+                                          "max_output_tokens", "n",
+                                          "best_of",           "stream",
+                                          "stream_options",    "model"};
     json_t *v, *options = json_object_get(object, "stream_options");
     const char *key;
     size_t i;

@@ -746,9 +746,15 @@ static void test_value_parse_refuses_name(void **state)
 static void test_value_parse_refuses_guarded_types(void **state)
 {
     static const char *const bad[][2] = {
-        {"max_tokens", "\"9999\""}, {"max_tokens", "64.5"}, {"max_completion_tokens", "-1"},
-        {"n", "0"},                   {"stream", "yes"},     {"stream", "1"},
-        {"stream_options", "true"},   {"MAX_TOKENS", "5"},   {"Stream", "true"},
+        {"max_tokens", "\"9999\""},
+        {"max_tokens", "64.5"},
+        {"max_completion_tokens", "-1"},
+        {"n", "0"},
+        {"stream", "yes"},
+        {"stream", "1"},
+        {"stream_options", "true"},
+        {"MAX_TOKENS", "5"},
+        {"Stream", "true"},
     };
     apr_pool_t *p = *state;
     size_t i;
@@ -929,12 +935,13 @@ static void test_cap_tokens_null_and_missing(void **state)
     assert_true(cap_as(p, "{\"prompt\":\"x\"}", 64, "max_tokens", &out));
     assert_int_equal(json_integer_value(json_object_get(out, "max_tokens")), 64);
     /* a field that is there is capped, no second one added */
-    assert_true(
-        cap_as(p, "{\"messages\":[],\"max_completion_tokens\":900}", 64, "max_tokens", &out));
+    assert_true(cap_as(p, "{\"messages\":[],\"max_completion_tokens\":900}", 64,
+                       "max_tokens", &out));
     assert_null(json_object_get(out, "max_tokens"));
-    assert_int_equal(json_integer_value(json_object_get(out, "max_completion_tokens")), 64);
-    assert_false(
-        cap_as(p, "{\"messages\":[],\"max_completion_tokens\":9}", 64, "max_tokens", &out));
+    assert_int_equal(json_integer_value(json_object_get(out, "max_completion_tokens")),
+                     64);
+    assert_false(cap_as(p, "{\"messages\":[],\"max_completion_tokens\":9}", 64,
+                        "max_tokens", &out));
 }
 
 /* Issue 9: a limit of the wrong type was forwarded for a lenient upstream
@@ -943,7 +950,7 @@ static void test_limit_fields_refused(void **state)
 {
     static const char *const fields[] = {"max_tokens", "max_completion_tokens",
                                          "max_output_tokens", "n", "best_of"};
-    static const char *const values[] = {"\"9999\"", "\"1e3\"", "1e9", "64.0", "64.5",
+    static const char *const values[] = {"\"9999\"", "\"1e3\"", "1e9",  "64.0", "64.5",
                                          "-1",       "0",       "true", "[64]", "{}"};
     apr_pool_t *p = *state;
     oaip_chat_request out;
@@ -963,7 +970,8 @@ static void test_limit_fields_refused(void **state)
             assert_non_null(strstr(detail, fields[i]));
         }
         /* null and whole numbers from 1 are what OpenAI takes */
-        assert_true(prepare(p, apr_psprintf(p, "{\"messages\":[],\"%s\":null}", fields[i]),
+        assert_true(prepare(p,
+                            apr_psprintf(p, "{\"messages\":[],\"%s\":null}", fields[i]),
                             NULL, &out, &kind, &detail));
         assert_true(prepare_json(p, apr_psprintf(p, "{\"%s\":7}", fields[i]), &out, &kind,
                                  &detail));
@@ -981,7 +989,8 @@ static void test_limit_field_lookalikes_refused(void **state)
         "{\"messages\":[],\"model\":\"gpt-4o-mini\",\"Model\":\"o1-pro\"}",
         "{\"messages\":[],\"N\":128}",
         /* U+212A KELVIN SIGN and U+017F LATIN SMALL LETTER LONG S fold to k, s */
-        "{\"messages\":[],\"max_to\xe2\x84\xaa" "ens\":100000}",
+        "{\"messages\":[],\"max_to\xe2\x84\xaa"
+        "ens\":100000}",
         "{\"messages\":[],\"\xc5\xbftream\":true}",
     };
     apr_pool_t *p = *state;
@@ -1043,15 +1052,13 @@ static void test_ask_usage(void **state)
     assert_true(added);
     assert_true(json_is_true(
         json_object_get(json_object_get(out, "stream_options"), "include_usage")));
-    out = ask_usage(p,
-                    "{\"messages\":[],\"stream_options\":{\"include_usage\":null}}", 1,
+    out = ask_usage(p, "{\"messages\":[],\"stream_options\":{\"include_usage\":null}}", 1,
                     &added);
     assert_true(added);
     assert_true(json_is_true(
         json_object_get(json_object_get(out, "stream_options"), "include_usage")));
-    out = ask_usage(p,
-                    "{\"messages\":[],\"stream_options\":{\"include_usage\":false}}", 1,
-                    &added);
+    out = ask_usage(p, "{\"messages\":[],\"stream_options\":{\"include_usage\":false}}",
+                    1, &added);
     assert_true(added);
 }
 
