@@ -747,8 +747,12 @@ class MockHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         # raw_headers [[name, value], ...]: written as given, CR, LF, NUL and
-        # all (send_header does not check them), after the usual ones
-        for name, value in d.get("raw_headers", []):
+        # all (send_header does not check them), after the usual ones; with a
+        # third item "escaped", the value's backslash escapes (\x00) are decoded
+        # first (a JSON request body cannot carry a NUL to the mock)
+        for name, value, *how in d.get("raw_headers", []):
+            if how == ["escaped"]:
+                value = value.encode("latin-1").decode("unicode_escape")
             self._headers_buffer.append(f"{name}: {value}\r\n".encode("latin-1"))
         if length is not None:
             self.send_header("Content-Length", str(length))
