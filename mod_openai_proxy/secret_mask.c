@@ -107,7 +107,7 @@ void oaip_secret_mask_add(oaip_secret_mask *mask, const char *text)
     apr_size_t windows, slots = 16, i;
     apr_uint64_t window = 0, bits;
 
-    if (text == NULL || *text == '\0') {
+    if (text == NULL || *text == '\0' || mask->secrets->nelts >= OAIP_MASK_MAX_SECRETS) {
         return;
     }
     s = apr_array_push(mask->secrets);
@@ -153,17 +153,27 @@ static apr_size_t overwrite(char *data, apr_size_t from, apr_size_t to, char byt
     return changed;
 }
 
-/* Rule 1. The window is read from `data` before any of it is overwritten,
- * so overlapping runs are all found. */
-static apr_size_t mask_runs(const secret *s, char *data, apr_size_t len, char byte)
+/* Rule 1, for every secret in one pass over the original bytes: each
+ * byte goes into every secret's window before any run that ends at it is
+ * overwritten, so a run of one secret that overlaps another's is masked
+ * whole too. */
+static apr_size_t mask_runs(const oaip_secret_mask *mask, char *data, apr_size_t len)
 {
-    apr_uint64_t window = 0, bits = window_bits(s->run);
+    apr_uint64_t windows[OAIP_MASK_MAX_SECRETS] = {0};
+    int n = mask->secrets->nelts, k;
     apr_size_t i, changed = 0;
 
     for (i = 0; i < len; i++) {
-        window = ((window << 8) | (unsigned char)data[i]) & bits;
-        if (i + 1 >= s->run && window != 0 && contains(s, window)) {
-            changed += overwrite(data, i + 1 - s->run, i + 1, byte);
+        for (k = 0; k < n; k++) {
+            const secret *s = &APR_ARRAY_IDX(mask->secrets, k, secret);
+            windows[k] =
+                ((windows[k] << 8) | (unsigned char)data[i]) & window_bits(s->run);
+        }
+        for (k = 0; k < n; k++) {
+            const secret *s = &APR_ARRAY_IDX(mask->secrets, k, secret);
+            if (i + 1 >= s->run && windows[k] != 0 && contains(s, windows[k])) {
+                changed += overwrite(data, i + 1 - s->run, i + 1, mask->byte);
+            }
         }
     }
     return changed;
@@ -220,10 +230,7 @@ apr_size_t oaip_secret_mask_apply(const oaip_secret_mask *mask, char *data,
     apr_size_t changed = 0;
     int i;
 
-    for (i = 0; i < mask->secrets->nelts; i++) {
-        changed +=
-            mask_runs(&APR_ARRAY_IDX(mask->secrets, i, secret), data, len, mask->byte);
-    }
+    changed += mask_runs(mask, data, len);
     for (i = 0; i < mask->secrets->nelts; i++) {
         changed +=
             mask_affixes(&APR_ARRAY_IDX(mask->secrets, i, secret), data, len, mask->byte);

@@ -3,10 +3,10 @@
  * credential they rejected, whole or in part (core: APR + standard C only).
  *
  * The rule, applied in place (the length never changes):
- * 1. Runs: every run of at least OAIP_MASK_RUN (8) consecutive bytes that
- *    also occur consecutively in a secret (a prefix, a suffix, an inner
- *    piece, the whole) is overwritten with the mask byte; a secret shorter
- *    than 8 bytes is masked wherever it occurs whole.
+ * 1. Runs: every run of at least OAIP_MASK_RUN (8) consecutive bytes of
+ *    the input that also occur consecutively in a secret (a prefix, a
+ *    suffix, an inner piece, the whole) is overwritten with the mask byte;
+ *    a secret shorter than 8 bytes is masked wherever it occurs whole.
  * 2. Around a redaction: a run of at least 3 bytes of '*', '.' or the mask
  *    byte is how APIs show a redacted key ("sk-abc1***...wxyz"); the
  *    secret's first 4 to 7 bytes right before such a run, and its last 4 to
@@ -23,13 +23,16 @@
 #define OAIP_MASK_RUN 8
 /* The shortest prefix or suffix next to a redaction that rule 2 masks. */
 #define OAIP_MASK_AFFIX 4
+/* An exchange has two keys at most (the configured one, the client's). */
+#define OAIP_MASK_MAX_SECRETS 8
 
 typedef struct oaip_secret_mask oaip_secret_mask;
 
 oaip_secret_mask *oaip_secret_mask_make(apr_pool_t *p);
 
-/* Adds a secret (NUL-terminated; NULL and "" are ignored). The mask keeps
- * a pointer to it: it must live as long as the mask. */
+/* Adds a secret (NUL-terminated; NULL, "" and any past the
+ * OAIP_MASK_MAX_SECRETS-th are ignored). The mask keeps a pointer to it: it
+ * must live as long as the mask. */
 void oaip_secret_mask_add(oaip_secret_mask *mask, const char *secret);
 
 /* How many secrets were added. */

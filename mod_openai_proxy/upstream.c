@@ -199,6 +199,9 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
         apr_table_clear(x->pass_headers);
         return len;
     }
+    if (x->mode != BODY_UNDECIDED) {
+        return len; /* trailers: the head that counts is out or decided */
+    }
     if (oaip_header_line_is_fold(line, len)) {
         return drop_folded_field(x) ? len : refuse_content_type(x);
     }
