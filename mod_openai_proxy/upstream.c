@@ -569,8 +569,13 @@ static void relay_buffered_answer(exchange *x, oaip_upstream_outcome *outcome)
         char *body = apr_palloc(x->r->pool, x->buffered + 1);
         apr_size_t len = x->buffered;
         apr_brigade_flatten(x->buffer, body, &len);
-        oaip_relay_end_with_event(&x->relay, oaip_error_sse_from_upstream(
-                                                 x->r->pool, (int)x->status, body, len));
+        /* masked again once parsed and re-encoded: a key the upstream wrote
+         * with JSON escapes is plain text by now */
+        oaip_relay_end_with_event(
+            &x->relay,
+            oaip_secret_mask_string(
+                x->r->pool, x->mask,
+                oaip_error_sse_from_upstream(x->r->pool, (int)x->status, body, len)));
     }
     outcome->responded = 1;
 }

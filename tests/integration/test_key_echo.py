@@ -175,3 +175,18 @@ def test_success_answers_pass_unchanged(echo_client, mock):
     assert resp.status == 200
     assert resp.json()["choices"][0]["message"]["content"] == reply
 
+
+
+def test_escaped_echo_is_masked_in_the_sse_error_event(echo_client, mock):
+    """The SSE error event is built from the parsed error: a key written
+    with JSON escapes is plain text there, and masked there too."""
+    escaped = "".join("\\u%04x" % ord(c) for c in TEST_KEY)
+    resp = echo_client.post("/heartbeat", {"messages": MESSAGES, "stream": True, "mock": {
+        "status": 401, "delay_headers": 2.5,
+        "error_body": '{"error":{"message":"Incorrect API key provided: %s."}}' % escaped}},
+        headers={"Origin": ORIGIN}, stream=True)
+    assert resp.status == 200
+    tail = resp.text.rstrip("\n").split("\n\n")[-1]
+    data = json.loads(tail.split("data: ", 1)[1])
+    assert data["error"]["message"] == (
+        "Incorrect API key provided: " + "*" * len(TEST_KEY) + ".")
