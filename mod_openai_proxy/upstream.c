@@ -232,8 +232,8 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
         x->last_field_name = apr_pstrmemdup(x->r->pool, line, name_len);
         if (!valid || !oaip_header_name_valid(line, name_len)) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, x->r,
-                          "dropped the upstream's %s header: its value is longer than "
-                          "%d bytes or holds a control byte",
+                          "dropped the upstream's %s header: a control byte in its "
+                          "name or value, or a value over %d bytes",
                           ap_escape_logitem(x->r->pool, x->last_field_name),
                           OAIP_MAX_UPSTREAM_HEADER_VALUE);
             return len;
