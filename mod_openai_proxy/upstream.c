@@ -7,7 +7,9 @@
 #include "curl_pool.h"
 #include "mod_openai_proxy.h"
 #include "buffer.h"
+#include "header_check.h"
 #include "relay.h"
+#include "secret_mask.h"
 #include "sse.h"
 
 /* A non-streamed answer larger than this is not relayed (chat answers are a
@@ -18,6 +20,9 @@
 
 typedef enum { BODY_UNDECIDED, BODY_STREAMED, BODY_BUFFERED } body_mode;
 typedef enum { NO_TIMEOUT, FIRST_BYTE_TIMEOUT, IDLE_TIMEOUT } timeout_kind;
+/* the header field the last header line set, which an obs-fold line would
+ * continue */
+typedef enum { FIELD_OTHER, FIELD_CONTENT_TYPE, FIELD_PASSED } field_kind;
 
 typedef struct {
     request_rec *r;
@@ -46,6 +51,12 @@ typedef struct {
     apr_time_t last_upstream_byte;
     apr_time_t last_hangup_check;
     timeout_kind timed_out;
+    /* the keys this exchange sent (configured, or the client's own): masked
+     * in the upstream's error answers and in the headers passed on */
+    oaip_secret_mask *mask;
+    field_kind last_field;
+    const char *last_field_name;
+    int bad_content_type; /* the transfer was stopped: answered 502 */
 } exchange;
 
 apr_status_t oaip_upstream_global_init(apr_pool_t *pconf, server_rec *s)
@@ -128,13 +139,52 @@ static int is_passed_header(const char *name, apr_size_t len)
     return 0;
 }
 
+static const char *masked_copy(exchange *x, const char *value, apr_size_t len)
+{
+    char *copy = apr_pstrmemdup(x->r->pool, value, len);
+
+    oaip_secret_mask_apply(x->mask, copy, len);
+    return copy;
+}
+
+/* An obs-fold line continues the field before it: that field is not
+ * relayed cut short (a Content-Type is refused, see below). */
+static int drop_folded_field(exchange *x)
+{
+    if (x->last_field == FIELD_CONTENT_TYPE) {
+        return 0;
+    }
+    if (x->last_field == FIELD_PASSED) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, x->r,
+                      "dropped the upstream's folded %s header",
+                      ap_escape_logitem(x->r->pool, x->last_field_name));
+        apr_table_unset(x->pass_headers, x->last_field_name);
+    }
+    x->last_field = FIELD_OTHER;
+    return 1;
+}
+
+/* A bad Content-Type stops the transfer (the answer becomes a JSON 502):
+ * the body's meaning, streamed or whole, depends on it. */
+static size_t refuse_content_type(exchange *x)
+{
+    x->bad_content_type = 1;
+    return 0;
+}
+
 /* libcurl hands over each header line, status lines included (one per
- * interim 1xx answer too): only the last response's headers count. */
+ * interim 1xx answer too): only the last response's headers count. A line
+ * is split at LF only, so a bare CR or a NUL inside stays in the value;
+ * such a value, an overlong one, or one continued by an obs-fold line is
+ * never copied into headers_out, where httpd's header filter would turn it
+ * into its own HTML 500 without CORS headers. */
 static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
 {
     exchange *x = userdata;
     size_t len = size * nitems;
     const char *colon, *value, *end;
+    apr_size_t name_len;
+    int valid;
 
     x->last_upstream_byte = apr_time_now();
     if (x->first_byte == 0) {
@@ -145,28 +195,52 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
         x->status = sp ? strtol(sp + 1, NULL, 10) : -1;
         x->content_type = NULL;
         x->headers_complete = 0;
+        x->last_field = FIELD_OTHER;
         apr_table_clear(x->pass_headers);
         return len;
     }
+    if (x->mode != BODY_UNDECIDED) {
+        return len; /* trailers: the head that counts is out or decided */
+    }
+    if (oaip_header_line_is_fold(line, len)) {
+        return drop_folded_field(x) ? len : refuse_content_type(x);
+    }
+    x->last_field = FIELD_OTHER;
     colon = memchr(line, ':', len);
     if (colon == NULL) {
         x->headers_complete = (len <= 2); /* the blank line after the head */
         return len;
     }
+    name_len = (apr_size_t)(colon - line);
     value = colon + 1;
     end = line + len;
     while (value < end && (*value == ' ' || *value == '\t')) {
         value++;
     }
-    while (end > value && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ')) {
+    while (end > value &&
+           (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t')) {
         end--;
     }
-    if ((size_t)(colon - line) == 12 && strncasecmp(line, "content-type", 12) == 0) {
-        x->content_type = apr_pstrndup(x->r->pool, value, (apr_size_t)(end - value));
-    } else if (is_passed_header(line, (apr_size_t)(colon - line))) {
-        apr_table_addn(x->pass_headers,
-                       apr_pstrndup(x->r->pool, line, (apr_size_t)(colon - line)),
-                       apr_pstrndup(x->r->pool, value, (apr_size_t)(end - value)));
+    valid = oaip_header_value_valid(value, (apr_size_t)(end - value));
+    if (name_len == 12 && strncasecmp(line, "content-type", 12) == 0) {
+        if (!valid) {
+            return refuse_content_type(x);
+        }
+        x->content_type = masked_copy(x, value, (apr_size_t)(end - value));
+        x->last_field = FIELD_CONTENT_TYPE;
+    } else if (is_passed_header(line, name_len)) {
+        x->last_field_name = apr_pstrmemdup(x->r->pool, line, name_len);
+        if (!valid || !oaip_header_name_valid(line, name_len)) {
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, x->r,
+                          "dropped the upstream's %s header: a control byte in its "
+                          "name or value, or a value over %d bytes",
+                          ap_escape_logitem(x->r->pool, x->last_field_name),
+                          OAIP_MAX_UPSTREAM_HEADER_VALUE);
+            return len;
+        }
+        apr_table_addn(x->pass_headers, x->last_field_name,
+                       masked_copy(x, value, (apr_size_t)(end - value)));
+        x->last_field = FIELD_PASSED;
     }
     return len;
 }
@@ -404,6 +478,9 @@ static void describe_failure(exchange *x, CURLcode code, oaip_upstream_outcome *
              apr_psprintf(
                  p, "The upstream API fell silent for more than %d seconds",
                  oaip_conf_seconds(x->conf->idle_timeout, OAIP_DEFAULT_IDLE_TIMEOUT)));
+    } else if (x->bad_content_type) {
+        fail(outcome, OAIP_ERR_UPSTREAM_INVALID,
+             "The upstream API sent an invalid Content-Type header");
     } else if (x->answer_too_large) {
         fail(outcome, OAIP_ERR_UPSTREAM_INVALID,
              "The upstream API's answer is too large to relay");
@@ -434,6 +511,35 @@ static void read_whole_usage(exchange *x)
     }
 }
 
+/* An error answer may quote the key it was sent: masked whole, in place,
+ * before any byte of it is relayed (the length, hence the Content-Length,
+ * stays the same). */
+static void mask_error_answer(exchange *x)
+{
+    apr_pool_t *p = x->r->pool;
+    apr_size_t len = x->buffered, masked;
+    char *body;
+
+    if (len == 0 || oaip_secret_mask_count(x->mask) == 0) {
+        return;
+    }
+    body = apr_palloc(p, len);
+    if (apr_brigade_flatten(x->buffer, body, &len) != APR_SUCCESS) {
+        len = 0;
+    }
+    apr_brigade_cleanup(x->buffer);
+    masked = oaip_secret_mask_apply(x->mask, body, len);
+    APR_BRIGADE_INSERT_TAIL(
+        x->buffer, apr_bucket_pool_create(body, len, p, x->buffer->bucket_alloc));
+    x->buffered = len;
+    if (masked > 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, x->r,
+                      "masked %" APR_SIZE_T_FMT " bytes of the upstream's %ld answer "
+                      "that repeated a key",
+                      masked, x->status);
+    }
+}
+
 /* A complete answer that was not streamed through: relayed whole, or, when
  * heartbeats already committed the stream's head, turned into an SSE error
  * event (a success that is not an event stream is passed on as data). */
@@ -446,6 +552,9 @@ static void relay_buffered_answer(exchange *x, oaip_upstream_outcome *outcome)
     }
     if (x->status < 300 && x->buffered > 0) {
         read_whole_usage(x);
+    }
+    if (x->status >= 300) {
+        mask_error_answer(x);
     }
     if (!x->relay.committed) {
         oaip_relay_whole(&x->relay, (int)x->status, content_type_or_json(x),
@@ -460,8 +569,13 @@ static void relay_buffered_answer(exchange *x, oaip_upstream_outcome *outcome)
         char *body = apr_palloc(x->r->pool, x->buffered + 1);
         apr_size_t len = x->buffered;
         apr_brigade_flatten(x->buffer, body, &len);
-        oaip_relay_end_with_event(&x->relay, oaip_error_sse_from_upstream(
-                                                 x->r->pool, (int)x->status, body, len));
+        /* masked again once parsed and re-encoded: a key the upstream wrote
+         * with JSON escapes is plain text by now */
+        oaip_relay_end_with_event(
+            &x->relay,
+            oaip_secret_mask_string(
+                x->r->pool, x->mask,
+                oaip_error_sse_from_upstream(x->r->pool, (int)x->status, body, len)));
     }
     outcome->responded = 1;
 }
@@ -553,6 +667,11 @@ void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
     x.started = x.last_upstream_byte = x.last_hangup_check = apr_time_now();
     oaip_usage_init(&x.usage);
     x.events = oaip_sse_reader_make(r->pool, on_event, &x);
+    x.mask = oaip_secret_mask_make(r->pool);
+    oaip_secret_mask_add(x.mask, conf->api_key);
+    if (conf->allow_client_key == 1) { /* the key the client may have sent */
+        oaip_secret_mask_add(x.mask, apr_table_get(r->headers_in, "x-openai-key"));
+    }
 
     h = oaip_curl_acquire();
     if (h == NULL) {

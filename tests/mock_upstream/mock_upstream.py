@@ -649,6 +649,8 @@ class MockHandler(BaseHTTPRequestHandler):
             return "hangup"
         body = body if isinstance(body, dict) else {}
         model = body.get("model") if isinstance(body.get("model"), str) else DEFAULT_MODEL
+        if "echo_key" in d:
+            return self.echo_key(record, d)
         if "status" in d or "error_body" in d:
             status = int(d.get("status", 500))
             payload = (str(d["error_body"]).encode() if "error_body" in d
@@ -676,6 +678,44 @@ class MockHandler(BaseHTTPRequestHandler):
                 and not isinstance(record["body"], dict) and not d):
             return self.send_body(record, d, 400, error_body(UNPARSABLE_JSON))
         return handler(record, d, body, model)
+
+    def received_key(self):
+        """The credential this request carried: a bearer token, else the
+        whole Authorization value, else an api-key header (header auth)."""
+        auth = self.headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            return auth[7:]
+        return auth or self.headers.get("api-key", "")
+
+    def echo_key(self, record, d):
+        """An error answer that quotes the credential it rejected, as some
+        APIs do: echo_key full (the whole key), prefix (its first
+        echo_key_chars characters, default 12, then "..."), openai (the
+        first echo_key_chars, default 8, then '*' for the middle, then the
+        last 4). status (default 401); echo_key_text: a text/plain body
+        instead of JSON; echo_key_header NAME: the echo in that response
+        header too. The same answer for stream requests (as OpenAI does)."""
+        key, form = self.received_key(), d["echo_key"]
+        if form == "full":
+            echo = key
+        elif form == "prefix":
+            echo = key[:int(d.get("echo_key_chars", 12))] + "..."
+        elif form == "openai":
+            n = int(d.get("echo_key_chars", 8))
+            echo = key[:n] + "*" * max(0, len(key) - n - 4) + key[-4:]
+        else:
+            raise ValueError(f"echo_key must be full, prefix or openai, not {form!r}")
+        message = (f"Incorrect API key provided: {echo}. You can find your API key at "
+                   "https://platform.openai.com/account/api-keys.")
+        if d.get("echo_key_text"):
+            d = dict(d, content_type="text/plain; charset=utf-8")
+            payload = f"Unauthorized. {message}\n".encode()
+        else:
+            payload = error_body(message, "invalid_request_error", "invalid_api_key")
+        if d.get("echo_key_header"):
+            d = dict(d, raw_headers=list(d.get("raw_headers", [])) +
+                     [[d["echo_key_header"], echo]])
+        return self.send_body(record, d, int(d.get("status", 401)), payload)
 
     def models(self, record, d, body, model):
         return self.send_body(record, d, 200, json_pretty(models_list()))
@@ -755,6 +795,14 @@ class MockHandler(BaseHTTPRequestHandler):
         for name, value in openai_headers(self.started):
             self.send_header(name, value)
         self.send_header("Content-Type", content_type)
+        # raw_headers [[name, value], ...]: written as given, CR, LF, NUL and
+        # all (send_header does not check them), after the usual ones; with a
+        # third item "escaped", the value's backslash escapes (\x00) are decoded
+        # first (a JSON request body cannot carry a NUL to the mock)
+        for name, value, *how in d.get("raw_headers", []):
+            if how == ["escaped"]:
+                value = value.encode("latin-1").decode("unicode_escape")
+            self._headers_buffer.append(f"{name}: {value}\r\n".encode("latin-1"))
         if length is not None:
             self.send_header("Content-Length", str(length))
         elif self.chunked:

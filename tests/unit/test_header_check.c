@@ -1,0 +1,62 @@
+/* Which upstream response header fields may be copied to the client. */
+#include "unit.h"
+
+#include <string.h>
+
+#include "header_check.h"
+
+#define VALID(s) oaip_header_value_valid(s, sizeof(s) - 1)
+
+static void test_values(void **state)
+{
+    static char longest[OAIP_MAX_UPSTREAM_HEADER_VALUE + 1];
+
+    (void)state;
+    assert_true(VALID(""));
+    assert_true(VALID("req_0123abcd"));
+    assert_true(VALID("text/event-stream; charset=utf-8"));
+    assert_true(VALID("a\tb c"));
+    assert_true(VALID("caf\xc3\xa9")); /* obs-text: httpd passes it */
+    assert_false(VALID("1\rX-Injected: yes"));
+    assert_false(VALID("1\nX-Injected: yes"));
+    assert_false(VALID("1\0002"));
+    assert_false(VALID("1\x1b[31m"));
+    assert_false(VALID("1\x7f"));
+    memset(longest, 'x', sizeof(longest));
+    assert_true(oaip_header_value_valid(longest, OAIP_MAX_UPSTREAM_HEADER_VALUE));
+    assert_false(oaip_header_value_valid(longest, OAIP_MAX_UPSTREAM_HEADER_VALUE + 1));
+}
+
+static void test_names(void **state)
+{
+    (void)state;
+    assert_true(oaip_header_name_valid("x-ratelimit-limit-requests", 26));
+    assert_true(oaip_header_name_valid("X_Odd!#$%&'*+.^`|~9", 19));
+    assert_false(oaip_header_name_valid("", 0));
+    assert_false(oaip_header_name_valid("x-ratelimit-a b", 15));
+    assert_false(oaip_header_name_valid("x-ratelimit-\r", 13));
+    assert_false(oaip_header_name_valid("x-ratelimit-\0", 13));
+    assert_false(oaip_header_name_valid("x-ratelimit-\"q\"", 15));
+    assert_false(oaip_header_name_valid("x-ratelimit-\xc3\xa9", 14));
+}
+
+static void test_folds(void **state)
+{
+    (void)state;
+    assert_true(oaip_header_line_is_fold(" continued\r\n", 12));
+    assert_true(oaip_header_line_is_fold("\tcontinued\r\n", 12));
+    assert_false(oaip_header_line_is_fold("x-request-id: a\r\n", 17));
+    assert_false(oaip_header_line_is_fold("\r\n", 2));
+    assert_false(oaip_header_line_is_fold("", 0));
+}
+
+int run_header_check_tests(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_values),
+        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_folds),
+    };
+
+    return cmocka_run_group_tests_name("header_check", tests, NULL, NULL);
+}
