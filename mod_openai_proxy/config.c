@@ -598,8 +598,7 @@ const command_rec oaip_directives[] = {
         "Largest accepted request body in bytes (K, M, G suffixes; default 8M)"),
     AP_INIT_FLAG("OpenAIProxyAllowClientKey", set_allow_client_key, NULL, OAIP_CONTEXT,
                  "On: a request header x-openai-key replaces the configured key"),
-    AP_INIT_FLAG("OpenAIProxyAllowCredentials", set_allow_credentials, NULL,
-                 OAIP_CONTEXT,
+    AP_INIT_FLAG("OpenAIProxyAllowCredentials", set_allow_credentials, NULL, OAIP_CONTEXT,
                  "On: answers to allowed origins carry "
                  "Access-Control-Allow-Credentials: true (not with origin *)"),
     AP_INIT_TAKE1("OpenAIProxyErrorFormat", set_error_format, NULL, OAIP_CONTEXT,

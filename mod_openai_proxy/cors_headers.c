@@ -28,8 +28,8 @@ int oaip_cors_apply(request_rec *r, const oaip_dir_conf *conf, const char *origi
 {
     int any = oaip_origin_rules_any(conf->origins);
 
-    if (!any && !ap_find_token(r->pool, apr_table_get(r->err_headers_out, "Vary"),
-                               "Origin")) {
+    if (!any &&
+        !ap_find_token(r->pool, apr_table_get(r->err_headers_out, "Vary"), "Origin")) {
         apr_table_mergen(r->err_headers_out, "Vary", "Origin");
     }
     if (origin == NULL) {
