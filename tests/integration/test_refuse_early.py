@@ -235,6 +235,22 @@ def test_limit_request_body_is_json_413(server, mock):
     assert mock.requests() == []
 
 
+def test_a_malformed_chunked_body_is_json_400(server, mock):
+    srv, _ = server
+    request = ("POST /v1 HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: " + ALLOWED +
+               "\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "zz-not-a-size\r\n{}\r\n0\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=HANG) as sock:
+        sock.sendall(request.encode())
+        line, hdrs, rest = read_head(sock)
+        body, _ = read_body(sock, hdrs, rest)
+    assert line.startswith("HTTP/1.1 400 "), line
+    assert hdrs["content-type"] == "application/json"
+    assert json.loads(body)["error"] == "Bad Request"
+    assert hdrs["access-control-allow-origin"] == ALLOWED
+    assert mock.requests() == []
+
+
 def test_httpd_auth_401_is_json_with_the_challenge(server):
     _, client = server
     resp = client.post("/locked", {"messages": MESSAGES}, headers={"Origin": ALLOWED})
