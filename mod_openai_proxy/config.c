@@ -4,6 +4,7 @@
 #include <apr_lib.h>
 #include <apr_strings.h>
 #include <apr_uri.h>
+#include <http_core.h>
 #include <http_log.h>
 #include <stdlib.h>
 
@@ -23,6 +24,7 @@ void *oaip_create_dir_conf(apr_pool_t *p, char *dir)
     conf->defaults = apr_array_make(p, 4, sizeof(oaip_default));
     conf->max_body = OAIP_UNSET;
     conf->allow_client_key = OAIP_UNSET;
+    conf->allow_credentials = OAIP_UNSET;
     conf->error_format = OAIP_ERRFMT_UNSET;
     conf->connect_timeout = OAIP_UNSET;
     conf->first_byte_timeout = OAIP_UNSET;
@@ -66,6 +68,7 @@ void *oaip_merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
     merged->defaults = oaip_defaults_merge(p, base->defaults, add->defaults);
     MERGE_INT(max_body);
     MERGE_INT(allow_client_key);
+    MERGE_INT(allow_credentials);
     MERGE_INT(error_format);
     MERGE_INT(connect_timeout);
     MERGE_INT(first_byte_timeout);
@@ -416,6 +419,13 @@ static const char *set_allow_client_key(cmd_parms *cmd, void *dconf, int flag)
     return NULL;
 }
 
+static const char *set_allow_credentials(cmd_parms *cmd, void *dconf, int flag)
+{
+    (void)cmd;
+    ((oaip_dir_conf *)dconf)->allow_credentials = flag;
+    return NULL;
+}
+
 static const char *set_error_format(cmd_parms *cmd, void *dconf, const char *arg)
 {
     oaip_dir_conf *conf = dconf;
@@ -588,6 +598,9 @@ const command_rec oaip_directives[] = {
         "Largest accepted request body in bytes (K, M, G suffixes; default 8M)"),
     AP_INIT_FLAG("OpenAIProxyAllowClientKey", set_allow_client_key, NULL, OAIP_CONTEXT,
                  "On: a request header x-openai-key replaces the configured key"),
+    AP_INIT_FLAG("OpenAIProxyAllowCredentials", set_allow_credentials, NULL, OAIP_CONTEXT,
+                 "On: answers to allowed origins carry "
+                 "Access-Control-Allow-Credentials: true (not with origin *)"),
     AP_INIT_TAKE1("OpenAIProxyErrorFormat", set_error_format, NULL, OAIP_CONTEXT,
                   "Shape of the proxy's own error bodies: seed or openai"),
     AP_INIT_TAKE1("OpenAIProxyConnectTimeout", set_timeout,
@@ -619,3 +632,78 @@ const command_rec oaip_directives[] = {
                   "or closed (503)"),
     {NULL, {NULL}, NULL, 0, RAW_ARGS, NULL},
 };
+
+/* Credentials with "*" would let any web page act with the browser's
+ * cookies or Basic credentials of its visitors; echoing every origin
+ * instead would be the same hole. The two may be set at different levels
+ * (the origins in the VirtualHost, credentials in a Location), so each
+ * section is checked merged with its server's settings, as a request there
+ * would see them. */
+static const char *credentials_conflict(apr_pool_t *p, const oaip_dir_conf *server_level,
+                                        ap_conf_vector_t *section)
+{
+    const oaip_dir_conf *own = ap_get_module_config(section, &openai_proxy_module);
+    const oaip_dir_conf *merged;
+    const core_dir_config *core = ap_get_core_module_config(section);
+
+    if (own == NULL) {
+        return NULL;
+    }
+    merged = oaip_merge_dir_conf(p, (void *)server_level, (void *)own);
+    if (merged->allow_credentials == 1 && oaip_origin_rules_any(merged->origins)) {
+        return core && core->d ? core->d : "(section)";
+    }
+    return NULL;
+}
+
+static int credentials_refused(server_rec *s, const char *where)
+{
+    ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
+                 "OpenAIProxyAllowCredentials On cannot be combined with "
+                 "OpenAIProxyAllowOrigin * (in %s of %s:%u): any web page could then "
+                 "make its visitors' browsers call the API with their credentials; "
+                 "list the allowed origins instead",
+                 where, s->server_hostname ? s->server_hostname : "(server)",
+                 (unsigned)s->port);
+    return HTTP_INTERNAL_SERVER_ERROR;
+}
+
+static int check_sections(apr_pool_t *p, server_rec *s, const oaip_dir_conf *base,
+                          apr_array_header_t *sections)
+{
+    int i;
+
+    for (i = 0; sections != NULL && i < sections->nelts; i++) {
+        const char *where =
+            credentials_conflict(p, base, APR_ARRAY_IDX(sections, i, ap_conf_vector_t *));
+        if (where != NULL) {
+            return credentials_refused(s, apr_psprintf(p, "the section %s", where));
+        }
+    }
+    return OK;
+}
+
+int oaip_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                      server_rec *s)
+{
+    (void)pconf;
+    (void)plog;
+    for (; s != NULL; s = s->next) {
+        const oaip_dir_conf *base =
+            ap_get_module_config(s->lookup_defaults, &openai_proxy_module);
+        core_server_config *core = ap_get_core_module_config(s->module_config);
+        int rc;
+
+        if (base == NULL) {
+            continue;
+        }
+        if (base->allow_credentials == 1 && oaip_origin_rules_any(base->origins)) {
+            return credentials_refused(s, "the server or virtual host");
+        }
+        if ((rc = check_sections(ptemp, s, base, core->sec_url)) != OK ||
+            (rc = check_sections(ptemp, s, base, core->sec_dir)) != OK) {
+            return rc;
+        }
+    }
+    return OK;
+}

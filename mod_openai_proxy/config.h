@@ -37,6 +37,7 @@ typedef struct {
     apr_array_header_t *models;   /* allowed model names (const char *); NULL: any */
     apr_off_t max_body;           /* OAIP_UNSET */
     int allow_client_key;         /* OAIP_UNSET, 0, 1 */
+    int allow_credentials;        /* OpenAIProxyAllowCredentials: OAIP_UNSET, 0, 1 */
     int error_format;             /* oaip_error_format */
     int connect_timeout;          /* seconds; OAIP_UNSET */
     int first_byte_timeout;       /* seconds until the upstream's answer begins */
@@ -78,5 +79,10 @@ const char *oaip_conf_upstream(const oaip_dir_conf *conf);
 apr_off_t oaip_conf_max_body(const oaip_dir_conf *conf);
 oaip_error_format oaip_conf_error_format(const oaip_dir_conf *conf);
 int oaip_conf_seconds(int value, int fallback);
+
+/* check_config: refuses OpenAIProxyAllowCredentials On where the origins that
+ * apply include "*" (server, virtual hosts, their <Location>/<Directory>). */
+int oaip_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                      server_rec *s);
 
 #endif

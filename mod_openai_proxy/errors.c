@@ -102,7 +102,12 @@ static json_t *openai_shape(const oaip_error_info *info, const char *detail)
 const char *oaip_error_body(apr_pool_t *p, oaip_error_format fmt, oaip_error_kind kind,
                             const char *detail)
 {
-    const oaip_error_info *info = oaip_error_info_get(kind);
+    return oaip_error_body_info(p, fmt, oaip_error_info_get(kind), detail);
+}
+
+const char *oaip_error_body_info(apr_pool_t *p, oaip_error_format fmt,
+                                 const oaip_error_info *info, const char *detail)
+{
     json_t *body;
 
     if (detail == NULL) {

@@ -48,6 +48,11 @@ const oaip_error_info *oaip_error_info_get(oaip_error_kind kind);
 const char *oaip_error_body(apr_pool_t *p, oaip_error_format fmt, oaip_error_kind kind,
                             const char *detail);
 
+/* The same for an error that is not one of the kinds (httpd's own errors
+ * taken over by error_pages.c): `info` gives title, type and code. */
+const char *oaip_error_body_info(apr_pool_t *p, oaip_error_format fmt,
+                                 const oaip_error_info *info, const char *detail);
+
 /* The same error as one Server-Sent Event ("event: error" + one data line),
  * for failures after a stream has started. Always in the OpenAI shape, which
  * is what streaming clients parse. */

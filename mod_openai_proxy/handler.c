@@ -8,6 +8,7 @@
 #include "body.h"
 #include "config.h"
 #include "cors.h"
+#include "cors_headers.h"
 #include "endpoint.h"
 #include "mod_openai_proxy.h"
 #include "multipart.h"
@@ -46,54 +47,29 @@ static int send_error(request_rec *r, const oaip_dir_conf *conf, oaip_error_kind
     return OK;
 }
 
-/* Answers an error before the body was read: the unread body is drained so
- * the connection can serve the next request. */
+/* A refused request's body is never read: reading would send the client a
+ * "100 Continue" it is waiting for, and take a 50 MB upload (or a slow one,
+ * up to Timeout) to say no. When a body is announced, the connection is
+ * closed after the answer instead, which also makes httpd's own
+ * ap_discard_request_body skip it (it returns at once for AP_CONN_CLOSE) and
+ * sends "Connection: close". A request without a body keeps its
+ * connection. */
+static void leave_body_unread(request_rec *r)
+{
+    const char *length = apr_table_get(r->headers_in, "Content-Length");
+
+    if (apr_table_get(r->headers_in, "Transfer-Encoding") != NULL ||
+        (length != NULL && strcmp(length, "0") != 0)) {
+        r->connection->keepalive = AP_CONN_CLOSE;
+    }
+}
+
+/* Answers an error before the body was read. */
 static int refuse(request_rec *r, const oaip_dir_conf *conf, oaip_error_kind kind,
                   const char *detail)
 {
-    if (ap_discard_request_body(r) != OK) {
-        r->connection->keepalive = AP_CONN_CLOSE;
-    }
+    leave_body_unread(r);
     return send_error(r, conf, kind, detail);
-}
-
-/* A browser sends Origin on same-origin POSTs too: a page served by this
- * virtual host under its ServerName needs no allow-list entry. The name is
- * checked, not just the Host header, so that a catch-all host does not take
- * any domain pointed at it for its own. */
-static int is_same_origin(request_rec *r, const char *origin)
-{
-    const char *host = apr_table_get(r->headers_in, "Host");
-    const char *name = r->server->server_hostname;
-    apr_size_t name_len = name ? strlen(name) : 0;
-
-    if (host == NULL || name == NULL || strncasecmp(host, name, name_len) != 0 ||
-        (host[name_len] != '\0' && host[name_len] != ':')) {
-        return 0;
-    }
-    return strcasecmp(origin,
-                      apr_pstrcat(r->pool, ap_http_scheme(r), "://", host, NULL)) == 0;
-}
-
-/* Sets the CORS response headers (in err_headers_out, so that every answer,
- * errors included, carries them). Returns 0 when the origin is refused. */
-static int apply_cors(request_rec *r, const oaip_dir_conf *conf, const char *origin)
-{
-    int any = oaip_origin_rules_any(conf->origins);
-
-    if (!any) {
-        apr_table_mergen(r->err_headers_out, "Vary", "Origin");
-    }
-    if (origin == NULL) {
-        return 1;
-    }
-    if (!oaip_origin_allowed(conf->origins, origin) && !is_same_origin(r, origin)) {
-        return 0;
-    }
-    apr_table_setn(r->err_headers_out, "Access-Control-Allow-Origin", any ? "*" : origin);
-    apr_table_setn(r->err_headers_out, "Access-Control-Expose-Headers",
-                   OAIP_EXPOSED_HEADERS);
-    return 1;
 }
 
 static const char *allowed_methods(const oaip_endpoint *endpoint)
@@ -114,7 +90,7 @@ static int answer_options(request_rec *r, const oaip_endpoint *endpoint,
                 r->pool, apr_table_get(r->headers_in, "Access-Control-Request-Headers")));
         apr_table_setn(r->err_headers_out, "Access-Control-Max-Age", OAIP_CORS_MAX_AGE);
     }
-    ap_discard_request_body(r);
+    leave_body_unread(r);
     apr_table_setn(r->notes, OAIP_NOTE_OUTCOME, "preflight");
     r->status = HTTP_NO_CONTENT;
     return OK;
@@ -391,8 +367,7 @@ static int proxy(request_rec *r, const oaip_dir_conf *conf, const oaip_endpoint 
 
 #define FILENAME_PREFIX OAIP_HANDLER_NAME ":"
 
-/* Whether the Location that applies says "SetHandler openai-proxy". */
-static int location_is_ours(request_rec *r)
+int oaip_location_is_ours(request_rec *r)
 {
     const core_dir_config *core = ap_get_core_module_config(r->per_dir_config);
     const char *handler, *err = NULL;
@@ -408,7 +383,7 @@ int oaip_translate_name(request_rec *r)
 {
     /* nothing of ours is a file: like mod_proxy, take the URI off the file
      * system so httpd does not stat DocumentRoot paths for every request */
-    if (!location_is_ours(r)) {
+    if (!oaip_location_is_ours(r)) {
         return DECLINED;
     }
     r->filename = apr_pstrcat(r->pool, FILENAME_PREFIX, r->uri, NULL);
@@ -426,6 +401,14 @@ int oaip_map_to_storage(request_rec *r)
 
 int oaip_handler(request_rec *r)
 {
+    if (r->handler == NULL || strcmp(r->handler, OAIP_HANDLER_NAME) != 0) {
+        return DECLINED;
+    }
+    return oaip_serve(r);
+}
+
+int oaip_serve(request_rec *r)
+{
     const oaip_dir_conf *conf;
     const oaip_endpoint *endpoint;
     struct curl_slist *headers;
@@ -433,15 +416,12 @@ int oaip_handler(request_rec *r)
     const char *origin, *upstream_path;
     int bad_client_key;
 
-    if (r->handler == NULL || strcmp(r->handler, OAIP_HANDLER_NAME) != 0) {
-        return DECLINED;
-    }
     conf = ap_get_module_config(r->per_dir_config, &openai_proxy_module);
     origin = apr_table_get(r->headers_in, "Origin");
     oaip_request_state_get(r, 1); /* marks the request for the accounting */
     oaip_stats_request_begin(r);
 
-    if (!apply_cors(r, conf, origin)) {
+    if (!oaip_cors_apply(r, conf, origin)) {
         return refuse(r, conf, OAIP_ERR_ORIGIN_FORBIDDEN,
                       apr_psprintf(r->pool, "Origin %s is not allowed to use this API",
                                    ap_escape_logitem(r->pool, origin)));

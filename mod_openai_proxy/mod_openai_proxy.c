@@ -8,7 +8,9 @@
 
 #include "config.h"
 #include "counters.h"
+#include "error_pages.h"
 #include "handler.h"
+#include "preflight.h"
 #include "usage_limits.h"
 #include "stats.h"
 #include "status.h"
@@ -66,13 +68,17 @@ static int oaip_log_transaction(request_rec *r)
 
 static void oaip_register_hooks(apr_pool_t *p)
 {
-    (void)p;
     ap_hook_pre_config(oaip_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_check_config(oaip_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(oaip_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(oaip_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_translate_name(oaip_translate_name, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_map_to_storage(oaip_map_to_storage, NULL, NULL, APR_HOOK_MIDDLE);
+    /* before authentication (which comes after header_parser) */
+    ap_hook_header_parser(oaip_preflight_header_parser, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(oaip_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_insert_error_filter(oaip_error_pages_insert, NULL, NULL, APR_HOOK_MIDDLE);
+    oaip_error_pages_register(p);
     ap_hook_handler(oaip_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_log_transaction(oaip_log_transaction, NULL, NULL, APR_HOOK_MIDDLE);
 }

@@ -9,6 +9,7 @@ an httpd of its own with three origins on loopback ports:
 Every response the browser got from B is handed to the secret scan of
 conftest.py, and httpd's error log is checked as for any other test."""
 
+import base64
 import hashlib
 import os
 import re
@@ -100,6 +101,26 @@ Listen 127.0.0.1:{port_c}
 """
 
 
+def run_node_tests(node, test_file, env, record, responses, min_tests):
+    """Runs one node --test file; every response it recorded goes to the
+    secret scan; fails unless all of at least `min_tests` tests passed."""
+    result = run([node, "--test", "--test-reporter=spec", test_file], NODE_TIMEOUT,
+                 cwd=BROWSER_DIR, env=env)
+    raw_output = result.stdout + result.stderr
+    output = redact(raw_output)
+    print(output)
+    got = recorded_responses(record)
+    responses.extend(got)  # scanned for secrets after the test (conftest.py)
+
+    if any(secret in raw_output for secret in SECRETS):
+        pytest.fail(f"a secret reached node's output (redacted here):\n{output}", pytrace=False)
+    assert result.returncode == 0, f"node --test failed (exit {result.returncode}):\n{output}"
+    counts = dict(re.findall(r"^\S* ?(tests|pass|fail) (\d+)$", output, re.M))
+    assert int(counts.get("tests", 0)) >= min_tests, f"node ran too few tests:\n{output}"
+    assert counts.get("pass") == counts.get("tests"), f"not every test passed:\n{output}"
+    return got
+
+
 def test_demo_page_in_chromium(node, own_httpd, mock, workdir, error_log, responses, tmp_path):
     error_log.allow("upstream request failed")  # the upstream hang-up mid-stream, on purpose
     port_a, port_b, port_c = distinct_ports(3)
@@ -118,20 +139,7 @@ def test_demo_page_in_chromium(node, own_httpd, mock, workdir, error_log, respon
         OAIP_BROWSER_RECORD=record,
         NO_COLOR="1",
     )
-    result = run([node, "--test", "--test-reporter=spec", TEST_FILE], NODE_TIMEOUT,
-                 cwd=BROWSER_DIR, env=env)
-    raw_output = result.stdout + result.stderr
-    output = redact(raw_output)
-    print(output)
-    got = recorded_responses(record)
-    responses.extend(got)  # scanned for secrets after the test (conftest.py)
-
-    if any(secret in raw_output for secret in SECRETS):
-        pytest.fail(f"a secret reached node's output (redacted here):\n{output}", pytrace=False)
-    assert result.returncode == 0, f"node --test failed (exit {result.returncode}):\n{output}"
-    counts = dict(re.findall(r"^\S* ?(tests|pass|fail) (\d+)$", output, re.M))
-    assert int(counts.get("tests", 0)) >= 4, f"node ran too few tests:\n{output}"
-    assert counts.get("pass") == counts.get("tests"), f"not every test passed:\n{output}"
+    got = run_node_tests(node, TEST_FILE, env, record, responses, min_tests=4)
     assert any(r.status == 200 and b"data: [DONE]" in r.body for r in got), \
         "no streamed answer from B was recorded for the secret scan"
 
@@ -139,5 +147,71 @@ def test_demo_page_in_chromium(node, own_httpd, mock, workdir, error_log, respon
     # request from C reached the proxy's handler past it
     with open(server.access_log) as f:
         from_c = [line for line in f if f'"{origin["C"]}"' in line]
+    assert any('"OPTIONS /v1/chat/completions HTTP/1.1" 403' in line for line in from_c), from_c
+    assert not any('"POST ' in line for line in from_c), from_c
+
+
+CREDENTIALS_FILE = os.path.join(BROWSER_DIR, "credentials.test.mjs")
+BASIC_USER, BASIC_PASSWORD = "browser-user", "browser-pass-7f3a"
+
+
+def protected_proxy(mock_api, root, passwd, port_a, port_b, port_c):
+    """A and C serve pages; B's Location is behind Basic auth and allows A
+    with credentials."""
+    return f"""
+Listen 127.0.0.1:{port_a}
+Listen 127.0.0.1:{port_b}
+Listen 127.0.0.1:{port_c}
+<VirtualHost 127.0.0.1:{port_a} 127.0.0.1:{port_c}>
+  ServerName 127.0.0.1
+  DocumentRoot "{root}"
+</VirtualHost>
+<VirtualHost 127.0.0.1:{port_b}>
+  ServerName 127.0.0.1
+  OpenAIProxyUpstream {mock_api}
+  OpenAIProxyAPIKey env:OAIP_TEST_KEY
+  OpenAIProxyAllowOrigin http://127.0.0.1:{port_a}
+  <Location /v1>
+    SetHandler openai-proxy
+    OpenAIProxyAllowCredentials On
+    AuthType Basic
+    AuthName "chat"
+    AuthBasicProvider file
+    AuthUserFile "{passwd}"
+    Require valid-user
+  </Location>
+</VirtualHost>
+"""
+
+
+def test_credentials_in_chromium(node, own_httpd, mock, workdir, responses, tmp_path):
+    port_a, port_b, port_c = distinct_ports(3)
+    passwd = os.path.join(workdir, "browser.htpasswd")
+    digest = base64.b64encode(hashlib.sha1(BASIC_PASSWORD.encode()).digest()).decode()
+    with open(passwd, "w") as f:
+        f.write(f"{BASIC_USER}:{{SHA}}{digest}\n")
+    os.chmod(passwd, 0o644)
+    server, _ = own_httpd(protected_proxy(mock.api, site_root(workdir), passwd,
+                                          port_a, port_b, port_c),
+                          name="browser-credentials", env={"OAIP_TEST_KEY": TEST_KEY})
+    origin_a, origin_c = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_c}"
+    record = str(tmp_path / "credentials-responses.jsonl")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update(OAIP_CHROMIUM=CHROMIUM, OAIP_ORIGIN_A=origin_a, OAIP_ORIGIN_C=origin_c,
+               OAIP_PAGE_PATH="/demo/index.html", OAIP_PROXY_URL=f"http://127.0.0.1:{port_b}/v1",
+               OAIP_BASIC_USER=BASIC_USER, OAIP_BASIC_PASSWORD=BASIC_PASSWORD,
+               OAIP_MOCK_URL=mock.base, OAIP_BROWSER_RECORD=record, NO_COLOR="1")
+    got = run_node_tests(node, CREDENTIALS_FILE, env, record, responses, min_tests=3)
+    assert any(r.status == 200 and b"data: [DONE]" in r.body for r in got), \
+        "no streamed answer from B was recorded for the secret scan"
+
+    # httpd's account: A's preflight was answered 204 without credentials,
+    # C's refused 403 (not 401), and no POST from C was served
+    with open(server.access_log) as f:
+        lines = f.readlines()
+    from_a = [line for line in lines if f'"{origin_a}"' in line]
+    from_c = [line for line in lines if f'"{origin_c}"' in line]
+    assert any('"OPTIONS /v1/chat/completions HTTP/1.1" 204' in line for line in from_a), from_a
+    assert any('"POST /v1/chat/completions HTTP/1.1" 200' in line for line in from_a), from_a
     assert any('"OPTIONS /v1/chat/completions HTTP/1.1" 403' in line for line in from_c), from_c
     assert not any('"POST ' in line for line in from_c), from_c

@@ -161,6 +161,33 @@ static void test_seed_format(void **state)
                         "Invalid messages format");
 }
 
+/* An error that is not one of the kinds (httpd's own, taken over by
+ * error_pages.c) in both formats: the given title, type and code. */
+static void test_body_from_info(void **state)
+{
+    apr_pool_t *p = *state;
+    const oaip_error_info info = {401, "Unauthorized", "invalid_request_error",
+                                  "unauthorized"};
+    json_t *seed = parse_body(p, oaip_error_body_info(p, OAIP_ERRFMT_SEED, &info,
+                                                      "Authentication is required"));
+    json_t *openai =
+        parse_body(p, oaip_error_body_info(p, OAIP_ERRFMT_OPENAI, &info, NULL));
+    json_t *inner = json_object_get(openai, "error");
+
+    assert_string_equal(string_member(seed, "error"), "Unauthorized");
+    assert_string_equal(string_member(seed, "message"), "Authentication is required");
+    assert_int_equal(json_object_size(seed), 2);
+    assert_string_equal(string_member(inner, "message"), "Unauthorized"); /* the title */
+    assert_string_equal(string_member(inner, "type"), "invalid_request_error");
+    assert_string_equal(string_member(inner, "code"), "unauthorized");
+    assert_true(json_is_null(json_object_get(inner, "param")));
+    /* a kind's body is the body of its info */
+    assert_string_equal(oaip_error_body(p, OAIP_ERRFMT_OPENAI, OAIP_ERR_NOT_FOUND, "x"),
+                        oaip_error_body_info(p, OAIP_ERRFMT_OPENAI,
+                                             oaip_error_info_get(OAIP_ERR_NOT_FOUND),
+                                             "x"));
+}
+
 static void test_seed_format_null_detail(void **state)
 {
     apr_pool_t *p = *state;
@@ -335,6 +362,7 @@ int run_errors_tests(void)
         POOL_TEST(test_out_of_range_kind_is_internal),
         POOL_TEST(test_seed_format),
         POOL_TEST(test_seed_format_null_detail),
+        POOL_TEST(test_body_from_info),
         POOL_TEST(test_openai_format),
         POOL_TEST(test_openai_format_null_detail),
         POOL_TEST(test_every_kind_in_both_formats),
