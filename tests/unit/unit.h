@@ -33,5 +33,6 @@ int run_sse_tests(void);
 int run_limit_spec_tests(void);
 int run_endpoint_tests(void);
 int run_values_tests(void);
+int run_token_estimate_tests(void);
 
 #endif
