@@ -37,11 +37,9 @@ typedef struct {
     /* what the answer reported, for the access log */
     oaip_usage usage;
     oaip_sse_reader *events;
-    /* for an answer without usage: what was generated, what the prompt
-     * likely cost (-1: not a JSON request, nothing is estimated) */
+    /* for an answer without usage: what was generated */
     oaip_content_count content;
     apr_int64_t answer_tokens;
-    apr_int64_t prompt_estimate;
     /* the usage chunk the proxy asked for is held back from the client, so
      * a stream is relayed event by event, the unfinished one kept here */
     int hide_usage;
@@ -523,32 +521,51 @@ static int usage_reported(const oaip_usage *u)
     return u->prompt_tokens >= 0 || u->completion_tokens >= 0 || u->total_tokens >= 0;
 }
 
+/* Whether a request generates tokens: it names an output limit or streams
+ * (chat, legacy completions, Responses), or its answer carried generated
+ * content. Moderations, images, speech and model lists do not: an answer of
+ * theirs without usage costs the budget nothing. */
+static int generative(exchange *x, const char *body, apr_size_t len)
+{
+    oaip_request_cost cost;
+
+    if (x->stream_requested || x->answer_tokens > 0) {
+        return 1;
+    }
+    oaip_request_cost_of(body, len, &cost);
+    return cost.output_limit > 0;
+}
+
 /* An exchange that may have cost tokens but reported none: the upstream
  * answered 2xx (a stream cut short, one whose upstream ignores
  * stream_options, a whole answer without usage), or it had the request
  * and was still working on it when the client left or the first byte
- * timed out. Its cost is estimated (README "Token budgets"): the prompt
- * from the body's length, the output from what was generated. An error
- * status or an upstream never reached costs nothing. */
-static void estimate_usage(exchange *x, oaip_usage *usage)
+ * timed out. Its cost is estimated (README "OpenAIProxyTokenBudget"): the
+ * prompt from the body's length, the output from what was generated. An
+ * error status or an upstream never reached costs nothing. */
+static void estimate_usage(exchange *x, const oaip_upstream_request *req,
+                           oaip_usage *usage)
 {
     int answered = x->status >= 200 && x->status < 300;
     int working =
         x->status == 0 && (x->relay.client_gone || x->timed_out == FIRST_BYTE_TIMEOUT);
-    apr_int64_t output;
+    apr_int64_t prompt, output;
 
-    if (usage_reported(&x->usage) || x->prompt_estimate < 0 || !(answered || working)) {
+    if (usage_reported(&x->usage) || !(answered || working) || req->body == NULL ||
+        req->content_type == NULL || strcmp(req->content_type, "application/json") != 0 ||
+        !generative(x, req->body, req->body_len)) {
         return;
     }
+    prompt = oaip_prompt_estimate(req->body_len);
     output = x->mode == BODY_STREAMED ? x->content.tokens : x->answer_tokens;
-    usage->prompt_tokens = (long)x->prompt_estimate;
+    usage->prompt_tokens = (long)prompt;
     usage->completion_tokens = (long)output;
-    usage->total_tokens = (long)(x->prompt_estimate + output);
+    usage->total_tokens = (long)(prompt + output);
     apr_table_setn(x->r->notes, OAIP_NOTE_USAGE_ESTIMATED, "1");
 }
 
 /* What mod_log_config can show of the exchange: %{OPENAI_...}n */
-static void note_exchange(exchange *x, CURLcode code,
+static void note_exchange(exchange *x, const oaip_upstream_request *req, CURLcode code,
                           const oaip_upstream_outcome *outcome)
 {
     request_rec *r = x->r;
@@ -568,7 +585,7 @@ static void note_exchange(exchange *x, CURLcode code,
     note_count(r, "OPENAI_UPSTREAM_STATUS", x->status > 0 ? x->status : -1);
     note_count(r, "OPENAI_TTFB_MS",
                x->first_byte ? (long)apr_time_as_msec(x->first_byte - x->started) : -1);
-    estimate_usage(x, &usage);
+    estimate_usage(x, req, &usage);
     note_count(r, "OPENAI_PROMPT_TOKENS", usage.prompt_tokens);
     note_count(r, "OPENAI_COMPLETION_TOKENS", usage.completion_tokens);
     note_count(r, "OPENAI_TOTAL_TOKENS", usage.total_tokens);
@@ -595,10 +612,6 @@ void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
     x.started = x.last_upstream_byte = x.last_hangup_check = apr_time_now();
     oaip_usage_init(&x.usage);
     x.events = oaip_sse_reader_make(r->pool, on_event, &x);
-    x.prompt_estimate =
-        (req->content_type != NULL && strcmp(req->content_type, "application/json") == 0)
-            ? oaip_prompt_estimate(req->body_len)
-            : -1;
 
     h = oaip_curl_acquire();
     if (h == NULL) {
@@ -622,5 +635,5 @@ void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
     oaip_curl_release(h);
     finish(&x, code, errbuf, outcome);
-    note_exchange(&x, code, outcome);
+    note_exchange(&x, req, code, outcome);
 }

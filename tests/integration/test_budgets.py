@@ -37,7 +37,7 @@ def config(mock, budget, *directives, store=""):
     lines = "\n".join("  " + d for d in directives)
     return (f"{store}<Location /v1>\n  SetHandler openai-proxy\n"
             f"  OpenAIProxyUpstream {mock.api}\n  OpenAIProxyAPIKey {TEST_KEY}\n"
-            f"  OpenAIProxyEndpoints chat/completions responses\n"
+            f"  OpenAIProxyEndpoints chat/completions responses moderations\n"
             f"  OpenAIProxyTokenBudget {budget}/h\n{lines}\n</Location>\n"
             "<Location /proxy-status>\n  SetHandler openai-proxy-status\n"
             "  Require ip 127.0.0.1\n</Location>\n")
@@ -256,3 +256,16 @@ def test_reported_usage_is_not_estimated(own_httpd, mock, workdir):
     assert client.post("/v1/chat/completions", body, stream=True).status == 200
     settled(client, 1)
     assert log_lines(log)[-1] == ["ok", "3", "10", "13", "-"]
+
+
+def test_answers_that_generate_nothing_are_not_charged(own_httpd, mock, workdir):
+    """A moderation answer carries no usage and generates no tokens: it is
+    not estimated, and the budget of 1 token stays unspent."""
+    log = os.path.join(workdir, "budget-moderation.log")
+    server, client = own_httpd(access_log_config(log) + config(mock, 1))
+    for _ in range(2):
+        resp = client.post("/v1/moderations", {"input": "one two three four five six"})
+        assert resp.status == 200 and "usage" not in resp.json()
+    settled(client, 2)
+    assert [line[1:] for line in log_lines(log)] == [["-", "-", "-", "-"]] * 2
+    assert client.post("/v1/chat/completions", {"messages": MESSAGES}).status == 200
