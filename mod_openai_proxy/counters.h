@@ -13,12 +13,17 @@ typedef struct oaip_counter_client oaip_counter_client;
 
 struct oaip_counter_client {
     const char *name; /* for log lines; never holds a password */
-    /* Adds `delta` (0 reads) to the counter `key`, which starts at 0 and is
-     * forgotten `ttl` seconds after its creation; `*total` is its new value. */
-    apr_status_t (*add)(oaip_counter_client *c, const char *key, apr_uint32_t delta,
+    /* Adds `delta` (0 reads; negative subtracts, as a token budget's
+     * settlement does, never below 0) to the counter `key`, which starts at 0
+     * and is forgotten `ttl` seconds after its creation; `*total` is its new
+     * value. |delta| is at most OAIP_COUNTER_MAX_DELTA. */
+    apr_status_t (*add)(oaip_counter_client *c, const char *key, apr_int64_t delta,
                         apr_uint32_t ttl, apr_uint64_t *total);
     void *backend;
 };
+
+/* memcached's incr/decr (apr_memcache) take a 32-bit signed step. */
+#define OAIP_COUNTER_MAX_DELTA ((apr_int64_t)0x7fffffff)
 
 /* The shm table's mutex, for httpd's Mutex directive. */
 #define OAIP_COUNTERS_MUTEX "openai-proxy-counters"

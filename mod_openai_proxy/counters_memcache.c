@@ -1,6 +1,7 @@
 /* Counters in a memcached server through apr_memcache: incr is atomic on
  * the server; a counter that does not exist yet is created with add (which
- * only one process can win) and its expiry, then incremented. */
+ * only one process can win) and its expiry, then incremented. A negative
+ * step (a budget's settlement) is a decr, which memcached stops at 0. */
 #include "counters.h"
 
 #include <ap_mpm.h>
@@ -11,9 +12,25 @@
 
 #define CONN_TTL apr_time_from_sec(60)
 
+static apr_status_t memcache_subtract(apr_memcache_t *mc, const char *key,
+                                      apr_int64_t delta, apr_uint64_t *total)
+{
+    apr_uint32_t value = 0;
+    apr_status_t rv = apr_memcache_decr(mc, (char *)key, (apr_int32_t)-delta, &value);
+
+    if (rv == APR_NOTFOUND) {
+        /* the window's counter expired: there is nothing left to give back */
+        *total = 0;
+        return APR_SUCCESS;
+    }
+    if (rv == APR_SUCCESS) {
+        *total = value;
+    }
+    return rv;
+}
+
 static apr_status_t memcache_add(oaip_counter_client *c, const char *key,
-                                 apr_uint32_t delta, apr_uint32_t ttl,
-                                 apr_uint64_t *total)
+                                 apr_int64_t delta, apr_uint32_t ttl, apr_uint64_t *total)
 {
     apr_memcache_t *mc = c->backend;
     apr_uint32_t value = 0;
@@ -21,16 +38,19 @@ static apr_status_t memcache_add(oaip_counter_client *c, const char *key,
     apr_status_t rv;
     int attempt;
 
+    if (delta < 0) {
+        return memcache_subtract(mc, key, delta, total);
+    }
     for (attempt = 0; attempt < 2; attempt++) {
-        rv = apr_memcache_incr(mc, (char *)key, delta, &value);
+        rv = apr_memcache_incr(mc, (char *)key, (apr_int32_t)delta, &value);
         if (rv != APR_NOTFOUND) {
             break;
         }
         /* missing (or no server answering: then add fails too) */
-        apr_snprintf(initial, sizeof(initial), "%u", delta);
+        apr_snprintf(initial, sizeof(initial), "%" APR_INT64_T_FMT, delta);
         rv = apr_memcache_add(mc, key, initial, strlen(initial), ttl, 0);
         if (rv == APR_SUCCESS) {
-            value = delta;
+            value = (apr_uint32_t)delta;
             break;
         }
         if (rv != APR_EEXIST) {

@@ -166,12 +166,12 @@ static int format_command(char *out, apr_size_t size, const char *name, const ch
                         strlen(name), name, strlen(key), key, strlen(arg), arg);
 }
 
-static apr_status_t redis_add(oaip_counter_client *c, const char *key, apr_uint32_t delta,
+static apr_status_t redis_add(oaip_counter_client *c, const char *key, apr_int64_t delta,
                               apr_uint32_t ttl, apr_uint64_t *total)
 {
     redis_store *store = c->backend;
     apr_uint32_t now = (apr_uint32_t)apr_time_sec(apr_time_now());
-    char command[512], number[16];
+    char command[512], number[24];
     apr_int64_t value = 0, ignored;
     redis_conn *conn;
     apr_status_t rv = APR_EGENERAL;
@@ -183,7 +183,9 @@ static apr_status_t redis_add(oaip_counter_client *c, const char *key, apr_uint3
     /* both commands in one write, both replies read after: one round trip.
      * Every EXPIRE of a window names the same end, so repeating it is
      * harmless. */
-    apr_snprintf(number, sizeof(number), "%u", delta);
+    /* INCRBY takes negative steps: a settlement gives back the unused part
+     * of a reservation */
+    apr_snprintf(number, sizeof(number), "%" APR_INT64_T_FMT, delta);
     n = format_command(command, sizeof(command), "INCRBY", key, number);
     apr_snprintf(number, sizeof(number), "%u", ttl);
     format_command(command + n, sizeof(command) - (apr_size_t)n, "EXPIRE", key, number);
@@ -215,6 +217,8 @@ static apr_status_t redis_add(oaip_counter_client *c, const char *key, apr_uint3
         return rv;
     }
     apr_reslist_release(store->conns, conn);
+    /* below 0 only when the window's counter expired between a reservation
+     * and its settlement: no request reads that window's key any more */
     *total = value < 0 ? 0 : (apr_uint64_t)value;
     return APR_SUCCESS;
 }

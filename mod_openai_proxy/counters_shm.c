@@ -91,7 +91,7 @@ static slot *find_or_claim(const unsigned char *digest, apr_int64_t now, apr_uin
     return free_slot;
 }
 
-static apr_status_t shm_add(oaip_counter_client *c, const char *key, apr_uint32_t delta,
+static apr_status_t shm_add(oaip_counter_client *c, const char *key, apr_int64_t delta,
                             apr_uint32_t ttl, apr_uint64_t *total)
 {
     unsigned char digest[APR_SHA1_DIGESTSIZE];
@@ -112,7 +112,14 @@ static apr_status_t shm_add(oaip_counter_client *c, const char *key, apr_uint32_
     }
     s = find_or_claim(digest, (apr_int64_t)apr_time_sec(apr_time_now()), ttl);
     if (s != NULL) {
-        s->value += delta;
+        /* a settlement larger than the counter (it expired and was made
+         * anew since the reservation) leaves 0, as memcached's decr does */
+        if (delta >= 0) {
+            s->value += (apr_uint64_t)delta;
+        } else {
+            s->value =
+                s->value > (apr_uint64_t)-delta ? s->value - (apr_uint64_t)-delta : 0;
+        }
         *total = s->value;
     }
     apr_global_mutex_unlock(mutex);

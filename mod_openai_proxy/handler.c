@@ -299,6 +299,7 @@ static int proxy(request_rec *r, const oaip_dir_conf *conf, const oaip_endpoint 
 {
     oaip_upstream_request req;
     oaip_upstream_outcome outcome;
+    oaip_limit_refusal refusal;
     apr_size_t len = 0;
     char *body = NULL;
     int rc, prepared;
@@ -336,6 +337,15 @@ static int proxy(request_rec *r, const oaip_dir_conf *conf, const oaip_endpoint 
     }
     if (!prepared) {
         return OK; /* the error was answered */
+    }
+    /* the budgets hold this request's worst case from here on; every later
+     * refusal or failure is settled in log_transaction */
+    if (!oaip_limits_reserve(r, &req, &refusal)) {
+        if (refusal.retry_after > 0) {
+            apr_table_setn(r->err_headers_out, "Retry-After",
+                           apr_psprintf(r->pool, "%u", refusal.retry_after));
+        }
+        return send_error(r, conf, refusal.kind, refusal.detail);
     }
     if (req.model != NULL) {
         apr_table_setn(r->notes, "OPENAI_MODEL", req.model);

@@ -11,6 +11,7 @@
 #include "relay.h"
 #include "secret_mask.h"
 #include "sse.h"
+#include "token_estimate.h"
 
 /* A non-streamed answer larger than this is not relayed (chat answers are a
  * few KiB; this only stops a broken upstream from eating memory). */
@@ -41,6 +42,9 @@ typedef struct {
     /* what the answer reported, for the access log */
     oaip_usage usage;
     oaip_sse_reader *events;
+    /* for an answer without usage: what was generated */
+    oaip_content_count content;
+    apr_int64_t answer_tokens;
     /* the usage chunk the proxy asked for is held back from the client, so
      * a stream is relayed event by event, the unfinished one kept here */
     int hide_usage;
@@ -256,13 +260,16 @@ static const char *content_type_or_json(const exchange *x)
     return x->content_type ? x->content_type : "application/json";
 }
 
-/* The usage of a stream the client asked for comes in its last chunk;
- * oaip_usage_from_json parses nothing unless an event carries a usage object. */
+/* The usage of a stream comes in its last chunk; oaip_usage_from_json
+ * parses nothing unless an event carries a usage object. The content is
+ * counted too, for a stream that ends without that chunk (the client left,
+ * the upstream ignores stream_options). */
 static void on_event(void *ctx, const char *data, apr_size_t len)
 {
     exchange *x = ctx;
 
     oaip_usage_from_json(data, len, &x->usage);
+    oaip_content_count_event(&x->content, data, len);
 }
 
 /* On the first byte of the body: a successful event stream is relayed as it
@@ -290,6 +297,7 @@ static int relay_events(exchange *x, const char *data, apr_size_t len)
     apr_size_t pos = 0, kept = 0, n;
     char *buf;
 
+    oaip_sse_feed(x->events, data, len); /* counts what was generated */
     oaip_buffer_append(x->r->pool, &x->pending, data, len);
     buf = x->pending.data;
     while ((n = oaip_sse_event_length(buf + pos, x->pending.len - pos)) > 0) {
@@ -506,8 +514,9 @@ static void read_whole_usage(exchange *x)
     char *body = apr_palloc(x->r->pool, x->buffered);
     apr_size_t len = x->buffered;
 
-    if (apr_brigade_flatten(x->buffer, body, &len) == APR_SUCCESS) {
-        oaip_usage_from_json(body, len, &x->usage);
+    if (apr_brigade_flatten(x->buffer, body, &len) == APR_SUCCESS &&
+        !oaip_usage_from_json(body, len, &x->usage)) {
+        x->answer_tokens = oaip_content_tokens_of_answer(body, len);
     }
 }
 
@@ -621,11 +630,60 @@ static void note_count(request_rec *r, const char *name, long value)
     }
 }
 
+static int usage_reported(const oaip_usage *u)
+{
+    return u->prompt_tokens >= 0 || u->completion_tokens >= 0 || u->total_tokens >= 0;
+}
+
+/* Whether a request generates tokens: it names an output limit or streams
+ * (chat, legacy completions, Responses), or its answer carried generated
+ * content. Moderations, images, speech and model lists do not: an answer of
+ * theirs without usage costs the budget nothing. */
+static int generative(exchange *x, const char *body, apr_size_t len)
+{
+    oaip_request_cost cost;
+
+    if (x->stream_requested || x->answer_tokens > 0) {
+        return 1;
+    }
+    oaip_request_cost_of(body, len, &cost);
+    return cost.output_limit > 0;
+}
+
+/* An exchange that may have cost tokens but reported none: the upstream
+ * answered 2xx (a stream cut short, one whose upstream ignores
+ * stream_options, a whole answer without usage), or it had the request
+ * and was still working on it when the client left or the first byte
+ * timed out. Its cost is estimated (README "OpenAIProxyTokenBudget"): the
+ * prompt from the body's length, the output from what was generated. An
+ * error status or an upstream never reached costs nothing. */
+static void estimate_usage(exchange *x, const oaip_upstream_request *req,
+                           oaip_usage *usage)
+{
+    int answered = x->status >= 200 && x->status < 300;
+    int working =
+        x->status == 0 && (x->relay.client_gone || x->timed_out == FIRST_BYTE_TIMEOUT);
+    apr_int64_t prompt, output;
+
+    if (usage_reported(&x->usage) || !(answered || working) || req->body == NULL ||
+        req->content_type == NULL || strcmp(req->content_type, "application/json") != 0 ||
+        !generative(x, req->body, req->body_len)) {
+        return;
+    }
+    prompt = oaip_prompt_estimate(req->body_len);
+    output = x->mode == BODY_STREAMED ? x->content.tokens : x->answer_tokens;
+    usage->prompt_tokens = (long)prompt;
+    usage->completion_tokens = (long)output;
+    usage->total_tokens = (long)(prompt + output);
+    apr_table_setn(x->r->notes, OAIP_NOTE_USAGE_ESTIMATED, "1");
+}
+
 /* What mod_log_config can show of the exchange: %{OPENAI_...}n */
-static void note_exchange(exchange *x, CURLcode code,
+static void note_exchange(exchange *x, const oaip_upstream_request *req, CURLcode code,
                           const oaip_upstream_outcome *outcome)
 {
     request_rec *r = x->r;
+    oaip_usage usage = x->usage;
     const char *result;
 
     if (x->relay.client_gone) {
@@ -641,9 +699,10 @@ static void note_exchange(exchange *x, CURLcode code,
     note_count(r, "OPENAI_UPSTREAM_STATUS", x->status > 0 ? x->status : -1);
     note_count(r, "OPENAI_TTFB_MS",
                x->first_byte ? (long)apr_time_as_msec(x->first_byte - x->started) : -1);
-    note_count(r, "OPENAI_PROMPT_TOKENS", x->usage.prompt_tokens);
-    note_count(r, "OPENAI_COMPLETION_TOKENS", x->usage.completion_tokens);
-    note_count(r, "OPENAI_TOTAL_TOKENS", x->usage.total_tokens);
+    estimate_usage(x, req, &usage);
+    note_count(r, "OPENAI_PROMPT_TOKENS", usage.prompt_tokens);
+    note_count(r, "OPENAI_COMPLETION_TOKENS", usage.completion_tokens);
+    note_count(r, "OPENAI_TOTAL_TOKENS", usage.total_tokens);
 }
 
 void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
@@ -695,5 +754,5 @@ void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
     oaip_curl_release(h);
     finish(&x, code, errbuf, outcome);
-    note_exchange(&x, code, outcome);
+    note_exchange(&x, req, code, outcome);
 }

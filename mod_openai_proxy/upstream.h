@@ -62,6 +62,10 @@ void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
  * the proxy's own error. */
 #define OAIP_NOTE_OUTCOME "OPENAI_OUTCOME"
 
+/* The request note set to "1" when the OPENAI_*_TOKENS notes are the
+ * proxy's estimate, not the upstream's usage report. */
+#define OAIP_NOTE_USAGE_ESTIMATED "OPENAI_USAGE_ESTIMATED"
+
 /* Response headers of the upstream that reach the client (lower case). */
 #define OAIP_EXPOSED_HEADERS                                                             \
     "x-request-id, openai-processing-ms, openai-version, x-ratelimit-limit-requests, "   \

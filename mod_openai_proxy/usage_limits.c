@@ -6,11 +6,15 @@
 #include "counters.h"
 #include "mod_openai_proxy.h"
 #include "stats.h"
+#include "token_estimate.h"
 
-/* A budget the check looked at, to be charged once the tokens are known. */
+/* A budget the check looked at, to be settled once the tokens are known:
+ * what the request holds of it is `reserved` until then. */
 typedef struct {
     const char *key;
     apr_uint32_t ttl;
+    const oaip_configured_limit *cl;
+    apr_int64_t reserved;
 } budget_charge;
 
 /* Who the caller is for `limit`, prefixed by how they were told apart so
@@ -74,9 +78,14 @@ static int fails_closed(request_rec *r)
     return sconf->store_fail_closed == 1;
 }
 
-static apr_status_t count(oaip_counter_client *store, const char *key, apr_uint32_t delta,
+static apr_status_t count(oaip_counter_client *store, const char *key, apr_int64_t delta,
                           apr_uint32_t ttl, apr_uint64_t *total)
 {
+    if (delta > OAIP_COUNTER_MAX_DELTA) {
+        delta = OAIP_COUNTER_MAX_DELTA;
+    } else if (delta < -OAIP_COUNTER_MAX_DELTA) {
+        delta = -OAIP_COUNTER_MAX_DELTA;
+    }
     return store ? store->add(store, key, delta, ttl, total) : APR_EINIT;
 }
 
@@ -127,6 +136,19 @@ static int check_rates(request_rec *r, oaip_counter_client *store,
     return 1;
 }
 
+static void budget_refused(request_rec *r, const oaip_configured_limit *cl,
+                           apr_uint32_t left, oaip_limit_refusal *refusal)
+{
+    OAIP_STATS_ADD(budget_exhausted, 1);
+    refusal->kind = OAIP_ERR_TOKEN_BUDGET_EXHAUSTED;
+    refusal->retry_after = left;
+    refusal->detail = apr_psprintf(
+        r->pool,
+        "Token budget of %s is spent (or held by requests in progress); retry in %u "
+        "seconds",
+        cl->text, left);
+}
+
 static int check_budgets(request_rec *r, oaip_counter_client *store,
                          const apr_array_header_t *budgets, apr_time_t now,
                          oaip_limit_refusal *refusal)
@@ -146,13 +168,10 @@ static int check_budgets(request_rec *r, oaip_counter_client *store,
         if (rv != APR_SUCCESS) {
             return store_failed(r, store, rv, refusal);
         }
+        /* a cheap refusal before the body is read; the reservation, once
+         * the body is known, is what holds under parallel load */
         if (spent >= cl->limit.amount) {
-            OAIP_STATS_ADD(budget_exhausted, 1);
-            refusal->kind = OAIP_ERR_TOKEN_BUDGET_EXHAUSTED;
-            refusal->retry_after = left;
-            refusal->detail =
-                apr_psprintf(r->pool, "Token budget of %s is spent; retry in %u seconds",
-                             cl->text, left);
+            budget_refused(r, cl, left, refusal);
             return 0;
         }
         if (state->budget_charges == NULL) {
@@ -161,6 +180,8 @@ static int check_budgets(request_rec *r, oaip_counter_client *store,
         charge = apr_array_push(state->budget_charges);
         charge->key = key;
         charge->ttl = left + 1;
+        charge->cl = cl;
+        charge->reserved = 0;
         state->store = store;
     }
     return 1;
@@ -183,38 +204,132 @@ int oaip_limits_check(request_rec *r, const oaip_dir_conf *conf,
            check_budgets(r, store, conf->token_budgets, now, refusal);
 }
 
-static long tokens_spent(request_rec *r)
+/* What a request may cost at most: for a JSON body, its prompt bound plus
+ * its output limit (token_estimate.h); 0 when nothing is known (a
+ * multipart upload, a GET), so that only the check before applied. */
+static apr_int64_t worst_case(const oaip_upstream_request *req)
+{
+    oaip_request_cost cost;
+
+    if (req->body == NULL || req->content_type == NULL ||
+        strcmp(req->content_type, "application/json") != 0) {
+        return 0;
+    }
+    oaip_request_cost_of(req->body, req->body_len, &cost);
+    return oaip_request_cost_worst(&cost);
+}
+
+/* Gives back what charges[0..n) reserved. */
+static void release(request_rec *r, oaip_request_state *state, int n)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        budget_charge *c = &APR_ARRAY_IDX(state->budget_charges, i, budget_charge);
+        apr_uint64_t total;
+        apr_status_t rv;
+
+        if (c->reserved == 0) {
+            continue;
+        }
+        rv = count(state->store, c->key, -c->reserved, c->ttl, &total);
+        if (rv != APR_SUCCESS) {
+            warn_store_failure(r, state->store, rv, "a reservation not given back");
+        }
+        c->reserved = 0;
+    }
+}
+
+int oaip_limits_reserve(request_rec *r, const oaip_upstream_request *req,
+                        oaip_limit_refusal *refusal)
+{
+    oaip_request_state *state = oaip_request_state_get(r, 0);
+    apr_int64_t worst;
+    int i;
+
+    memset(refusal, 0, sizeof(*refusal));
+    if (state == NULL || state->budget_charges == NULL ||
+        (worst = worst_case(req)) <= 0) {
+        return 1;
+    }
+    if (worst > OAIP_COUNTER_MAX_DELTA) {
+        worst = OAIP_COUNTER_MAX_DELTA;
+    }
+    for (i = 0; i < state->budget_charges->nelts; i++) {
+        budget_charge *c = &APR_ARRAY_IDX(state->budget_charges, i, budget_charge);
+        apr_uint64_t total = 0;
+        /* counted before it is compared, as for rate limits: of N parallel
+         * requests, each sees the reservations of those before it */
+        apr_status_t rv = count(state->store, c->key, worst, c->ttl, &total);
+
+        if (rv != APR_SUCCESS) {
+            if (!store_failed(r, state->store, rv, refusal)) {
+                release(r, state, i);
+                return 0;
+            }
+            continue; /* fails open: this budget holds nothing */
+        }
+        c->reserved = worst;
+        /* admitted while the counter before this reservation is below the
+         * budget: the overshoot is at most one request's worst case */
+        if (total >= (apr_uint64_t)worst &&
+            total - (apr_uint64_t)worst >= c->cl->limit.amount) {
+            budget_refused(r, c->cl,
+                           oaip_limit_seconds_left(&c->cl->limit, apr_time_now()),
+                           refusal);
+            release(r, state, i + 1);
+            return 0;
+        }
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                  "token budgets: %" APR_INT64_T_FMT " tokens reserved", worst);
+    return 1;
+}
+
+static apr_int64_t tokens_spent(request_rec *r)
 {
     const char *total = apr_table_get(r->notes, "OPENAI_TOTAL_TOKENS");
     const char *prompt = apr_table_get(r->notes, "OPENAI_PROMPT_TOKENS");
     const char *completion = apr_table_get(r->notes, "OPENAI_COMPLETION_TOKENS");
+    apr_int64_t tokens;
 
     if (total != NULL) {
-        return atol(total);
+        tokens = apr_atoi64(total);
+    } else {
+        tokens =
+            (prompt ? apr_atoi64(prompt) : 0) + (completion ? apr_atoi64(completion) : 0);
     }
-    return (prompt ? atol(prompt) : 0) + (completion ? atol(completion) : 0);
+    return tokens < 0                        ? 0
+           : tokens > OAIP_COUNTER_MAX_DELTA ? OAIP_COUNTER_MAX_DELTA
+                                             : tokens;
 }
 
 void oaip_limits_charge(request_rec *r)
 {
     oaip_request_state *state = oaip_request_state_get(r, 0);
-    long tokens;
+    apr_int64_t tokens;
     int i;
 
-    if (state == NULL || state->budget_charges == NULL ||
-        (tokens = tokens_spent(r)) <= 0) {
+    if (state == NULL || state->budget_charges == NULL) {
         return;
     }
-    if (tokens > (long)OAIP_LIMIT_MAX_AMOUNT) {
-        tokens = (long)OAIP_LIMIT_MAX_AMOUNT;
-    }
+    tokens = tokens_spent(r);
     for (i = 0; i < state->budget_charges->nelts; i++) {
         const budget_charge *c = &APR_ARRAY_IDX(state->budget_charges, i, budget_charge);
+        /* the real usage replaces the reservation: a negative step gives
+         * back what was not used */
+        apr_int64_t delta = tokens - c->reserved;
         apr_uint64_t total;
-        apr_status_t rv =
-            count(state->store, c->key, (apr_uint32_t)tokens, c->ttl, &total);
+        apr_status_t rv;
+
+        if (delta == 0) {
+            continue;
+        }
+        rv = count(state->store, c->key, delta, c->ttl, &total);
         if (rv != APR_SUCCESS) {
-            warn_store_failure(r, state->store, rv, "tokens of a request not charged");
+            warn_store_failure(r, state->store, rv, "tokens of a request not settled");
         }
     }
+    /* settled once, whoever calls again */
+    state->budget_charges = NULL;
 }

@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "errors.h"
+#include "upstream.h"
 
 /* Why a request may not go on. */
 typedef struct {
@@ -21,8 +22,18 @@ typedef struct {
 int oaip_limits_check(request_rec *r, const oaip_dir_conf *conf,
                       oaip_limit_refusal *refusal);
 
-/* After the answer (log_transaction): charges the tokens the upstream
- * reported to the budgets the check looked at. */
+/* Once the body that goes upstream is known, before anything else may
+ * refuse the request: reserves its worst case (token_estimate.h) in every
+ * budget the check looked at, counted then compared, so that parallel
+ * requests see each other. Refused (0, `refusal` filled in, the
+ * reservations given back) when a budget was already spent or reserved up
+ * before this one. Nothing to reserve without a JSON body. */
+int oaip_limits_reserve(request_rec *r, const oaip_upstream_request *req,
+                        oaip_limit_refusal *refusal);
+
+/* After the answer (log_transaction), exactly once: settles each budget to
+ * the tokens the upstream reported or the proxy estimated (the OPENAI_*_TOKENS
+ * notes; 0 without any), adding real - reserved. */
 void oaip_limits_charge(request_rec *r);
 
 #endif

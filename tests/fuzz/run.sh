@@ -4,7 +4,7 @@
 #   tests/fuzz/run.sh [TARGET...]           fuzz each target FUZZ_SECONDS (default 60)
 #   tests/fuzz/run.sh --replay [TARGET...]  run each target once over its seed corpus
 #   make -f Makefile.apxs fuzz FUZZ_SECONDS=N
-# Targets: request sse origin upstream_error values endpoint multipart secret_mask
+# Targets: request sse origin upstream_error values endpoint multipart secret_mask token_estimate
 # (default: all).
 # Fuzzing is single-process (-jobs=1 -workers=1). New inputs go to
 # build/out/fuzz/corpus/TARGET (the seeds in tests/fuzz/corpus/TARGET are only
@@ -16,14 +16,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-ALL_TARGETS=(request sse origin upstream_error values endpoint multipart secret_mask)
+ALL_TARGETS=(request sse origin upstream_error values endpoint multipart secret_mask
+             token_estimate)
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 CC_FUZZ=${CC_FUZZ:-clang}
 OUT=build/out/fuzz
 SRC=mod_openai_proxy
 CORE=("$SRC/errors.c" "$SRC/cors.c" "$SRC/request.c" "$SRC/sse.c" "$SRC/buffer.c" "$SRC/values.c"
       "$SRC/limit_spec.c" "$SRC/endpoint.c" "$SRC/multipart.c" "$SRC/guarded_fields.c"
-      "$SRC/secret_mask.c" "$SRC/header_check.c")
+      "$SRC/secret_mask.c" "$SRC/header_check.c" "$SRC/token_estimate.c")
 # A short SSE event limit lets small inputs reach the reader's overflow paths.
 SSE_LIMIT=-DOAIP_SSE_MAX_EVENT_DATA=64
 

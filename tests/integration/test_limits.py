@@ -153,20 +153,36 @@ def test_refusal_in_openai_format_never_reaches_upstream(own_httpd, mock):
     assert mock.requests() == []
 
 
+STATUS_LOCATION = ("<Location /proxy-status>\n  SetHandler openai-proxy-status\n"
+                   "  Require ip 127.0.0.1\n</Location>\n")
+
+
+def settled(client, total):
+    """Waits until `total` proxied requests went through log_transaction,
+    where a budget's reservation is settled: a client can read the end of an
+    answer a moment before that, and would then see the reservation."""
+    from harness import wait_for
+    wait_for(lambda: client.request("GET", "/proxy-status").json()["requests"]["total"]
+             >= total or None, 30, f"{total} requests settled")
+
+
 def test_token_budget_counts_plain_and_streamed_answers(own_httpd, mock):
     """Each answer costs 3 prompt + 7 completion tokens at the mock: with a
-    budget of 25, three answers fit (checked before, charged after) and the
+    budget of 25, three answers fit (checked before, settled after) and the
     fourth request is refused without reaching the upstream."""
     server, client = own_httpd(proxy_location(
-        "/v1", mock, "OpenAIProxyTokenBudget 25/h"))
+        "/v1", mock, "OpenAIProxyTokenBudget 25/h") + STATUS_LOCATION)
     body = {"messages": MESSAGES, "mock": {"chunks": 7}}
     first = client.post("/v1", body)
     assert first.status == 200 and first.json()["usage"]["total_tokens"] == 10
+    settled(client, 1)
     streamed = client.post("/v1", dict(body, stream=True), stream=True)
     assert streamed.status == 200
     # the usage chunk the proxy asked for is not shown to this client
     assert b'"usage": {' not in streamed.body and b'"usage":{' not in streamed.body
+    settled(client, 2)
     assert client.post("/v1", dict(body, stream=True), stream=True).status == 200
+    settled(client, 3)
     mock.reset()
     refused = client.post("/v1", body)
     assert refused.status == 429
@@ -181,9 +197,12 @@ def test_token_budget_with_a_rate_limit_and_suffixes(own_httpd, mock):
     request is not charged."""
     server, client = own_httpd(proxy_location(
         "/v1", mock, "OpenAIProxyRateLimit 5/h", "OpenAIProxyTokenBudget 1k/h",
-        "OpenAIProxyErrorFormat openai"))
+        "OpenAIProxyErrorFormat openai") + STATUS_LOCATION)
     body = {"messages": MESSAGES, "mock": {"chunks": 400}}
-    answers = [client.post("/v1", body) for _ in range(6)]
+    answers = []
+    for n in range(6):
+        answers.append(client.post("/v1", body))
+        settled(client, n + 1)
     codes = [a.json()["error"]["code"] if a.status != 200 else 200 for a in answers]
     # 403 tokens each: the third request starts with 806 < 1000 spent; the
     # fourth and fifth find the budget spent; the sixth is over the rate

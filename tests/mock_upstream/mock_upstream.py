@@ -764,9 +764,12 @@ class MockHandler(BaseHTTPRequestHandler):
         usage = usage_object(messages, pieces)
         if not d.get("stream", body.get("stream")):
             completion = completion_object(model, "".join(pieces), usage)
+            if d.get("no_usage"):
+                del completion["usage"]
             return self.send_body(record, d, 200, json_pretty(completion))
         options = body.get("stream_options")
-        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        include_usage = (isinstance(options, dict) and bool(options.get("include_usage"))
+                         and not d.get("no_usage"))
         return self.stream(record, d, stream_events(model, pieces, usage, include_usage))
 
     def completions(self, record, d, body, model):
