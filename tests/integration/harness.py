@@ -197,11 +197,11 @@ class MockUpstream:
     def stats(self):
         return self.get("/__mock/stats")
 
-    def open_gate(self, name):
-        """Ends one pause of the requests sent with the mock directive
-        "gate": name (see tests/mock_upstream/README.md)."""
-        req = urllib.request.Request(f"{self.base}/__mock/gate/{name}", data=b"",
-                                     method="POST")
+    def open_gate(self, name, permits=1):
+        """Ends one (or `permits`) pauses of the requests sent with the mock
+        directive "gate": name (see tests/mock_upstream/README.md)."""
+        req = urllib.request.Request(f"{self.base}/__mock/gate/{name}?permits={permits}",
+                                     data=b"", method="POST")
         urllib.request.urlopen(req, timeout=10).read()
 
     def gate_by_events(self, name, permits_for=len):

@@ -31,6 +31,12 @@ def send_raw(port, body):
     return sock
 
 
+# the upstream says nothing (before its head, or between events) until the
+# proxy hangs up: a gate that nobody opens, so no timing race with the
+# proxy's own timeouts whatever the machine's load
+SILENT_UNTIL_HUNG_UP = {"delay_headers": 1, "gate": "never-opened", "gate_timeout": 300}
+
+
 def finished_record(mock):
     def done():
         records = mock.requests()
@@ -49,14 +55,15 @@ def test_upstream_connections_are_reused(client, mock):
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_client_leaving_while_the_model_thinks_stops_the_upstream(httpd, mock, stream):
+    # the upstream thinks until the proxy hangs up (a gate nobody opens)
     sock = send_raw(httpd.port, {"messages": MESSAGES, "stream": stream,
-                                 "mock": {"delay_headers": 30}})
+                                 "mock": SILENT_UNTIL_HUNG_UP})
     # the upstream has the request (it records it once read) and thinks
     wait_for(lambda: mock.requests(), 5, "the request to reach the upstream")
     sock.close()
     closed_at = time.time()
     record = finished_record(mock)
-    # the proxy hung up before the 30 s answer, and promptly: noticed from
+    # the proxy hung up on the silent upstream, and promptly: noticed from
     # curl's progress callback, about once a second (the bound is generous
     # and scaled for a loaded machine, ASan and valgrind)
     assert record["outcome"] == "client_gone"
@@ -68,7 +75,7 @@ def test_first_byte_timeout_is_504_json(own_httpd, mock, error_log):
     _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyFirstByteTimeout 1"))
     for stream in (False, True):
         resp = client.post("/v1", {"messages": MESSAGES, "stream": stream,
-                                   "mock": {"delay_headers": 10}})
+                                   "mock": SILENT_UNTIL_HUNG_UP})
         assert resp.status == 504
         assert resp.json() == {"error": "Gateway Timeout",
                                "message": "The upstream API did not answer within 1 seconds"}
@@ -78,8 +85,9 @@ def test_first_byte_timeout_is_504_json(own_httpd, mock, error_log):
 def test_idle_timeout_mid_stream_ends_with_sse_error(own_httpd, mock, error_log):
     error_log.allow("upstream request failed")
     _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyIdleTimeout 1"))
+    silent_after_the_role_chunk = {"chunks": 3, "gate": "never-opened", "gate_timeout": 300}
     resp = client.post("/v1", {"messages": MESSAGES, "stream": True,
-                               "mock": {"chunks": 3, "chunk_delay": 4}}, stream=True)
+                               "mock": silent_after_the_role_chunk}, stream=True)
     assert resp.status == 200
     events = resp.body.decode().rstrip("\n").split("\n\n")
     assert events[0].startswith("data: {")  # the role chunk came before the silence

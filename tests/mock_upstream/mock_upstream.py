@@ -606,7 +606,9 @@ class MockHandler(BaseHTTPRequestHandler):
         elif route == ("GET", "stats"):
             payload = state.stats_json()
         elif route[0] == "POST" and route[1].startswith("gate/"):
-            state.open_gate(urllib.parse.unquote(route[1][len("gate/"):]))
+            query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+            state.open_gate(urllib.parse.unquote(route[1][len("gate/"):]),
+                            int(query.get("permits", 1)))
         elif route != ("GET", "health"):
             status, payload = 404, json_compact(
                 {"error": f"unknown control endpoint {self.command} {path}"})
