@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from harness import TEST_KEY
+from harness import TEST_KEY, wait_for
 from valgrind import not_under_valgrind
 
 MESSAGES = [{"role": "user", "content": "one two three"}]  # 3 prompt tokens at the mock
@@ -21,6 +21,19 @@ def proxy_location(path, mock, *directives):
     lines = "\n".join("  " + d for d in directives)
     return (f"<Location {path}>\n  SetHandler openai-proxy\n  OpenAIProxyUpstream {mock.api}\n"
             f"  OpenAIProxyAPIKey {TEST_KEY}\n{lines}\n</Location>\n")
+
+
+# A budget is charged in the log phase, after the client has its answer: a
+# client that sends the next request at once can be faster than the charge
+# (it was, under ASan). The status page counts a request right after its
+# charge, so a test that depends on the charge waits for that count.
+STATUS = "<Location /proxy-status>\n  SetHandler openai-proxy-status\n</Location>\n"
+
+
+def charged(client, count):
+    """Waits until `count` proxied requests were charged (and counted)."""
+    wait_for(lambda: client.request("GET", "/proxy-status").json()["requests"]["total"] >= count,
+             10, f"{count} requests charged")
 
 
 def hour_window():
@@ -157,16 +170,19 @@ def test_token_budget_counts_plain_and_streamed_answers(own_httpd, mock):
     """Each answer costs 3 prompt + 7 completion tokens at the mock: with a
     budget of 25, three answers fit (checked before, charged after) and the
     fourth request is refused without reaching the upstream."""
-    server, client = own_httpd(proxy_location(
+    server, client = own_httpd(STATUS + proxy_location(
         "/v1", mock, "OpenAIProxyTokenBudget 25/h"))
     body = {"messages": MESSAGES, "mock": {"chunks": 7}}
     first = client.post("/v1", body)
     assert first.status == 200 and first.json()["usage"]["total_tokens"] == 10
+    charged(client, 1)
     streamed = client.post("/v1", dict(body, stream=True), stream=True)
     assert streamed.status == 200
     # the usage chunk the proxy asked for is not shown to this client
     assert b'"usage": {' not in streamed.body and b'"usage":{' not in streamed.body
+    charged(client, 2)
     assert client.post("/v1", dict(body, stream=True), stream=True).status == 200
+    charged(client, 3)
     mock.reset()
     refused = client.post("/v1", body)
     assert refused.status == 429
@@ -179,11 +195,14 @@ def test_token_budget_counts_plain_and_streamed_answers(own_httpd, mock):
 def test_token_budget_with_a_rate_limit_and_suffixes(own_httpd, mock):
     """Both kinds of limit on one Location; a budget in k; a refused
     request is not charged."""
-    server, client = own_httpd(proxy_location(
+    server, client = own_httpd(STATUS + proxy_location(
         "/v1", mock, "OpenAIProxyRateLimit 5/h", "OpenAIProxyTokenBudget 1k/h",
         "OpenAIProxyErrorFormat openai"))
     body = {"messages": MESSAGES, "mock": {"chunks": 400}}
-    answers = [client.post("/v1", body) for _ in range(6)]
+    answers = []
+    for i in range(6):
+        answers.append(client.post("/v1", body))
+        charged(client, i + 1)
     codes = [a.json()["error"]["code"] if a.status != 200 else 200 for a in answers]
     # 403 tokens each: the third request starts with 806 < 1000 spent; the
     # fourth and fifth find the budget spent; the sixth is over the rate
