@@ -10,7 +10,6 @@ import resource
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -528,15 +527,3 @@ class Client:
 def sse_data_lines(body):
     """The data: payloads of an SSE body, in order."""
     return [line[6:] for line in body.decode().split("\n") if line.startswith("data: ")]
-
-
-def sse_events_with_arrival(resp):
-    """(arrival time, event text) for each complete SSE event of a streamed
-    response, the time being when the read that completed it returned."""
-    out, pending = [], b""
-    for arrived, data in resp.events:
-        pending += data
-        while b"\n\n" in pending:
-            event, pending = pending.split(b"\n\n", 1)
-            out.append((arrived, event.decode()))
-    return out

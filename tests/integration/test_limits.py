@@ -4,7 +4,6 @@ header, per virtual host, budgets charged from plain and streamed answers.
 The counter stores of a cluster (redis, memcache) are in test_counter_stores.py."""
 
 import concurrent.futures
-import json
 import os
 import subprocess
 import time
