@@ -22,13 +22,17 @@ make -f Makefile.apxs >/dev/null
 # tempfile), so that the reports can be checked once every httpd has ended
 work=$(mktemp -d /tmp/oaip-valgrind-XXXXXX)
 chmod 755 "$work"
+# the run is long: apache2 loads a copy of the module, so that a rebuild in
+# the tree meanwhile (another test run) cannot change it under the tests
+cp mod_openai_proxy/.libs/mod_openai_proxy.so "$work/"
+chmod 644 "$work/mod_openai_proxy.so"
 echo "== integration tests, apache2 under valgrind (reports in $work)"
 set +e
-TMPDIR="$work" OAIP_VALGRIND=1 OAIP_KEEP_WORKDIR=1 \
+TMPDIR="$work" OAIP_VALGRIND=1 OAIP_KEEP_WORKDIR=1 OAIP_MODULE="$work/mod_openai_proxy.so" \
     /usr/bin/python3 -m pytest -p no:cacheprovider -q -rs tests/integration "$@"
 tests=$?
-set -e
 echo "== valgrind reports"
 /usr/bin/python3 tests/integration/valgrind.py "$work"
 reports=$?
+set -e
 exit $((tests != 0 ? tests : reports))

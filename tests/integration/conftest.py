@@ -11,7 +11,7 @@ import tempfile
 import pytest
 
 from harness import (REPO, APACHE_BIN, CLIENT_KEY, SECRETS, TEST_KEY_B, BAD_LOG_LINE, Client,
-                     Httpd, MockUpstream, free_port)
+                     Httpd, MockUpstream, reserve_dead_port)
 
 ORIGIN_RULES = "https://app.example.com https://*.example.org http://localhost:3000"
 
@@ -131,13 +131,17 @@ def key_file(workdir):
 @pytest.fixture(scope="session")
 def httpd(workdir, mock, key_file):
     from harness import TEST_KEY
+    # /down's upstream: a port held (bound, not listening) for the session,
+    # so that it refuses connections and nothing else can take it
+    dead, dead_port = reserve_dead_port()
     server = Httpd(workdir,
-                   main_config(mock.api, key_file, free_port(),
+                   main_config(mock.api, key_file, dead_port,
                                os.path.join(workdir, "usage.log")), name="main",
                    env={"OAIP_TEST_KEY": TEST_KEY})
     server.start()
     yield server
     server.stop()
+    dead.close()
 
 
 @pytest.fixture
@@ -220,9 +224,9 @@ def own_httpd(request, workdir, responses):
     and its logs checked like the shared one's."""
     started = []
 
-    def start(body, name=None, env=None, mpm="event", modules=()):
+    def start(body, name=None, env=None, mpm="event", modules=(), extra_ports=0):
         server = Httpd(workdir, body, name=name or f"own{len(started)}-{request.node.name[:40]}",
-                       env=env, mpm=mpm, modules=modules)
+                       env=env, mpm=mpm, modules=modules, extra_ports=extra_ports)
         server.start()
         started.append(server)
         request.node.extra_servers = started

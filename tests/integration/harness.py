@@ -10,7 +10,6 @@ import resource
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -29,6 +28,17 @@ TEST_KEY = "sk-test-SECRET-a1b2c3d4e5f6a7b8c9d0"
 TEST_KEY_B = "sk-test-SECRET-vhostB-0f9e8d7c6b5a"
 CLIENT_KEY = "sk-client-SECRET-byok-11223344"
 SECRETS = (TEST_KEY, TEST_KEY_B, CLIENT_KEY)
+
+# How much slower apache2 runs than plain: under ASan, and far more under
+# valgrind (one process, every instruction translated). Waits for a
+# condition scale their failure bound by it; the few assertions that a thing
+# happens promptly use prompt() (generous, scaled), never a tight figure.
+SLOWDOWN = 20 if valgrind.ENABLED else 3 if os.environ.get("OAIP_ASAN_PRELOAD") else 1
+
+
+def prompt(seconds):
+    """A bound for "this happens promptly": 3x the expected figure, scaled."""
+    return 3 * seconds * SLOWDOWN
 
 
 def allow_core_dumps():
@@ -50,13 +60,77 @@ def stop_process_group(proc, timeout=15, stop_signal=signal.SIGTERM):
 
 
 def free_port():
+    """A port free now: whoever binds it later may lose a race to another
+    process (Httpd.start retries with a new one on a bind failure)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+def reserve_dead_port():
+    """(socket, port) of a loopback port that refuses connections for as long
+    as the socket stays open: bound but not listening, so no other process
+    can start listening there (a released free_port() could be taken)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s, s.getsockname()[1]
+
+
+def listening_inodes(port):
+    """Socket inodes listening on 127.0.0.1:port (from /proc/net/tcp)."""
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            # local address 0100007F:PORT, state 0A = LISTEN
+            if fields[1] == "0100007F:%04X" % port and fields[3] == "0A":
+                inodes.add(fields[9])
+    return inodes
+
+
+def pid_listens(pid, port):
+    """Whether process `pid` itself holds a socket listening on our port
+    (something else on this machine may listen on a port we picked)."""
+    inodes = listening_inodes(port)
+    if not inodes:
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
+def child_pids(parent):
+    """Pids whose parent is `parent` (zombies included: a child is gone once
+    its parent has reaped it, which frees its scoreboard slot)."""
+    out = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # the command may hold spaces and parentheses: fields follow the last ")"
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == parent:
+            out.add(int(name))
+    return out
+
+
 def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
+    """Polls `predicate` until it returns something true; `timeout` (scaled
+    by SLOWDOWN) is only the bound after which the test fails."""
+    deadline = time.monotonic() + timeout * SLOWDOWN
     while time.monotonic() < deadline:
         value = predicate()
         if value:
@@ -122,6 +196,27 @@ class MockUpstream:
     def stats(self):
         return self.get("/__mock/stats")
 
+    def open_gate(self, name, permits=1):
+        """Ends one (or `permits`) pauses of the requests sent with the mock
+        directive "gate": name (see tests/mock_upstream/README.md)."""
+        req = urllib.request.Request(f"{self.base}/__mock/gate/{name}?permits={permits}",
+                                     data=b"", method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+
+    def gate_by_events(self, name, permits_for=len):
+        """An on_read callback for Client.request that opens gate `name` as
+        the client receives events: `permits_for(events so far)` is how many
+        pauses may have ended by then (by default one per event received, so
+        the upstream sends each event only after the previous one arrived)."""
+        opened = [0]
+
+        def on_read(body):
+            events = body.decode("utf-8", "replace").split("\n\n")[:-1]
+            for _ in range(permits_for(events) - opened[0]):
+                self.open_gate(name)
+                opened[0] += 1
+        return on_read
+
     def stop(self):
         stop_process_group(self.proc)
         self.log.close()
@@ -130,10 +225,18 @@ class MockUpstream:
 class Httpd:
     """A private apache2 from a generated config, on its own loopback port."""
 
-    def __init__(self, workdir, body, name="httpd", env=None, mpm="event", modules=()):
+    # a start that loses its port to another process is retried this often
+    START_ATTEMPTS = 5
+
+    def __init__(self, workdir, body, name="httpd", env=None, mpm="event", modules=(),
+                 extra_ports=0):
+        """`body` is config text, or a function of this Httpd returning it
+        (for configs with Listen lines of their own: `extra_ports` more
+        loopback ports are picked into self.extra_ports, afresh on a retry)."""
         self.workdir = workdir
         self.name = name
-        self.port = free_port()
+        self.extra_port_count = extra_ports
+        self.pick_ports()
         self.body = body
         self.env = dict(os.environ, **(env or {}))
         preload = os.environ.get("OAIP_ASAN_PRELOAD")
@@ -152,6 +255,15 @@ class Httpd:
         self.pid_file = os.path.join(workdir, f"{name}.pid")
         self.proc = None
         self.log_offset = 0
+
+    def pick_ports(self):
+        ports = {free_port()}
+        while len(ports) < 1 + self.extra_port_count:
+            ports.add(free_port())
+        self.port, *self.extra_ports = sorted(ports)
+
+    def body_text(self):
+        return self.body(self) if callable(self.body) else self.body
 
     def config_text(self):
         mods = ["mpm_" + self.mpm, "authz_core", "authz_host", "authn_core",
@@ -184,7 +296,7 @@ DocumentRoot "{self.workdir}"
   AllowOverride None
   Require all granted
 </Directory>
-{self.body}
+{self.body_text()}
 """
 
     def core_dir(self):
@@ -195,10 +307,20 @@ DocumentRoot "{self.workdir}"
         return path
 
     def mpm_settings(self):
+        # Room for graceful restarts: the old generation's children keep
+        # their scoreboard slots until they have finished, so ServerLimit is
+        # far above what MaxRequestWorkers needs (else AH03490 "scoreboard is
+        # full"). The spare bounds hold what StartServers starts, so the
+        # parent neither spawns nor kills children while the suite is idle.
         if self.mpm == "prefork":
-            return "StartServers 4\nMinSpareServers 2\nMaxSpareServers 8\nServerLimit 32\n" \
-                   "MaxRequestWorkers 32"
-        return "StartServers 2\nServerLimit 4\nThreadsPerChild 25\nMaxRequestWorkers 100"
+            return ("StartServers 4\nMinSpareServers 2\nMaxSpareServers 8\n"
+                    "ServerLimit 96\nMaxRequestWorkers 32")
+        # event and worker: 2 x 25 threads at the start, between the spare
+        # bounds (MaxSpareThreads >= MinSpareThreads + ThreadsPerChild); up
+        # to 4 children serve, 16 slots leave 3 generations' worth
+        return ("StartServers 2\nThreadsPerChild 25\n"
+                "MinSpareThreads 25\nMaxSpareThreads 75\n"
+                "MaxRequestWorkers 100\nServerLimit 16")
 
     def write_config(self):
         with open(self.conf_path, "w") as f:
@@ -210,8 +332,18 @@ DocumentRoot "{self.workdir}"
                               capture_output=True, text=True, timeout=30)
 
     def start(self):
+        for attempt in range(self.START_ATTEMPTS):
+            if self._start_once():
+                return self
+            # another process took a port between free_port() and httpd's bind
+            self.pick_ports()
+        raise RuntimeError(f"{self.name}: no free port after {self.START_ATTEMPTS} attempts")
+
+    def _start_once(self):
+        """True once our httpd listens; False if it could not bind its port."""
         self.write_config()
-        self.stdout = open(os.path.join(self.workdir, f"{self.name}.stdout"), "wb")
+        stdout_path = os.path.join(self.workdir, f"{self.name}.stdout")
+        self.stdout = open(stdout_path, "wb")
         command = [APACHE_BIN, "-f", self.conf_path, "-DFOREGROUND"]
         if valgrind.ENABLED:  # one process, so that one memcheck sees every request
             command = valgrind.command(self.workdir, self.name) + command + ["-X"]
@@ -222,14 +354,62 @@ DocumentRoot "{self.workdir}"
 
         def ready():
             if self.proc.poll() is not None:
-                out = open(os.path.join(self.workdir, f"{self.name}.stdout")).read()
-                raise RuntimeError(f"apache2 exited with {self.proc.returncode}: {out}")
-            # our own httpd answers on our port: its pid file names our process
+                return "exited"
+            # our own httpd answers on our port: its pid file names our
+            # process, and that process holds the listening socket
             return (os.path.exists(self.pid_file)
                     and open(self.pid_file).read().strip() == str(self.proc.pid)
-                    and port_accepts(self.port))
-        wait_for(ready, 120 if valgrind.ENABLED else 20, f"{self.name} to listen on {self.port}")
+                    and pid_listens(self.proc.pid, self.port)
+                    and port_accepts(self.port) and "listening")
+        state = wait_for(ready, 20, f"{self.name} to listen on {self.port}")
+        if state == "listening":
+            return True
+        self.stdout.close()
+        out = open(stdout_path, errors="replace").read()
+        if "could not bind to address" in out or "Address already in use" in out:
+            return False
+        raise RuntimeError(f"apache2 exited with {self.proc.returncode}: {out}")
+
+    def children(self):
+        """The pids of httpd's children now (none under valgrind's -X)."""
+        return child_pids(self.proc.pid)
+
+    def graceful_restart(self, new_body=None):
+        """A graceful restart (SIGUSR1), with `new_body` as the config body if
+        given; returns once the new generation serves and every child of the
+        old one has ended and been reaped, so that the next request is
+        answered by the new config and the scoreboard has its slots back.
+        Under valgrind (-X: one process, which does not restart) it is a
+        stop and a start on the same port."""
+        if new_body is not None:
+            self.body = new_body
+        if valgrind.ENABLED:
+            self.stop()
+            if not self._start_once():
+                raise RuntimeError(f"{self.name}: port {self.port} taken during a restart")
+            return self
+        marker = "resuming normal operations"
+        before_log = self._log_text().count(marker)
+        old = self.children()
+        self.write_config()
+        os.kill(self.proc.pid, signal.SIGUSR1)
+
+        def restarted():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited during a graceful restart "
+                                   f"({self.proc.returncode}): see {self.error_log}")
+            if self._log_text().count(marker) <= before_log:
+                return False  # the parent has not read the new config yet
+            now = self.children()
+            return not (now & old) and bool(now)
+        wait_for(restarted, 30, f"{self.name}'s graceful restart")
         return self
+
+    def _log_text(self):
+        if not os.path.exists(self.error_log):
+            return ""
+        with open(self.error_log, errors="replace") as f:
+            return f.read()
 
     def stop(self):
         # graceful-stop, as an operator would: children finish the requests
@@ -309,7 +489,8 @@ class Client:
 
     def request(self, method, path, body=None, headers=None, stream=False, timeout=30,
                 host=None, on_read=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        # the socket timeout only reports a hang: scaled like every wait
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout * SLOWDOWN)
         hdrs = dict(headers or {})
         if host:
             hdrs["Host"] = host
@@ -346,15 +527,3 @@ class Client:
 def sse_data_lines(body):
     """The data: payloads of an SSE body, in order."""
     return [line[6:] for line in body.decode().split("\n") if line.startswith("data: ")]
-
-
-def sse_events_with_arrival(resp):
-    """(arrival time, event text) for each complete SSE event of a streamed
-    response, the time being when the read that completed it returned."""
-    out, pending = [], b""
-    for arrived, data in resp.events:
-        pending += data
-        while b"\n\n" in pending:
-            event, pending = pending.split(b"\n\n", 1)
-            out.append((arrived, event.decode()))
-    return out

@@ -78,8 +78,10 @@ def assert_still_serves(client):
     assert resp.json()["object"] == "chat.completion"
 
 
-def trickle(sock, data, pause, stop):
-    """Sends `data` one byte at a time; stops when the server hung up."""
+def trickle(sock, data, pause, stop, started):
+    """Sends `data` one byte at a time, `pause` apart (the pace of a slow
+    client, not a wait); sets `started` after the first bytes; stops when the
+    server hung up."""
     for i in range(len(data)):
         if stop.is_set():
             return
@@ -87,6 +89,8 @@ def trickle(sock, data, pause, stop):
             sock.sendall(data[i:i + 1])
         except OSError:
             return
+        if i == 1:
+            started.set()
         time.sleep(pause)
 
 
@@ -106,11 +110,12 @@ def answer_to_slow_sender(server, client, mock, payload, at_once=b""):
     got before httpd closed it."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=HANG)
     sock.sendall(at_once)
-    stop = threading.Event()
-    sender = threading.Thread(target=trickle, args=(sock, payload, 0.2, stop), daemon=True)
+    stop, started = threading.Event(), threading.Event()
+    sender = threading.Thread(target=trickle, args=(sock, payload, 0.2, stop, started),
+                              daemon=True)
     sender.start()
     try:
-        time.sleep(0.5)
+        assert started.wait(HANG), "the slow sender could not send"
         assert_still_serves(client)  # the slow client holds one thread, not the server
         raw = read_until_closed(sock)
     finally:

@@ -17,7 +17,7 @@ import shutil
 
 import pytest
 
-from harness import REPO, SECRETS, TEST_KEY, free_port
+from harness import REPO, SECRETS, TEST_KEY
 from node_deps import MIN_NODE_MAJOR, install_locked, redact, require_node_version, run
 from test_sdk import recorded_responses
 
@@ -45,13 +45,6 @@ def node():
     require_node_version(node, "the browser test")
     install_locked(BROWSER_DIR, "playwright-core", lambda: require(shutil.which("npm"), "`npm`"))
     return node
-
-
-def distinct_ports(n):
-    ports = set()
-    while len(ports) < n:
-        ports.add(free_port())
-    return sorted(ports)
 
 
 def site_root(workdir):
@@ -123,9 +116,11 @@ def run_node_tests(node, test_file, env, record, responses, min_tests):
 
 def test_demo_page_in_chromium(node, own_httpd, mock, workdir, error_log, responses, tmp_path):
     error_log.allow("upstream request failed")  # the upstream hang-up mid-stream, on purpose
-    port_a, port_b, port_c = distinct_ports(3)
-    server, _ = own_httpd(three_origins(mock.api, site_root(workdir), port_a, port_b, port_c),
-                          name="browser", env={"OAIP_TEST_KEY": TEST_KEY})
+    root = site_root(workdir)
+    # the harness picks the three ports (afresh if one is taken before httpd binds it)
+    server, _ = own_httpd(lambda s: three_origins(mock.api, root, *s.extra_ports),
+                          name="browser", env={"OAIP_TEST_KEY": TEST_KEY}, extra_ports=3)
+    port_a, port_b, port_c = server.extra_ports
     origin = {name: f"http://127.0.0.1:{port}"
               for name, port in (("A", port_a), ("B", port_b), ("C", port_c))}
     record = str(tmp_path / "browser-responses.jsonl")

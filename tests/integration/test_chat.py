@@ -2,7 +2,7 @@
 
 import json
 
-from harness import TEST_KEY, TEST_KEY_B
+from harness import SLOWDOWN, TEST_KEY, TEST_KEY_B
 
 MESSAGES = [{"role": "user", "content": "Hello there"}]
 
@@ -122,7 +122,7 @@ def test_chunked_request_body(client, mock):
         for i in range(0, len(body), 1000):
             yield body[i:i + 1000]
     import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", client.port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", client.port, timeout=10 * SLOWDOWN)
     conn.request("POST", "/v1", body=chunks(), encode_chunked=True,
                  headers={"Content-Type": "application/json",
                           "Transfer-Encoding": "chunked"})

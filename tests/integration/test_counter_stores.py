@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from harness import TEST_KEY, free_port, port_accepts, wait_for
+from harness import TEST_KEY, free_port, pid_listens, reserve_dead_port, wait_for
 
 MESSAGES = [{"role": "user", "content": "one two three"}]
 REDIS_PASSWORD = "redis-pw-not-for-logs"
@@ -25,18 +25,36 @@ def require(binary, package):
 
 
 class Server:
-    """A store server on a loopback port, stopped with the test."""
+    """A store server on a loopback port, stopped with the test. `argv` is a
+    function of the port: a port picked free may be taken by another process
+    before the server binds it, so a start that loses it tries a new one."""
 
-    def __init__(self, argv, port):
+    ATTEMPTS = 5
+
+    def __init__(self, argv):
         self.argv = argv
-        self.port = port
+        self.port = None
         self.proc = None
 
     def start(self):
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL,
+        for _ in range(self.ATTEMPTS):
+            if self.start_on(free_port()):
+                return self
+        raise RuntimeError(f"no free port for {self.argv(0)[0]}")
+
+    def start_on(self, port):
+        """Starts on `port`; False if the server exited (it could not bind)."""
+        self.port = port
+        self.proc = subprocess.Popen(self.argv(port), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        wait_for(lambda: port_accepts(self.port), 10, f"{self.argv[0]} on {self.port}")
-        return self
+        state = wait_for(lambda: ("exited" if self.proc.poll() is not None else
+                                  pid_listens(self.proc.pid, port) and "listening"),
+                         10, f"{self.argv(port)[0]} on {port}")
+        return state == "listening"
+
+    def restart(self):
+        """Starts again on the same port (the httpd configs name it)."""
+        assert self.start_on(self.port), f"port {self.port} was taken while the store was away"
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -47,12 +65,11 @@ class Server:
 @pytest.fixture
 def redis_server(workdir):
     binary = require("redis-server", "redis-server")
-    port = free_port()
-    data = os.path.join(workdir, f"redis-{port}")
+    data = os.path.join(workdir, "redis-data")
     os.makedirs(data, exist_ok=True)
-    server = Server([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "no", "--dir", data,
-                     "--requirepass", REDIS_PASSWORD], port).start()
+    server = Server(lambda port: [binary, "--port", str(port), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no", "--dir", data,
+                                  "--requirepass", REDIS_PASSWORD]).start()
     yield server
     server.stop()
 
@@ -60,9 +77,8 @@ def redis_server(workdir):
 @pytest.fixture
 def memcached_server():
     binary = require("memcached", "memcached")
-    port = free_port()
-    server = Server([binary, "-p", str(port), "-l", "127.0.0.1", "-U", "0", "-u", "nobody"],
-                    port).start()
+    server = Server(lambda port: [binary, "-p", str(port), "-l", "127.0.0.1", "-U", "0",
+                                  "-u", "nobody"]).start()
     yield server
     server.stop()
 
@@ -141,13 +157,13 @@ def test_store_away_fails_open_with_a_warning(own_httpd, mock, redis_server, err
     assert "[openai_proxy:warn]" in log
     assert REDIS_PASSWORD not in log
     # it comes back (empty: a restarted redis without persistence)
-    redis_server.start()
+    redis_server.restart()
     wait_for(lambda: post(client).status == 429 or None, 10, "limits applied again")
 
 
 def test_store_away_fails_closed(own_httpd, mock, error_log):
     error_log.allow("counter store memcache://127.0.0.1:")
-    dead = free_port()
+    holder, dead = reserve_dead_port()  # refuses connections, and nobody can take it
     server, client = own_httpd(cluster_config(mock, f"memcache://127.0.0.1:{dead}", "2/h",
                                               fail="closed"))
     resp = post(client)
@@ -158,3 +174,4 @@ def test_store_away_fails_closed(own_httpd, mock, error_log):
     assert mock.requests() == []
     assert "refusing requests (OpenAIProxyCounterStoreFail closed)" in \
         open(server.error_log).read()
+    holder.close()

@@ -441,18 +441,21 @@ def test_responses_stream_counts_against_max_streams(own_httpd, mock):
     _, client = own_httpd("OpenAIProxyMaxStreams 1\n" + proxy_config(mock, "ep-streams"),
                           name="ep-streams")
     import threading
+    import uuid
     started = threading.Event()
     results = {}
+    gate = uuid.uuid4().hex  # the upstream holds the first stream open until the test opens it
 
     def long_stream():
         results["first"] = client.post(
             "/v1/responses", {"model": "gpt-4o", "input": "x", "stream": True,
-                              "mock": {"chunks": 40, "chunk_delay": 0.1}},
+                              "mock": {"chunks": 3, "gate": gate}},
             stream=True, on_read=lambda data: started.set())
     thread = threading.Thread(target=long_stream)
     thread.start()
     assert started.wait(15)
     second = client.post("/v1/responses", {"model": "gpt-4o", "input": "y", "stream": True})
+    mock.open_gate(gate, permits=20)
     thread.join(30)
     assert second.status == 503
     assert second.json()["error"] == "Service Unavailable"

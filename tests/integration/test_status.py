@@ -4,6 +4,7 @@ prometheus_client's own parser reads."""
 
 import json
 import threading
+import uuid
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -127,17 +128,19 @@ def test_prometheus_text_parses_and_matches(traffic):
 def test_open_streams_show_as_active(own_httpd, mock):
     server, client = own_httpd(config(mock))
     started = threading.Event()
+    gate = uuid.uuid4().hex  # the upstream holds the stream open until the test opens it
 
     def slow_stream():
         client.post("/v1", {"messages": MESSAGES, "stream": True,
-                            "mock": {"chunks": 3, "chunk_delay": 1.0}},
+                            "mock": {"chunks": 3, "gate": gate}},
                     stream=True, on_read=lambda _: started.set())
     thread = threading.Thread(target=slow_stream)
     thread.start()
     assert started.wait(10)
     doc = client.request("GET", "/proxy-status").json()
-    assert doc["requests"]["active"] == 1 and doc["requests"]["active_streams"] == 1
+    mock.open_gate(gate, permits=10)
     thread.join(15)
+    assert doc["requests"]["active"] == 1 and doc["requests"]["active_streams"] == 1
     doc = status(client, 1)
     assert doc["requests"]["active"] == 0 and doc["requests"]["active_streams"] == 0
 

@@ -4,8 +4,9 @@ either side goes away."""
 import json
 import socket
 import time
+import uuid
 
-from harness import sse_data_lines, sse_events_with_arrival, wait_for
+from harness import prompt, sse_data_lines, wait_for
 
 MESSAGES = [{"role": "user", "content": "Tell me a story"}]
 
@@ -45,19 +46,36 @@ def test_events_split_across_upstream_writes_arrive_intact(client, mock):
         json.loads(d)
 
 
+def gated_stream(client, mock, path="/v1", chunks=4, **kw):
+    """A stream whose upstream sends each event only once the client has
+    read the previous one (a gate the client opens as events arrive): a
+    proxy that held an event back would leave the upstream waiting."""
+    gate = uuid.uuid4().hex
+    resp = stream(client, path, {"chunks": chunks, "gate": gate},
+                  on_read=mock.gate_by_events(gate), **kw)
+    record = finished(mock)
+    return resp, record
+
+
+def finished(mock):
+    def done():
+        records = mock.requests()
+        return records and records[-1]["outcome"] and records[-1]
+    return wait_for(done, 10, "the upstream request to end")
+
+
+def assert_unbuffered(resp, record, chunks=4):
+    """Causal proof of no buffering: no pause of the upstream ran out, so
+    every event reached the client before the upstream produced the next."""
+    data = sse_data_lines(resp.body)
+    assert len(data) == 1 + chunks + 1 + 1 and data[-1] == "[DONE]"  # role, tokens, stop
+    assert record["outcome"] == "ok"
+    assert record["gate_timeouts"] == 0, "an event was held back: the stream was buffered"
+
+
 def test_each_event_reaches_the_client_before_the_next_is_sent(client, mock):
-    """Causal proof of no buffering: every event is read by the client before
-    the upstream even produced the following one (0.5 s later)."""
-    resp = stream(client, mock_directives={"chunks": 4, "chunk_delay": 0.5,
-                                           "timestamps": True})
-    events = [(t, e) for t, e in sse_events_with_arrival(resp) if "[DONE]" not in e]
-    sent = [json.loads(e[len("data: "):])["mock_sent_at"] for _, e in events]
-    arrived = [t for t, _ in events]
-    assert len(events) >= 6
-    for i in range(len(events) - 1):
-        assert arrived[i] < sent[i + 1], (
-            f"event {i} arrived at {arrived[i]:.3f}, after event {i + 1} was sent at "
-            f"{sent[i + 1]:.3f}: the stream was buffered")
+    resp, record = gated_stream(client, mock)
+    assert_unbuffered(resp, record)
 
 
 def test_client_disconnect_stops_the_upstream_transfer(client, mock, httpd):
@@ -71,14 +89,13 @@ def test_client_disconnect_stops_the_upstream_transfer(client, mock, httpd):
         received += sock.recv(65536)
     sock.close()
     closed_at = time.time()
-
-    def upstream_saw_the_end():
-        records = mock.requests()
-        return records and records[-1]["outcome"] and records[-1]
-    record = wait_for(upstream_saw_the_end, 10, "the upstream request to end")
-    assert record["outcome"] == "client_gone"
-    assert record["chunks_sent"] < 50, "the upstream kept streaming to nobody"
-    assert record["ended_at"] - closed_at < 3.0
+    record = finished(mock)
+    # the upstream stopped before the end of its 20 s stream, and promptly
+    # (curl's progress callback looks about once a second): the bound is
+    # generous and scaled for a loaded machine, ASan and valgrind
+    assert record["outcome"] == "client_gone", "the upstream kept streaming to nobody"
+    assert record["chunks_sent"] < 200
+    assert record["ended_at"] - closed_at < prompt(2)
     log = "\n".join(open(httpd.error_log).read().splitlines()[-50:])
     assert "client went away" in log
 
@@ -102,13 +119,10 @@ def test_deflate_does_not_buffer_streams(client, mock):
     plain = client.post("/deflated", {"messages": MESSAGES},
                         headers={"Accept-Encoding": "gzip"})
     assert plain.header("Content-Encoding") == "gzip"
-    resp = stream(client, "/deflated", {"chunks": 3, "chunk_delay": 0.5, "timestamps": True},
-                  headers={"Accept-Encoding": "gzip"})
+    resp, record = gated_stream(client, mock, "/deflated", chunks=3,
+                                headers={"Accept-Encoding": "gzip"})
     assert resp.header("Content-Encoding") is None
-    events = [(t, e) for t, e in sse_events_with_arrival(resp) if "[DONE]" not in e]
-    sent = [json.loads(e[len("data: "):])["mock_sent_at"] for _, e in events]
-    for i in range(len(events) - 1):
-        assert events[i][0] < sent[i + 1]
+    assert_unbuffered(resp, record, chunks=3)
 
 
 def test_stream_request_answered_with_json_is_relayed_as_json(client, mock):

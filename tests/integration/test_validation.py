@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from harness import SLOWDOWN
+
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 BAD_BODIES = [
@@ -75,7 +77,7 @@ def test_body_over_the_limit_is_413_json(client, mock):
 
 def test_chunked_body_over_the_limit_is_413_json(client, mock):
     body = json.dumps({"messages": [{"role": "user", "content": "y" * 5000}]}).encode()
-    conn = http.client.HTTPConnection("127.0.0.1", client.port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", client.port, timeout=10 * SLOWDOWN)
     conn.request("POST", "/small", body=iter([body[i:i + 500] for i in range(0, len(body), 500)]),
                  encode_chunked=True, headers={"Transfer-Encoding": "chunked"})
     resp = conn.getresponse()
@@ -100,7 +102,7 @@ def test_many_messages_are_fine(client, mock):
 
 
 def test_keepalive_connection_survives_an_error(client, mock, httpd):
-    conn = http.client.HTTPConnection("127.0.0.1", httpd.port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", httpd.port, timeout=10 * SLOWDOWN)
     conn.request("POST", "/v1", body="{", headers={"Content-Type": "application/json"})
     first = conn.getresponse()
     assert first.status == 400

@@ -37,6 +37,7 @@ DEFAULT_MODEL = "gpt-3.5-turbo"
 DEFAULT_CHUNK_DELAY = 0.02
 POLL_INTERVAL = 0.05
 SPLIT_PAUSE = 0.01
+GATE_TIMEOUT = 15  # a gate not opened by then: the pause ends, counted in gate_timeouts
 MAX_RECORDS = 50_000
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json"
@@ -217,6 +218,15 @@ def format_json(event, style):
     if style == "escaped":
         return json_compact(event).replace(b'"usage"', b'"\\u0075sage"')
     return json_compact(event)
+
+
+def shown_to_client(group):
+    """Whether a group of events holds one a proxy relays: the usage-only
+    chunk (which a proxy may ask for and keep to itself) and [DONE] (which
+    a proxy may hold until then) do not count, so gates skip the pauses
+    before them."""
+    return any(e is not None and not (isinstance(e, dict) and e.get("choices") == []
+                                      and "usage" in e) for e in group)
 
 
 def render_event(event, timestamps, style=None):
@@ -412,10 +422,12 @@ class MockState:
         self._generation = 0  # bumped by reset()
         self.connections_open = 0
         self.active_streams = 0
+        self._gate_opened = threading.Condition(self._lock)
         self._clear()
 
     def _clear(self):
         self.records = collections.deque(maxlen=MAX_RECORDS)
+        self.gates = collections.Counter()  # gate name -> permits not yet used
         self.connections_accepted = 0
         self.requests = 0
 
@@ -441,6 +453,21 @@ class MockState:
             self.connections_open -= 1
             if generation == self._generation:
                 self.connections_accepted -= 1
+
+    def open_gate(self, name, permits=1):
+        with self._lock:
+            self.gates[name] += permits
+            self._gate_opened.notify_all()
+
+    def take_gate(self, name, wait):
+        """Uses one permit of the gate, waiting up to `wait` s; False if none came."""
+        with self._lock:
+            if self.gates[name] <= 0:
+                self._gate_opened.wait(wait)
+            if self.gates[name] <= 0:
+                return False
+            self.gates[name] -= 1
+            return True
 
     def adjust_streams(self, delta):
         with self._lock:
@@ -543,7 +570,7 @@ class MockHandler(BaseHTTPRequestHandler):
             body_len=len(raw), body_sha256=hashlib.sha256(raw).hexdigest(),
             body_raw=raw.decode("utf-8", "replace"),
             body=parse_json(raw), connection_id=self.connection_id, status=None,
-            outcome=None, ended_at=None, chunks_sent=0)
+            outcome=None, ended_at=None, chunks_sent=0, gate_timeouts=0)
         try:
             outcome = self.handle_api(record)
         except OSError:
@@ -609,6 +636,10 @@ class MockHandler(BaseHTTPRequestHandler):
             state.reset()
         elif route == ("GET", "stats"):
             payload = state.stats_json()
+        elif route[0] == "POST" and route[1].startswith("gate/"):
+            query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+            state.open_gate(urllib.parse.unquote(route[1][len("gate/"):]),
+                            int(query.get("permits", 1)))
         elif route != ("GET", "health"):
             status, payload = 404, json_compact(
                 {"error": f"unknown control endpoint {self.command} {path}"})
@@ -638,7 +669,7 @@ class MockHandler(BaseHTTPRequestHandler):
         """Answer an API request; returns the outcome."""
         body = record["body"]
         d = self.directives(body)
-        if d.get("delay_headers") and self.client_gone_during(float(d["delay_headers"])):
+        if d.get("delay_headers") and self.pause(record, d, float(d["delay_headers"])):
             return "client_gone"
         if d.get("hangup_before_headers"):
             self.hang_up()
@@ -840,10 +871,11 @@ class MockHandler(BaseHTTPRequestHandler):
         self.send_api_headers(record, d, 200, d.get("content_type", SSE_CONTENT_TYPE))
         state.adjust_streams(+1)
         try:
-            if self.client_gone_during(float(d.get("first_chunk_delay", 0))):
+            if d.get("first_chunk_delay") and self.pause(record, d,
+                                                         float(d["first_chunk_delay"])):
                 return "client_gone"
             for index, group in enumerate(groups):
-                if index and self.client_gone_during(chunk_delay):
+                if index and self.pause(record, d, chunk_delay, gated=shown_to_client(group)):
                     return "client_gone"
                 payload = b"".join(render_event(e, d.get("timestamps"), d.get("event_format"))
                                    for e in group)
@@ -865,6 +897,24 @@ class MockHandler(BaseHTTPRequestHandler):
             return "ok"
         finally:
             state.adjust_streams(-1)
+
+    def pause(self, record, d, seconds, gated=True):
+        """A pause of the answer (delay_headers, first_chunk_delay, between
+        events): `seconds` long, or with a "gate" directive until the test
+        opens that gate (POST /__mock/gate/NAME), which lets a test pace the
+        upstream by what its client has received instead of by the clock.
+        True as soon as the client has gone."""
+        gate = d.get("gate")
+        if gate is None or not gated:
+            return self.client_gone_during(seconds)
+        deadline = time.monotonic() + float(d.get("gate_timeout", GATE_TIMEOUT))
+        while not self.server.state.take_gate(str(gate), POLL_INTERVAL):
+            if self.client_gone_during(0.001):
+                return True
+            if time.monotonic() > deadline:
+                self.server.state.update(record, gate_timeouts=record["gate_timeouts"] + 1)
+                return False
+        return False
 
     def client_gone_during(self, seconds):
         """Wait `seconds` while polling the socket; True as soon as the client has closed."""
