@@ -2,6 +2,7 @@
 command with a time limit, check node's version, and install a package
 directory's dependencies as its package-lock.json pins them."""
 
+import base64
 import json
 import os
 import re
@@ -9,7 +10,7 @@ import subprocess
 
 import pytest
 
-from harness import SECRETS
+from harness import SECRETS, Response
 
 NPM_TIMEOUT = 300
 MIN_NODE_MAJOR = 20
@@ -63,3 +64,39 @@ def install_locked(package_dir, package, find_npm):
         pytest.fail(f"npm ci in {package_dir} failed (exit {result.returncode}):\n"
                     f"{result.stdout}\n{result.stderr}", pytrace=False)
     assert installed_version(package_dir, package) == locked_version(package_dir, package)
+
+
+def recorded_responses(path):
+    """The responses a node test recorded (one JSON line each), as
+    harness.Response objects."""
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            entry = json.loads(line)
+            out.append(Response(entry["status"], [tuple(h) for h in entry["headers"]],
+                                base64.b64decode(entry["body_b64"])))
+    return out
+
+
+def run_node_test_file(node, test_file, cwd, env, record, responses, timeout, min_tests=1):
+    """Runs one `node --test` file; every response it recorded in `record`
+    goes to the secret scan of conftest.py (appended to `responses`); fails
+    unless all of at least `min_tests` tests passed. Returns the responses."""
+    result = run([node, "--test", "--test-reporter=spec", test_file], timeout, cwd=cwd,
+                 env=env)
+    raw_output = result.stdout + result.stderr
+    output = redact(raw_output)
+    print(output)
+    got = recorded_responses(record)
+    responses.extend(got)
+    if any(secret in raw_output for secret in SECRETS):
+        # not an assert: pytest would print the secret in the comparison
+        pytest.fail(f"a secret reached node's output (redacted here):\n{output}", pytrace=False)
+    assert result.returncode == 0, \
+        f"node --test {test_file} failed (exit {result.returncode}):\n{output}"
+    counts = dict(re.findall(r"^\S* ?(tests|pass|fail) (\d+)$", output, re.M))
+    assert int(counts.get("tests", 0)) >= min_tests, f"node ran too few tests:\n{output}"
+    assert counts.get("pass") == counts.get("tests"), f"not every test passed:\n{output}"
+    return got

@@ -12,14 +12,12 @@ conftest.py, and httpd's error log is checked as for any other test."""
 import base64
 import hashlib
 import os
-import re
 import shutil
 
 import pytest
 
-from harness import REPO, SECRETS, TEST_KEY
-from node_deps import MIN_NODE_MAJOR, install_locked, redact, require_node_version, run
-from test_sdk import recorded_responses
+from harness import REPO, TEST_KEY
+from node_deps import MIN_NODE_MAJOR, install_locked, require_node_version, run_node_test_file
 
 BROWSER_DIR = os.path.join(REPO, "tests", "browser")
 TEST_FILE = os.path.join(BROWSER_DIR, "demo.test.mjs")
@@ -94,26 +92,6 @@ Listen 127.0.0.1:{port_c}
 """
 
 
-def run_node_tests(node, test_file, env, record, responses, min_tests):
-    """Runs one node --test file; every response it recorded goes to the
-    secret scan; fails unless all of at least `min_tests` tests passed."""
-    result = run([node, "--test", "--test-reporter=spec", test_file], NODE_TIMEOUT,
-                 cwd=BROWSER_DIR, env=env)
-    raw_output = result.stdout + result.stderr
-    output = redact(raw_output)
-    print(output)
-    got = recorded_responses(record)
-    responses.extend(got)  # scanned for secrets after the test (conftest.py)
-
-    if any(secret in raw_output for secret in SECRETS):
-        pytest.fail(f"a secret reached node's output (redacted here):\n{output}", pytrace=False)
-    assert result.returncode == 0, f"node --test failed (exit {result.returncode}):\n{output}"
-    counts = dict(re.findall(r"^\S* ?(tests|pass|fail) (\d+)$", output, re.M))
-    assert int(counts.get("tests", 0)) >= min_tests, f"node ran too few tests:\n{output}"
-    assert counts.get("pass") == counts.get("tests"), f"not every test passed:\n{output}"
-    return got
-
-
 def test_demo_page_in_chromium(node, own_httpd, mock, workdir, error_log, responses, tmp_path):
     error_log.allow("upstream request failed")  # the upstream hang-up mid-stream, on purpose
     root = site_root(workdir)
@@ -134,7 +112,8 @@ def test_demo_page_in_chromium(node, own_httpd, mock, workdir, error_log, respon
         OAIP_BROWSER_RECORD=record,
         NO_COLOR="1",
     )
-    got = run_node_tests(node, TEST_FILE, env, record, responses, min_tests=4)
+    got = run_node_test_file(node, TEST_FILE, BROWSER_DIR, env, record, responses,
+                             NODE_TIMEOUT, min_tests=4)
     assert any(r.status == 200 and b"data: [DONE]" in r.body for r in got), \
         "no streamed answer from B was recorded for the secret scan"
 
@@ -180,15 +159,17 @@ Listen 127.0.0.1:{port_c}
 
 
 def test_credentials_in_chromium(node, own_httpd, mock, workdir, responses, tmp_path):
-    port_a, port_b, port_c = distinct_ports(3)
     passwd = os.path.join(workdir, "browser.htpasswd")
     digest = base64.b64encode(hashlib.sha1(BASIC_PASSWORD.encode()).digest()).decode()
     with open(passwd, "w") as f:
         f.write(f"{BASIC_USER}:{{SHA}}{digest}\n")
     os.chmod(passwd, 0o644)
-    server, _ = own_httpd(protected_proxy(mock.api, site_root(workdir), passwd,
-                                          port_a, port_b, port_c),
-                          name="browser-credentials", env={"OAIP_TEST_KEY": TEST_KEY})
+    root = site_root(workdir)
+    # the harness picks the three ports (afresh if one is taken before httpd binds it)
+    server, _ = own_httpd(lambda s: protected_proxy(mock.api, root, passwd, *s.extra_ports),
+                          name="browser-credentials", env={"OAIP_TEST_KEY": TEST_KEY},
+                          extra_ports=3)
+    port_a, port_b, port_c = server.extra_ports
     origin_a, origin_c = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_c}"
     record = str(tmp_path / "credentials-responses.jsonl")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
@@ -196,7 +177,8 @@ def test_credentials_in_chromium(node, own_httpd, mock, workdir, responses, tmp_
                OAIP_PAGE_PATH="/demo/index.html", OAIP_PROXY_URL=f"http://127.0.0.1:{port_b}/v1",
                OAIP_BASIC_USER=BASIC_USER, OAIP_BASIC_PASSWORD=BASIC_PASSWORD,
                OAIP_MOCK_URL=mock.base, OAIP_BROWSER_RECORD=record, NO_COLOR="1")
-    got = run_node_tests(node, CREDENTIALS_FILE, env, record, responses, min_tests=3)
+    got = run_node_test_file(node, CREDENTIALS_FILE, BROWSER_DIR, env, record, responses,
+                             NODE_TIMEOUT, min_tests=3)
     assert any(r.status == 200 and b"data: [DONE]" in r.body for r in got), \
         "no streamed answer from B was recorded for the secret scan"
 

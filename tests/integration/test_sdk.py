@@ -5,18 +5,15 @@ purpose can be allowed it alone. Every response the SDK received is handed
 to the secret scan of conftest.py, and httpd's error log is checked as for
 any other test."""
 
-import base64
 import glob
 import hashlib
-import json
 import os
-import re
 import shutil
 
 import pytest
 
-from harness import REPO, SECRETS, TEST_KEY, Response
-from node_deps import MIN_NODE_MAJOR, install_locked, redact, require_node_version, run
+from harness import REPO, TEST_KEY
+from node_deps import MIN_NODE_MAJOR, install_locked, require_node_version, run_node_test_file
 
 NODE_DIR = os.path.join(REPO, "tests", "node")
 TEST_FILES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(NODE_DIR, "*.test.mjs")))
@@ -44,19 +41,6 @@ def node():
     return node
 
 
-def recorded_responses(path):
-    """The responses the SDK received, as harness.Response objects."""
-    if not os.path.exists(path):
-        return []
-    out = []
-    with open(path) as f:
-        for line in f:
-            entry = json.loads(line)
-            out.append(Response(entry["status"], [tuple(h) for h in entry["headers"]],
-                                base64.b64decode(entry["body_b64"])))
-    return out
-
-
 @pytest.mark.parametrize("test_file", TEST_FILES)
 def test_openai_node_sdk(test_file, node, httpd, mock, error_log, responses, tmp_path):
     for pattern in ALLOWED_LOG_LINES.get(test_file, []):
@@ -75,20 +59,6 @@ def test_openai_node_sdk(test_file, node, httpd, mock, error_log, responses, tmp
         OAIP_SDK_RECORD=record,
         NO_COLOR="1",
     )
-    result = run([node, "--test", "--test-reporter=spec", os.path.join(NODE_DIR, test_file)],
-                 NODE_TIMEOUT, cwd=REPO, env=env)
-    raw_output = result.stdout + result.stderr
-    output = redact(raw_output)
-    print(output)
-    got = recorded_responses(record)
-    responses.extend(got)  # scanned for secrets after the test (conftest.py)
-
-    if any(secret in raw_output for secret in SECRETS):
-        # not an assert: pytest would print the secret in the comparison
-        pytest.fail(f"a secret reached node's output (redacted here):\n{output}", pytrace=False)
-    assert result.returncode == 0, f"node --test {test_file} failed " \
-                                   f"(exit {result.returncode}):\n{output}"
-    counts = dict(re.findall(r"^\S* ?(tests|pass|fail) (\d+)$", output, re.M))
-    assert int(counts.get("tests", 0)) > 0, f"node ran no tests:\n{output}"
-    assert counts.get("pass") == counts.get("tests"), f"not every test passed:\n{output}"
+    got = run_node_test_file(node, os.path.join(NODE_DIR, test_file), REPO, env, record,
+                             responses, NODE_TIMEOUT)
     assert got, "the SDK's responses were not recorded for the secret scan"
