@@ -114,7 +114,7 @@ const char *oaip_default_value_parse(apr_pool_t *p, const char *name, const char
         *json = apr_pstrcat(p, "\"", value, "\"", NULL);
     } else {
         /* keep the operator's text: re-encoding 0.7 would print 0.69999999999999996 */
-        *json = value;
+        *json = parsed != NULL ? value : NULL;
     }
     if (parsed != NULL) {
         /* a default is held to what a client's field is held to */
