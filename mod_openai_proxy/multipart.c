@@ -243,7 +243,8 @@ oaip_multipart_found oaip_multipart_find(apr_pool_t *p, const char *body, apr_si
         if (next == NULL) {
             break; /* an unterminated last part: the upstream refuses it */
         }
-        head_end = find(part, (apr_size_t)(next - part), "\r\n\r\n", 4);
+        /* an empty value: the blank line's last CRLF is the delimiter's */
+        head_end = find(part, (apr_size_t)(next - part) + 2, "\r\n\r\n", 4);
         named = head_end
                     ? part_names(p, part, (apr_size_t)(head_end - part), name, &has_file)
                     : 0;
@@ -255,7 +256,7 @@ oaip_multipart_found oaip_multipart_find(apr_pool_t *p, const char *body, apr_si
             return OAIP_MULTIPART_DUPLICATE;
         }
         if (named == 1 && !has_file) {
-            const char *v = head_end + 4;
+            const char *v = head_end + 4 < next ? head_end + 4 : next;
             apr_size_t n = (apr_size_t)(next - v);
             *value = n <= MAX_FIELD_VALUE ? apr_pstrndup(p, v, n) : NULL;
         }

@@ -326,6 +326,20 @@ static void test_multipart_model_resolution(void **state)
                                 &value),
                      OAIP_MULTIPART_FOUND);
     assert_string_equal(value, "whisper-1");
+    /* a part with headers and an empty value still names the field */
+    assert_int_equal(find_model(p,
+                                "\r\n--B\r\nContent-Disposition: form-data; "
+                                "name=\"model\"\r\n\r\nwhisper-1"
+                                "\r\n--B\r\nContent-Disposition: form-data; "
+                                "name=\"model\"\r\n",
+                                &value),
+                     OAIP_MULTIPART_DUPLICATE);
+    assert_int_equal(find_model(p,
+                                "\r\n--B\r\nContent-Disposition: form-data; "
+                                "name=\"model\"\r\n",
+                                &value),
+                     OAIP_MULTIPART_FOUND);
+    assert_string_equal(value, "");
     /* the model as a file: named, but no value */
     assert_int_equal(find_model(p,
                                 "\r\n--B\r\nContent-Disposition: form-data; "
