@@ -6,16 +6,16 @@
 #include <http_protocol.h>
 #include <http_request.h>
 
-#include "config.h"
-#include "counters.h"
-#include "error_pages.h"
-#include "handler.h"
-#include "preflight.h"
-#include "usage_limits.h"
-#include "stats.h"
-#include "status.h"
-#include "streams.h"
-#include "upstream.h"
+#include "httpd/config.h"
+#include "httpd/counter_stores.h"
+#include "httpd/error_pages.h"
+#include "httpd/handler.h"
+#include "httpd/preflight.h"
+#include "httpd/limits.h"
+#include "httpd/stats.h"
+#include "httpd/status.h"
+#include "httpd/streams.h"
+#include "engine/upstream.h"
 
 static int oaip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
@@ -33,7 +33,7 @@ static int oaip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     if (oaip_upstream_global_init(pconf, s) != APR_SUCCESS ||
         oaip_streams_post_config(pconf, s) != APR_SUCCESS ||
         oaip_stats_post_config(pconf, s) != APR_SUCCESS ||
-        oaip_counters_post_config(pconf, s) != APR_SUCCESS) {
+        oaip_counter_stores_post_config(pconf, s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     return OK;
@@ -43,7 +43,7 @@ static void oaip_child_init(apr_pool_t *pchild, server_rec *s)
 {
     oaip_upstream_child_init(pchild, s);
     oaip_streams_child_init(pchild, s);
-    oaip_counters_child_init(pchild, s);
+    oaip_counter_stores_child_init(pchild, s);
 }
 
 /* After the answer: what the request cost (token budgets) and how it went

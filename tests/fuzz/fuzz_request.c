@@ -17,8 +17,8 @@
  * completions), whatever stream_options said, and for no other. */
 #include "fuzz.h"
 
-#include "errors.h"
-#include "request.h"
+#include "core/errors.h"
+#include "core/request.h"
 
 #define CAP 1000
 

@@ -10,7 +10,7 @@
  * error object is kept as it was; a detail is kept (or made valid UTF-8). */
 #include "fuzz.h"
 
-#include "errors.h"
+#include "core/errors.h"
 
 static json_t *check_event(const char *event)
 {

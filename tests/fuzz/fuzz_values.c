@@ -23,10 +23,10 @@
 #include <apr_tables.h>
 #include <strings.h>
 
-#include "errors.h"
-#include "limit_spec.h"
-#include "request.h"
-#include "values.h"
+#include "core/errors.h"
+#include "core/limit_spec.h"
+#include "core/request.h"
+#include "core/values.h"
 
 #define ONE_G ((apr_off_t)1024 * 1024 * 1024)
 

@@ -4,7 +4,7 @@
 #include <apr_strings.h>
 #include <string.h>
 
-#include "errors.h"
+#include "core/errors.h"
 
 #define SSE_PREFIX "event: error\ndata: "
 #define SSE_SUFFIX "\n\n"

@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "header_check.h"
+#include "core/header_check.h"
 
 #define VALID(s) oaip_header_value_valid(s, sizeof(s) - 1)
 

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "request.h"
+#include "core/request.h"
 
 typedef struct {
     oaip_chat_request req;

@@ -5,8 +5,8 @@
 #include <apr_strings.h>
 #include <string.h>
 
-#include "errors.h"
-#include "values.h"
+#include "core/errors.h"
+#include "core/values.h"
 
 #define ONE_G ((apr_off_t)1024 * 1024 * 1024)
 
