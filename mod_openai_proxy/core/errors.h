@@ -34,6 +34,14 @@ typedef enum {
     OAIP_ERR__COUNT
 } oaip_error_kind;
 
+/* Why the proxy answers with its own error instead of the upstream's
+ * answer: what the limits, the stream cap and the engine hand back. */
+typedef struct {
+    oaip_error_kind kind;
+    const char *detail;       /* a sentence for the client, no secrets; NULL: the title */
+    apr_uint32_t retry_after; /* seconds for a Retry-After header; 0: none */
+} oaip_refusal;
+
 typedef struct {
     int status;        /* HTTP status the proxy answers with */
     const char *title; /* short title, the "error" string of the seed format */

@@ -12,6 +12,8 @@
 #include "core/secret_mask.h"
 #include "core/sse.h"
 #include "core/token_estimate.h"
+#include "core/version.h"
+#include "httpd/request_record.h"
 
 /* A non-streamed answer larger than this is not relayed (chat answers are a
  * few KiB; this only stops a broken upstream from eating memory). */
@@ -440,8 +442,8 @@ static void configure(CURL *h, exchange *x, const oaip_upstream_request *req,
 
 static void fail(oaip_upstream_outcome *outcome, oaip_error_kind kind, const char *detail)
 {
-    outcome->error = kind;
-    outcome->error_detail = detail;
+    outcome->refusal.kind = kind;
+    outcome->refusal.detail = detail;
 }
 
 static void describe_failure(exchange *x, CURLcode code, oaip_upstream_outcome *outcome)
@@ -588,18 +590,11 @@ static void finish(exchange *x, CURLcode code, const char *errbuf,
     }
     describe_failure(x, code, outcome);
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "upstream request failed: %s [%s]",
-                  outcome->error_detail, errbuf[0] ? errbuf : curl_easy_strerror(code));
+                  outcome->refusal.detail, errbuf[0] ? errbuf : curl_easy_strerror(code));
     if (x->relay.committed) {
-        oaip_relay_end_with_event(&x->relay, oaip_error_sse_event(r->pool, outcome->error,
-                                                                  outcome->error_detail));
+        oaip_relay_end_with_event(&x->relay, oaip_error_sse_event(r->pool, outcome->refusal.kind,
+                                                                  outcome->refusal.detail));
         outcome->responded = 1;
-    }
-}
-
-static void note_count(request_rec *r, const char *name, long value)
-{
-    if (value >= 0) {
-        apr_table_setn(r->notes, name, apr_ltoa(r->pool, value));
     }
 }
 
@@ -631,7 +626,7 @@ static int generative(exchange *x, const char *body, apr_size_t len)
  * prompt from the body's length, the output from what was generated. An
  * error status or an upstream never reached costs nothing. */
 static void estimate_usage(exchange *x, const oaip_upstream_request *req,
-                           oaip_usage *usage)
+                           oaip_request_record *record)
 {
     int answered = x->status >= 200 && x->status < 300;
     int working =
@@ -645,37 +640,35 @@ static void estimate_usage(exchange *x, const oaip_upstream_request *req,
     }
     prompt = oaip_prompt_estimate(req->body_len);
     output = x->mode == BODY_STREAMED ? x->content.tokens : x->answer_tokens;
-    usage->prompt_tokens = (long)prompt;
-    usage->completion_tokens = (long)output;
-    usage->total_tokens = (long)(prompt + output);
-    apr_table_setn(x->r->notes, OAIP_NOTE_USAGE_ESTIMATED, "1");
+    record->usage.prompt_tokens = (long)prompt;
+    record->usage.completion_tokens = (long)output;
+    record->usage.total_tokens = (long)(prompt + output);
+    record->usage_estimated = 1;
 }
 
-/* What mod_log_config can show of the exchange: %{OPENAI_...}n */
-static void note_exchange(exchange *x, const oaip_upstream_request *req, CURLcode code,
-                          const oaip_upstream_outcome *outcome)
+/* How the exchange went and what it cost, in the request's record. */
+static void record_exchange(exchange *x, const oaip_upstream_request *req, CURLcode code,
+                            const oaip_upstream_outcome *outcome)
 {
-    request_rec *r = x->r;
-    oaip_usage usage = x->usage;
-    const char *result;
+    oaip_request_record *record = oaip_request_record_of(x->r);
+    oaip_outcome how;
 
     if (x->relay.client_gone) {
-        result = "client_gone";
+        how = OAIP_OUTCOME_CLIENT_GONE;
     } else if (x->timed_out != NO_TIMEOUT || code == CURLE_OPERATION_TIMEDOUT) {
-        result = "timeout";
+        how = OAIP_OUTCOME_TIMEOUT;
     } else if (code != CURLE_OK || !outcome->responded) {
-        result = "upstream_failed";
+        how = OAIP_OUTCOME_UPSTREAM_FAILED;
     } else {
-        result = (x->status >= 200 && x->status < 300) ? "ok" : "upstream_error";
+        how = (x->status >= 200 && x->status < 300) ? OAIP_OUTCOME_OK
+                                                     : OAIP_OUTCOME_UPSTREAM_ERROR;
     }
-    apr_table_setn(r->notes, OAIP_NOTE_OUTCOME, result);
-    note_count(r, "OPENAI_UPSTREAM_STATUS", x->status > 0 ? x->status : -1);
-    note_count(r, "OPENAI_TTFB_MS",
-               x->first_byte ? (long)apr_time_as_msec(x->first_byte - x->started) : -1);
-    estimate_usage(x, req, &usage);
-    note_count(r, "OPENAI_PROMPT_TOKENS", usage.prompt_tokens);
-    note_count(r, "OPENAI_COMPLETION_TOKENS", usage.completion_tokens);
-    note_count(r, "OPENAI_TOTAL_TOKENS", usage.total_tokens);
+    oaip_request_record_end(x->r, how);
+    record->upstream_status = x->status;
+    record->first_byte_ms =
+        x->first_byte ? (long)apr_time_as_msec(x->first_byte - x->started) : -1;
+    record->usage = x->usage;
+    estimate_usage(x, req, record);
 }
 
 void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
@@ -728,5 +721,5 @@ void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
     oaip_curl_release(h);
     finish(&x, code, errbuf, outcome);
-    note_exchange(&x, req, code, outcome);
+    record_exchange(&x, req, code, outcome);
 }

@@ -15,11 +15,10 @@ apr_status_t oaip_upstream_global_init(apr_pool_t *pconf, server_rec *s);
 /* Once per child process: the pool of reusable easy handles. */
 void oaip_upstream_child_init(apr_pool_t *pchild, server_rec *s);
 
-/* Where an exchange ended up. */
+/* Where an exchange ended up (how, what it cost: the request's record). */
 typedef struct {
-    int responded;            /* something was sent to the client */
-    oaip_error_kind error;    /* when !responded: the error to answer with */
-    const char *error_detail; /* sentence for the client, no secrets */
+    int responded;        /* something was sent to the client */
+    oaip_refusal refusal; /* when !responded: the error to answer with */
 } oaip_upstream_outcome;
 
 /* One request to the upstream, whatever the endpoint. */
@@ -38,18 +37,10 @@ typedef struct {
 /* Sends `req` with its key's header line and relays the answer: a stream
  * chunk by chunk with a flush each, anything else whole, with the
  * upstream's status, content type and pass-through headers. Applies the
- * timeouts and heartbeats of `conf`; sets the OPENAI_* notes. */
+ * timeouts and heartbeats of `conf`; writes the request's record
+ * (httpd/request_record.h): outcome, upstream status, first byte, usage. */
 void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
                            const oaip_upstream_request *req, oaip_upstream_outcome *outcome);
-
-/* The request note that tells how the request ended (for the access log):
- * ok, upstream_error, client_gone, timeout, upstream_failed, or the code of
- * the proxy's own error. */
-#define OAIP_NOTE_OUTCOME "OPENAI_OUTCOME"
-
-/* The request note set to "1" when the OPENAI_*_TOKENS notes are the
- * proxy's estimate, not the upstream's usage report. */
-#define OAIP_NOTE_USAGE_ESTIMATED "OPENAI_USAGE_ESTIMATED"
 
 /* Response headers of the upstream that reach the client (lower case). */
 #define OAIP_EXPOSED_HEADERS                                                             \

@@ -21,7 +21,7 @@
 #include "core/errors.h"
 #include "httpd/handler.h"
 #include "mod_openai_proxy.h"
-#include "engine/upstream.h"
+#include "httpd/request_record.h"
 
 #define FILTER_NAME "OAIP_JSON_ERROR"
 
@@ -116,15 +116,15 @@ static const char *error_body(request_rec *r, const oaip_dir_conf *conf, int sta
     const char *detail;
 
     if (known_kind(status, &kind, &detail)) {
-        if (apr_table_get(r->notes, OAIP_NOTE_OUTCOME) == NULL) {
-            apr_table_setn(r->notes, OAIP_NOTE_OUTCOME, oaip_error_info_get(kind)->code);
-        }
+        oaip_request_record_end(r, oaip_outcome_of_error(kind));
         return oaip_error_body(r->pool, fmt, kind, detail);
     }
     {
         const oaip_error_info *info = status_info(r->pool, status);
-        if (apr_table_get(r->notes, OAIP_NOTE_OUTCOME) == NULL) {
-            apr_table_setn(r->notes, OAIP_NOTE_OUTCOME, info->code);
+        oaip_request_record *record = oaip_request_record_of(r);
+        if (record->outcome == OAIP_OUTCOME_NONE) {
+            record->outcome = OAIP_OUTCOME_OTHER;
+            record->outcome_text = info->code;
         }
         return oaip_error_body_info(r->pool, fmt, info, status_detail(status));
     }

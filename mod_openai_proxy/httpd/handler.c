@@ -1,4 +1,5 @@
 #include "httpd/handler.h"
+#include "httpd/request_record.h"
 #include "core/header_check.h"
 
 #include <apr_strings.h>
@@ -37,9 +38,7 @@ static int send_error(request_rec *r, const oaip_dir_conf *conf, oaip_error_kind
 
     ap_log_rerror(APLOG_MARK, level, 0, r, "answering %d %s: %s", info->status,
                   info->code, detail ? detail : info->title);
-    if (apr_table_get(r->notes, OAIP_NOTE_OUTCOME) == NULL) {
-        apr_table_setn(r->notes, OAIP_NOTE_OUTCOME, info->code);
-    }
+    oaip_request_record_end(r, oaip_outcome_of_error(kind));
     r->status = info->status;
     ap_set_content_type(r, "application/json");
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
@@ -73,6 +72,18 @@ static int refuse(request_rec *r, const oaip_dir_conf *conf, oaip_error_kind kin
     return send_error(r, conf, kind, detail);
 }
 
+/* A refusal of the limits, the stream cap or the engine, with its
+ * Retry-After. */
+static int send_refusal(request_rec *r, const oaip_dir_conf *conf,
+                        const oaip_refusal *refusal)
+{
+    if (refusal->retry_after > 0) {
+        apr_table_setn(r->err_headers_out, "Retry-After",
+                       apr_psprintf(r->pool, "%u", refusal->retry_after));
+    }
+    return send_error(r, conf, refusal->kind, refusal->detail);
+}
+
 static const char *allowed_methods(const oaip_endpoint *endpoint)
 {
     return endpoint->post ? POST_METHODS : GET_METHODS;
@@ -92,7 +103,7 @@ static int answer_options(request_rec *r, const oaip_endpoint *endpoint,
         apr_table_setn(r->err_headers_out, "Access-Control-Max-Age", OAIP_CORS_MAX_AGE);
     }
     leave_body_unread(r);
-    apr_table_setn(r->notes, OAIP_NOTE_OUTCOME, "preflight");
+    oaip_request_record_end(r, OAIP_OUTCOME_PREFLIGHT);
     r->status = HTTP_NO_CONTENT;
     return OK;
 }
@@ -290,13 +301,14 @@ static int prepare_multipart(request_rec *r, const oaip_dir_conf *conf, const ch
 
 /* What every endpoint goes through once routed, the method checked and the
  * key chosen: body, per-endpoint preparation, the model allow-list, the
- * stream limit, one upstream exchange (which notes usage and outcome). */
+ * stream limit, one upstream exchange (which records usage and outcome). */
 static int proxy(request_rec *r, const oaip_dir_conf *conf, const oaip_endpoint *endpoint,
                  const char *upstream_path, const char *auth_line)
 {
     oaip_upstream_request req;
     oaip_upstream_outcome outcome;
-    oaip_limit_refusal refusal;
+    oaip_request_record *record = oaip_request_record_of(r);
+    oaip_refusal refusal;
     apr_size_t len = 0;
     char *body = NULL;
     int rc, prepared;
@@ -339,16 +351,10 @@ static int proxy(request_rec *r, const oaip_dir_conf *conf, const oaip_endpoint 
     /* the budgets hold this request's worst case from here on; every later
      * refusal or failure is settled in log_transaction */
     if (!oaip_limits_reserve(r, &req, &refusal)) {
-        if (refusal.retry_after > 0) {
-            apr_table_setn(r->err_headers_out, "Retry-After",
-                           apr_psprintf(r->pool, "%u", refusal.retry_after));
-        }
-        return send_error(r, conf, refusal.kind, refusal.detail);
+        return send_refusal(r, conf, &refusal);
     }
-    if (req.model != NULL) {
-        apr_table_setn(r->notes, "OPENAI_MODEL", req.model);
-    }
-    apr_table_setn(r->notes, "OPENAI_STREAM", req.stream ? "1" : "0");
+    record->model = req.model;
+    record->stream = req.stream;
     /* a request that names no model (GET models) has nothing to check */
     if (conf->models != NULL && endpoint->body != OAIP_BODY_NONE &&
         !oaip_model_allowed(conf->models, req.model)) {
@@ -358,17 +364,15 @@ static int proxy(request_rec *r, const oaip_dir_conf *conf, const oaip_endpoint 
                 ? apr_psprintf(r->pool, "The model %s is not available here", req.model)
                 : "model must be a string");
     }
-    if (req.stream && !oaip_streams_acquire(r)) {
-        apr_table_setn(r->err_headers_out, "Retry-After", OAIP_STREAMS_RETRY_AFTER);
-        return send_error(r, conf, OAIP_ERR_TOO_MANY_STREAMS,
-                          "Too many streams are open on this server; retry shortly");
+    if (req.stream && !oaip_streams_acquire(r, &refusal)) {
+        return send_refusal(r, conf, &refusal);
     }
     if (req.stream) {
         oaip_stats_stream_begin(r);
     }
     oaip_upstream_forward(r, conf, &req, &outcome);
     if (!outcome.responded) {
-        return send_error(r, conf, outcome.error, outcome.error_detail);
+        return send_refusal(r, conf, &outcome.refusal);
     }
     return OK;
 }
@@ -419,13 +423,13 @@ int oaip_serve(request_rec *r)
 {
     const oaip_dir_conf *conf;
     const oaip_endpoint *endpoint;
-    oaip_limit_refusal refusal;
+    oaip_refusal refusal;
     const char *origin, *upstream_path, *auth_line;
     int bad_client_key;
 
     conf = ap_get_module_config(r->per_dir_config, &openai_proxy_module);
     origin = apr_table_get(r->headers_in, "Origin");
-    oaip_request_state_get(r, 1); /* marks the request for the accounting */
+    oaip_request_record_of(r)->served = 1; /* limits and stats count it */
     oaip_stats_request_begin(r);
 
     if (!oaip_cors_apply(r, conf, origin)) {
@@ -458,11 +462,8 @@ int oaip_serve(request_rec *r)
         return refuse(r, conf, OAIP_ERR_NO_API_KEY, "OpenAI API key is not configured");
     }
     if (!oaip_limits_check(r, conf, &refusal)) {
-        if (refusal.retry_after > 0) {
-            apr_table_setn(r->err_headers_out, "Retry-After",
-                           apr_psprintf(r->pool, "%u", refusal.retry_after));
-        }
-        return refuse(r, conf, refusal.kind, refusal.detail);
+        leave_body_unread(r);
+        return send_refusal(r, conf, &refusal);
     }
     return proxy(r, conf, endpoint, upstream_path, auth_line);
 }

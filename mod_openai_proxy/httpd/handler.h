@@ -4,6 +4,8 @@
 
 #include <httpd.h>
 
+#define OAIP_HANDLER_NAME "openai-proxy"
+
 int oaip_translate_name(request_rec *r);
 int oaip_map_to_storage(request_rec *r);
 int oaip_handler(request_rec *r);

@@ -91,7 +91,7 @@ static apr_status_t count(oaip_counter_client *store, const char *key, apr_int64
 
 /* A store failure: refused when the operator said so, else let through. */
 static int store_failed(request_rec *r, oaip_counter_client *store, apr_status_t rv,
-                        oaip_limit_refusal *refusal)
+                        oaip_refusal *refusal)
 {
     if (fails_closed(r)) {
         warn_store_failure(r, store, rv,
@@ -108,7 +108,7 @@ static int store_failed(request_rec *r, oaip_counter_client *store, apr_status_t
 
 static int check_rates(request_rec *r, oaip_counter_client *store,
                        const apr_array_header_t *limits, apr_time_t now,
-                       oaip_limit_refusal *refusal)
+                       oaip_refusal *refusal)
 {
     int i;
 
@@ -137,7 +137,7 @@ static int check_rates(request_rec *r, oaip_counter_client *store,
 }
 
 static void budget_refused(request_rec *r, const oaip_configured_limit *cl,
-                           apr_uint32_t left, oaip_limit_refusal *refusal)
+                           apr_uint32_t left, oaip_refusal *refusal)
 {
     OAIP_STATS_ADD(budget_exhausted, 1);
     refusal->kind = OAIP_ERR_TOKEN_BUDGET_EXHAUSTED;
@@ -151,9 +151,9 @@ static void budget_refused(request_rec *r, const oaip_configured_limit *cl,
 
 static int check_budgets(request_rec *r, oaip_counter_client *store,
                          const apr_array_header_t *budgets, apr_time_t now,
-                         oaip_limit_refusal *refusal)
+                         oaip_refusal *refusal)
 {
-    oaip_request_state *state = oaip_request_state_get(r, 1);
+    oaip_request_record *record = oaip_request_record_of(r);
     int i;
 
     for (i = 0; budgets != NULL && i < budgets->nelts; i++) {
@@ -174,21 +174,21 @@ static int check_budgets(request_rec *r, oaip_counter_client *store,
             budget_refused(r, cl, left, refusal);
             return 0;
         }
-        if (state->budget_charges == NULL) {
-            state->budget_charges = apr_array_make(r->pool, 2, sizeof(budget_charge));
+        if (record->budget_charges == NULL) {
+            record->budget_charges = apr_array_make(r->pool, 2, sizeof(budget_charge));
         }
-        charge = apr_array_push(state->budget_charges);
+        charge = apr_array_push(record->budget_charges);
         charge->key = key;
         charge->ttl = left + 1;
         charge->cl = cl;
         charge->reserved = 0;
-        state->store = store;
+        record->store = store;
     }
     return 1;
 }
 
 int oaip_limits_check(request_rec *r, const oaip_dir_conf *conf,
-                      oaip_limit_refusal *refusal)
+                      oaip_refusal *refusal)
 {
     oaip_counter_client *store;
     apr_time_t now;
@@ -220,51 +220,51 @@ static apr_int64_t worst_case(const oaip_upstream_request *req)
 }
 
 /* Gives back what charges[0..n) reserved. */
-static void release(request_rec *r, oaip_request_state *state, int n)
+static void release(request_rec *r, oaip_request_record *record, int n)
 {
     int i;
 
     for (i = 0; i < n; i++) {
-        budget_charge *c = &APR_ARRAY_IDX(state->budget_charges, i, budget_charge);
+        budget_charge *c = &APR_ARRAY_IDX(record->budget_charges, i, budget_charge);
         apr_uint64_t total;
         apr_status_t rv;
 
         if (c->reserved == 0) {
             continue;
         }
-        rv = count(state->store, c->key, -c->reserved, c->ttl, &total);
+        rv = count(record->store, c->key, -c->reserved, c->ttl, &total);
         if (rv != APR_SUCCESS) {
-            warn_store_failure(r, state->store, rv, "a reservation not given back");
+            warn_store_failure(r, record->store, rv, "a reservation not given back");
         }
         c->reserved = 0;
     }
 }
 
 int oaip_limits_reserve(request_rec *r, const oaip_upstream_request *req,
-                        oaip_limit_refusal *refusal)
+                        oaip_refusal *refusal)
 {
-    oaip_request_state *state = oaip_request_state_get(r, 0);
+    oaip_request_record *record = oaip_request_record_find(r);
     apr_int64_t worst;
     int i;
 
     memset(refusal, 0, sizeof(*refusal));
-    if (state == NULL || state->budget_charges == NULL ||
+    if (record == NULL || record->budget_charges == NULL ||
         (worst = worst_case(req)) <= 0) {
         return 1;
     }
     if (worst > OAIP_COUNTER_MAX_DELTA) {
         worst = OAIP_COUNTER_MAX_DELTA;
     }
-    for (i = 0; i < state->budget_charges->nelts; i++) {
-        budget_charge *c = &APR_ARRAY_IDX(state->budget_charges, i, budget_charge);
+    for (i = 0; i < record->budget_charges->nelts; i++) {
+        budget_charge *c = &APR_ARRAY_IDX(record->budget_charges, i, budget_charge);
         apr_uint64_t total = 0;
         /* counted before it is compared, as for rate limits: of N parallel
          * requests, each sees the reservations of those before it */
-        apr_status_t rv = count(state->store, c->key, worst, c->ttl, &total);
+        apr_status_t rv = count(record->store, c->key, worst, c->ttl, &total);
 
         if (rv != APR_SUCCESS) {
-            if (!store_failed(r, state->store, rv, refusal)) {
-                release(r, state, i);
+            if (!store_failed(r, record->store, rv, refusal)) {
+                release(r, record, i);
                 return 0;
             }
             continue; /* fails open: this budget holds nothing */
@@ -277,7 +277,7 @@ int oaip_limits_reserve(request_rec *r, const oaip_upstream_request *req,
             budget_refused(r, c->cl,
                            oaip_limit_seconds_left(&c->cl->limit, apr_time_now()),
                            refusal);
-            release(r, state, i + 1);
+            release(r, record, i + 1);
             return 0;
         }
     }
@@ -286,36 +286,30 @@ int oaip_limits_reserve(request_rec *r, const oaip_upstream_request *req,
     return 1;
 }
 
-static apr_int64_t tokens_spent(request_rec *r)
+static apr_int64_t tokens_spent(const oaip_usage *usage)
 {
-    const char *total = apr_table_get(r->notes, "OPENAI_TOTAL_TOKENS");
-    const char *prompt = apr_table_get(r->notes, "OPENAI_PROMPT_TOKENS");
-    const char *completion = apr_table_get(r->notes, "OPENAI_COMPLETION_TOKENS");
     apr_int64_t tokens;
 
-    if (total != NULL) {
-        tokens = apr_atoi64(total);
+    if (usage->total_tokens >= 0) {
+        tokens = usage->total_tokens;
     } else {
-        tokens =
-            (prompt ? apr_atoi64(prompt) : 0) + (completion ? apr_atoi64(completion) : 0);
+        tokens = (usage->prompt_tokens > 0 ? usage->prompt_tokens : 0) +
+                 (usage->completion_tokens > 0 ? usage->completion_tokens : 0);
     }
-    return tokens < 0                        ? 0
-           : tokens > OAIP_COUNTER_MAX_DELTA ? OAIP_COUNTER_MAX_DELTA
-                                             : tokens;
+    return tokens > OAIP_COUNTER_MAX_DELTA ? OAIP_COUNTER_MAX_DELTA : tokens;
 }
 
-void oaip_limits_charge(request_rec *r)
+void oaip_limits_charge(request_rec *r, oaip_request_record *record)
 {
-    oaip_request_state *state = oaip_request_state_get(r, 0);
     apr_int64_t tokens;
     int i;
 
-    if (state == NULL || state->budget_charges == NULL) {
+    if (record->budget_charges == NULL) {
         return;
     }
-    tokens = tokens_spent(r);
-    for (i = 0; i < state->budget_charges->nelts; i++) {
-        const budget_charge *c = &APR_ARRAY_IDX(state->budget_charges, i, budget_charge);
+    tokens = tokens_spent(&record->usage);
+    for (i = 0; i < record->budget_charges->nelts; i++) {
+        const budget_charge *c = &APR_ARRAY_IDX(record->budget_charges, i, budget_charge);
         /* the real usage replaces the reservation: a negative step gives
          * back what was not used */
         apr_int64_t delta = tokens - c->reserved;
@@ -325,11 +319,11 @@ void oaip_limits_charge(request_rec *r)
         if (delta == 0) {
             continue;
         }
-        rv = count(state->store, c->key, delta, c->ttl, &total);
+        rv = count(record->store, c->key, delta, c->ttl, &total);
         if (rv != APR_SUCCESS) {
-            warn_store_failure(r, state->store, rv, "tokens of a request not settled");
+            warn_store_failure(r, record->store, rv, "tokens of a request not settled");
         }
     }
     /* settled once, whoever calls again */
-    state->budget_charges = NULL;
+    record->budget_charges = NULL;
 }

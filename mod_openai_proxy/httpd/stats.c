@@ -4,7 +4,6 @@
 #include <apr_shm.h>
 #include <apr_strings.h>
 
-#include "core/errors.h"
 #include "mod_openai_proxy.h"
 
 const double oaip_stats_bucket_bounds[OAIP_STATS_BUCKETS] = {
@@ -13,63 +12,10 @@ const double oaip_stats_bucket_bounds[OAIP_STATS_BUCKETS] = {
 static apr_shm_t *shm;
 static oaip_stats *stats;
 
-/* How requests end (the OPENAI_OUTCOME note): the engine's words, then the
- * codes of the proxy's own errors; "other" catches the rest. */
-static const char *outcomes[OAIP_STATS_OUTCOMES];
-static int outcome_count;
-
-static void add_outcome(const char *name)
-{
-    int i;
-
-    for (i = 0; i < outcome_count; i++) {
-        if (strcmp(outcomes[i], name) == 0) {
-            return;
-        }
-    }
-    if (outcome_count < OAIP_STATS_OUTCOMES - 1) {
-        outcomes[outcome_count++] = name;
-    }
-}
-
-static void list_outcomes(void)
-{
-    static const char *const engine[] = {"ok",      "upstream_error",  "client_gone",
-                                         "timeout", "upstream_failed", "preflight"};
-    size_t i;
-
-    outcome_count = 0;
-    for (i = 0; i < sizeof(engine) / sizeof(engine[0]); i++) {
-        add_outcome(engine[i]);
-    }
-    for (i = 0; i < OAIP_ERR__COUNT; i++) {
-        add_outcome(oaip_error_info_get((oaip_error_kind)i)->code);
-    }
-    outcomes[outcome_count++] = "other";
-}
-
-const char *oaip_stats_outcome_name(int i)
-{
-    return i >= 0 && i < outcome_count ? outcomes[i] : NULL;
-}
-
-static int outcome_index(const char *name)
-{
-    int i;
-
-    for (i = 0; name != NULL && i < outcome_count - 1; i++) {
-        if (strcmp(outcomes[i], name) == 0) {
-            return i;
-        }
-    }
-    return outcome_count - 1;
-}
-
 apr_status_t oaip_stats_post_config(apr_pool_t *pconf, server_rec *s)
 {
     apr_status_t rv = apr_shm_create(&shm, sizeof(oaip_stats), NULL, pconf);
 
-    list_outcomes();
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
                      "cannot create shared memory for the proxy's statistics");
@@ -166,24 +112,16 @@ static oaip_model_stats *model_row(const char *model)
     return NULL;
 }
 
-static long note_number(request_rec *r, const char *name)
+static void count_tokens(const oaip_request_record *record)
 {
-    const char *value = apr_table_get(r->notes, name);
-
-    return value ? atol(value) : -1;
-}
-
-static void count_tokens(request_rec *r)
-{
-    const char *model = apr_table_get(r->notes, "OPENAI_MODEL");
-    long prompt = note_number(r, "OPENAI_PROMPT_TOKENS");
-    long completion = note_number(r, "OPENAI_COMPLETION_TOKENS");
+    long prompt = record->usage.prompt_tokens;
+    long completion = record->usage.completion_tokens;
     oaip_model_stats *m;
 
     /* only models the upstream answered for get a row: a client cannot
      * fill the table with made-up names */
-    if (model == NULL || (prompt < 0 && completion < 0) ||
-        (m = model_row(model)) == NULL) {
+    if (record->model == NULL || (prompt < 0 && completion < 0) ||
+        (m = model_row(record->model)) == NULL) {
         return;
     }
     apr_atomic_inc64(&m->requests);
@@ -192,22 +130,25 @@ static void count_tokens(request_rec *r)
                      completion > 0 ? (apr_uint64_t)completion : 0);
 }
 
-void oaip_stats_request_end(request_rec *r, request_rec *last)
+void oaip_stats_request_end(request_rec *r, const oaip_request_record *record,
+                            request_rec *last)
 {
-    long ttfb = note_number(r, "OPENAI_TTFB_MS");
+    oaip_outcome outcome = record->outcome;
 
     if (stats == NULL) {
         return;
     }
     apr_atomic_inc64(&stats->requests);
-    apr_atomic_inc64(
-        &stats->by_outcome[outcome_index(apr_table_get(r->notes, "OPENAI_OUTCOME"))]);
+    if (outcome < 0 || outcome >= OAIP_OUTCOME__COUNT) {
+        outcome = OAIP_OUTCOME_OTHER;
+    }
+    apr_atomic_inc64(&stats->by_outcome[outcome]);
     if (last->status > 0 && last->status < OAIP_STATS_STATUSES) {
         apr_atomic_inc64(&stats->by_status[last->status]);
     }
     observe(&stats->duration, apr_time_now() - r->request_time);
-    if (ttfb >= 0) {
-        observe(&stats->first_byte, (apr_interval_time_t)ttfb * 1000);
+    if (record->first_byte_ms >= 0) {
+        observe(&stats->first_byte, (apr_interval_time_t)record->first_byte_ms * 1000);
     }
-    count_tokens(r);
+    count_tokens(record);
 }

@@ -6,7 +6,10 @@
 
 #include <httpd.h>
 
-#define OAIP_STATS_OUTCOMES 48
+#include "core/outcome.h"
+#include "httpd/request_record.h"
+
+#define OAIP_STATS_OUTCOMES OAIP_OUTCOME__COUNT
 #define OAIP_STATS_MODELS 64
 #define OAIP_STATS_MODEL_NAME 64
 #define OAIP_STATS_BUCKETS 12 /* latency buckets, +Inf not counted */
@@ -44,14 +47,11 @@ typedef struct {
 /* Upper bounds of the latency buckets, in seconds. */
 extern const double oaip_stats_bucket_bounds[OAIP_STATS_BUCKETS];
 
-/* post_config: the shared block (and the list of outcome names). */
+/* post_config: the shared block. */
 apr_status_t oaip_stats_post_config(apr_pool_t *pconf, server_rec *s);
 
 /* The block; NULL when it could not be made. */
 oaip_stats *oaip_stats_get(void);
-
-/* The name of outcome `i` (NULL past the last one). */
-const char *oaip_stats_outcome_name(int i);
 
 /* A request reached the proxy handler / opened a stream: counted as active
  * until its pool is gone. */
@@ -59,8 +59,10 @@ void oaip_stats_request_begin(request_rec *r);
 void oaip_stats_stream_begin(request_rec *r);
 
 /* From log_transaction: outcome, status, latency and tokens of a finished
- * request (`r` the one the handler ran for, `last` the final one). */
-void oaip_stats_request_end(request_rec *r, request_rec *last);
+ * request (`r` the one the handler ran for, with its `record`; `last` the
+ * final one). */
+void oaip_stats_request_end(request_rec *r, const oaip_request_record *record,
+                            request_rec *last);
 
 #define OAIP_STATS_ADD(field, n)                                                         \
     do {                                                                                 \

@@ -1,5 +1,7 @@
 #include "httpd/status.h"
 
+#include "core/version.h"
+
 #include <apr_atomic.h>
 #include <apr_strings.h>
 #include <http_protocol.h>
@@ -67,27 +69,25 @@ static void take_snapshot(oaip_stats *live, snapshot *snap)
     }
 }
 
-static apr_uint64_t outcome_sum(const snapshot *snap, const char *const *names)
+static apr_uint64_t outcome_sum(const snapshot *snap, const oaip_outcome *outcomes,
+                                apr_size_t n)
 {
     apr_uint64_t sum = 0;
-    const char *name;
-    int i;
+    apr_size_t i;
 
-    for (i = 0; (name = oaip_stats_outcome_name(i)) != NULL; i++) {
-        const char *const *n;
-        for (n = names; *n; n++) {
-            if (strcmp(*n, name) == 0) {
-                sum += snap->s.by_outcome[i];
-            }
-        }
+    for (i = 0; i < n; i++) {
+        sum += snap->s.by_outcome[outcomes[i]];
     }
     return sum;
 }
 
-static const char *const upstream_errors[] = {"upstream_error", "upstream_failed",
-                                              "upstream_unreachable",
-                                              "upstream_invalid_response", NULL};
-static const char *const upstream_timeouts[] = {"timeout", "upstream_timeout", NULL};
+static const oaip_outcome upstream_errors[] = {
+    OAIP_OUTCOME_UPSTREAM_ERROR, OAIP_OUTCOME_UPSTREAM_FAILED,
+    OAIP_OUTCOME_ERRORS + OAIP_ERR_UPSTREAM_UNREACHABLE,
+    OAIP_OUTCOME_ERRORS + OAIP_ERR_UPSTREAM_INVALID};
+static const oaip_outcome upstream_timeouts[] = {
+    OAIP_OUTCOME_TIMEOUT, OAIP_OUTCOME_ERRORS + OAIP_ERR_UPSTREAM_TIMEOUT};
+#define OUTCOME_SUM(snap, list) outcome_sum(snap, list, sizeof(list) / sizeof(list[0]))
 
 static json_t *histogram_json(const oaip_histogram *h)
 {
@@ -116,7 +116,7 @@ static char *render_json(request_rec *r, const snapshot *snap)
     char *text;
     int i;
 
-    for (i = 0; (name = oaip_stats_outcome_name(i)) != NULL; i++) {
+    for (i = 0; (name = oaip_outcome_name((oaip_outcome)i)) != NULL; i++) {
         if (s->by_outcome[i] > 0) {
             json_object_set_new(outcomes, name,
                                 json_integer((json_int_t)s->by_outcome[i]));
@@ -151,8 +151,8 @@ static char *render_json(request_rec *r, const snapshot *snap)
         "active_streams", (int)s->active_streams, "by_outcome", outcomes, "by_status",
         statuses, "tokens", "prompt", (json_int_t)prompt, "completion",
         (json_int_t)completion, "by_model", models, "upstream", "errors",
-        (json_int_t)outcome_sum(snap, upstream_errors), "timeouts",
-        (json_int_t)outcome_sum(snap, upstream_timeouts), "limits", "rate_limited",
+        (json_int_t)OUTCOME_SUM(snap, upstream_errors), "timeouts",
+        (json_int_t)OUTCOME_SUM(snap, upstream_timeouts), "limits", "rate_limited",
         (json_int_t)s->rate_limited, "budget_exhausted", (json_int_t)s->budget_exhausted,
         "store_errors", (json_int_t)s->store_errors, "latency_seconds", "request",
         histogram_json(&s->duration), "first_byte", histogram_json(&s->first_byte));
@@ -221,7 +221,7 @@ static void render_prometheus(request_rec *r, const snapshot *snap)
     ap_rprintf(r, "openai_proxy_start_time_seconds %" APR_TIME_T_FMT "\n",
                apr_time_sec(s->started));
     metric_head(r, "requests_total", "counter", "Requests to the proxy, by outcome.");
-    for (i = 0; (name = oaip_stats_outcome_name(i)) != NULL; i++) {
+    for (i = 0; (name = oaip_outcome_name((oaip_outcome)i)) != NULL; i++) {
         ap_rprintf(r,
                    "openai_proxy_requests_total{outcome=\"%s\"} %" APR_UINT64_T_FMT "\n",
                    name, s->by_outcome[i]);
@@ -258,10 +258,10 @@ static void render_prometheus(request_rec *r, const snapshot *snap)
     metric_head(r, "upstream_errors_total", "counter",
                 "Upstream failures and error answers.");
     ap_rprintf(r, "openai_proxy_upstream_errors_total %" APR_UINT64_T_FMT "\n",
-               outcome_sum(snap, upstream_errors));
+               OUTCOME_SUM(snap, upstream_errors));
     metric_head(r, "upstream_timeouts_total", "counter", "Upstream timeouts.");
     ap_rprintf(r, "openai_proxy_upstream_timeouts_total %" APR_UINT64_T_FMT "\n",
-               outcome_sum(snap, upstream_timeouts));
+               OUTCOME_SUM(snap, upstream_timeouts));
     metric_head(r, "limited_total", "counter", "Requests refused by a limit.");
     ap_rprintf(r,
                "openai_proxy_limited_total{limit=\"rate\"} %" APR_UINT64_T_FMT "\n"

@@ -114,7 +114,10 @@ static apr_status_t release(void *counter)
     return APR_SUCCESS;
 }
 
-int oaip_streams_acquire(request_rec *r)
+/* Seconds a refused client is asked to wait. */
+#define RETRY_AFTER 2
+
+int oaip_streams_acquire(request_rec *r, oaip_refusal *refusal)
 {
     const oaip_server_conf *conf =
         ap_get_module_config(r->server->module_config, &openai_proxy_module);
@@ -131,6 +134,9 @@ int oaip_streams_acquire(request_rec *r)
     if (streams_open(conf->index, 0) > (apr_uint32_t)conf->max_streams &&
         streams_open(conf->index, 1) > (apr_uint32_t)conf->max_streams) {
         apr_atomic_dec32(counter);
+        refusal->kind = OAIP_ERR_TOO_MANY_STREAMS;
+        refusal->detail = "Too many streams are open on this server; retry shortly";
+        refusal->retry_after = RETRY_AFTER;
         return 0;
     }
     apr_pool_cleanup_register(r->pool, counter, release, apr_pool_cleanup_null);

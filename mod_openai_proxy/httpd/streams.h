@@ -5,8 +5,7 @@
 
 #include <httpd.h>
 
-/* Seconds a refused client is asked to wait. */
-#define OAIP_STREAMS_RETRY_AFTER "2"
+#include "core/errors.h"
 
 /* post_config: numbers the virtual hosts and maps the counters. */
 apr_status_t oaip_streams_post_config(apr_pool_t *pconf, server_rec *s);
@@ -15,7 +14,8 @@ apr_status_t oaip_streams_post_config(apr_pool_t *pconf, server_rec *s);
 void oaip_streams_child_init(apr_pool_t *pchild, server_rec *s);
 
 /* Takes a stream slot of r's virtual host until r ends. Returns 0 when the
- * limit is reached (nothing taken). Always 1 without a limit. */
-int oaip_streams_acquire(request_rec *r);
+ * limit is reached (nothing taken, `refusal` filled in). Always 1 without a
+ * limit. */
+int oaip_streams_acquire(request_rec *r, oaip_refusal *refusal);
 
 #endif
