@@ -6,17 +6,17 @@
 #include <http_protocol.h>
 #include <http_request.h>
 
+#include "engine/upstream.h"
 #include "httpd/config.h"
 #include "httpd/counter_stores.h"
 #include "httpd/error_pages.h"
 #include "httpd/handler.h"
-#include "httpd/request_record.h"
-#include "httpd/preflight.h"
 #include "httpd/limits.h"
+#include "httpd/preflight.h"
+#include "httpd/request_record.h"
 #include "httpd/stats.h"
 #include "httpd/status.h"
 #include "httpd/streams.h"
-#include "engine/upstream.h"
 
 static int oaip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {

@@ -1,10 +1,10 @@
 #include "core/cors.h"
 
-#include "core/header_check.h"
-
 #include <apr_lib.h>
 #include <apr_strings.h>
 #include <string.h>
+
+#include "core/header_check.h"
 
 static const char *const always_allowed_headers[] = {"Content-Type", "Authorization",
                                                      "x-openai-key"};

@@ -5,8 +5,9 @@
 #include <apr_pools.h>
 
 typedef enum {
-    OAIP_ERRFMT_UNSET = -1,
-    OAIP_ERRFMT_SEED = 0,  /* {"error":"<title>","message":"<detail>"} like the Worker */
+    /* the original Cloudflare Worker's shape (OpenAIProxyErrorFormat seed):
+     * {"error":"<title>","message":"<detail>"} */
+    OAIP_ERRFMT_WORKER = 0,
     OAIP_ERRFMT_OPENAI = 1 /* {"error":{"message","type","param","code"}} for SDKs */
 } oaip_error_format;
 

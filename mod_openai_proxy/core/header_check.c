@@ -55,8 +55,7 @@ int oaip_header_value_visible(const char *value)
     return 1;
 }
 
-const char *oaip_auth_header_line(apr_pool_t *p, const char *header_name,
-                                  const char *key)
+const char *oaip_auth_header_line(apr_pool_t *p, const char *header_name, const char *key)
 {
     if (header_name == NULL || *header_name == '\0') {
         return apr_pstrcat(p, "Authorization: Bearer ", key, NULL);

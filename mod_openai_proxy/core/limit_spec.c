@@ -1,11 +1,11 @@
 #include "core/limit_spec.h"
 
-#include "core/header_check.h"
-
 #include <apr_lib.h>
 #include <apr_sha1.h>
 #include <apr_strings.h>
 #include <apr_uri.h>
+
+#include "core/header_check.h"
 
 /* A decimal count, optionally followed by k or M when `allow_suffix`;
  * `*end` is left after what was read. 0 when there is no number or it is

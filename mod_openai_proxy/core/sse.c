@@ -1,11 +1,11 @@
 #include "core/sse.h"
 
-#include "core/buffer.h"
-
 #include <apr_strings.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/buffer.h"
 
 /* An event larger than this is not a chat chunk: its data is dropped (the
  * bytes still reach the client; only usage reading skips it). */

@@ -52,19 +52,30 @@ int oaip_value_count(const char *arg, int max, int *out)
     return 1;
 }
 
-int oaip_value_count_or_off(const char *arg, int max, int *out)
+int oaip_value_time_shape(const char *arg)
 {
-    if (strcasecmp(arg, "off") == 0) {
-        *out = 0;
-        return 1;
+    static const char *const units[] = {"", "ms", "s", "min", "h"};
+    const char *unit = arg;
+    apr_size_t i;
+
+    while (*unit >= '0' && *unit <= '9') {
+        unit++;
     }
-    return oaip_value_count(arg, max, out);
+    if (unit == arg || unit - arg > 12) {
+        return 0;
+    }
+    for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(unit, units[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 int oaip_value_error_format(const char *arg, int *out)
 {
     if (strcasecmp(arg, "seed") == 0) {
-        *out = OAIP_ERRFMT_SEED;
+        *out = OAIP_ERRFMT_WORKER;
     } else if (strcasecmp(arg, "openai") == 0) {
         *out = OAIP_ERRFMT_OPENAI;
     } else {

@@ -14,8 +14,10 @@ int oaip_value_size(const char *arg, apr_off_t max, apr_off_t *out);
 /* A whole number from 1 to `max`. Returns 1 and sets *out, or 0. */
 int oaip_value_count(const char *arg, int max, int *out);
 
-/* "Off" (any case) as 0, else a whole number from 1 to `max`. */
-int oaip_value_count_or_off(const char *arg, int max, int *out);
+/* Whether `arg` is written as httpd's time values are: digits, then no unit
+ * (seconds) or one of ms, s, min, h (what ap_timeout_parameter_parse reads;
+ * it would take "5sausages" for 5 s and "soon" for 0 s). */
+int oaip_value_time_shape(const char *arg);
 
 /* "seed" or "openai" (any case) as an oaip_error_format. */
 int oaip_value_error_format(const char *arg, int *out);

@@ -4,16 +4,16 @@
 #include <http_protocol.h>
 #include <http_request.h>
 
-#include "engine/curl_pool.h"
-#include "mod_openai_proxy.h"
 #include "core/buffer.h"
 #include "core/header_check.h"
-#include "httpd/relay.h"
 #include "core/secret_mask.h"
 #include "core/sse.h"
 #include "core/token_estimate.h"
 #include "core/version.h"
+#include "engine/curl_pool.h"
+#include "httpd/relay.h"
 #include "httpd/request_record.h"
+#include "mod_openai_proxy.h"
 
 /* A non-streamed answer larger than this is not relayed (chat answers are a
  * few KiB; this only stops a broken upstream from eating memory). */
@@ -96,10 +96,10 @@ static apr_status_t free_headers(void *list)
 static struct curl_slist *request_headers(apr_pool_t *pool,
                                           const oaip_upstream_request *req)
 {
-    const char *lines[] = {"Expect:", req->auth_line,
-                           req->content_type
-                               ? apr_pstrcat(pool, "Content-Type: ", req->content_type, NULL)
-                               : NULL};
+    const char *lines[] = {
+        "Expect:", req->auth_line,
+        req->content_type ? apr_pstrcat(pool, "Content-Type: ", req->content_type, NULL)
+                          : NULL};
     struct curl_slist *list = NULL, *next;
     apr_size_t i;
 
@@ -345,9 +345,9 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 static int send_heartbeat(exchange *x, apr_time_t now)
 {
     static const char comment[] = ": keep-alive\n\n";
-    apr_interval_time_t every = apr_time_from_sec(x->conf->heartbeat);
+    apr_interval_time_t every = oaip_conf_heartbeat(x->conf);
 
-    if (!x->stream_requested || x->conf->heartbeat <= 0 || x->mode == BODY_BUFFERED ||
+    if (!x->stream_requested || every <= 0 || x->mode == BODY_BUFFERED ||
         now - x->relay.last_write < every || !oaip_relay_at_event_boundary(&x->relay)) {
         return 1;
     }
@@ -388,15 +388,11 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
         }
     }
     if (x->status == 0) {
-        if (now - x->started >
-            apr_time_from_sec(oaip_conf_seconds(conf->first_byte_timeout,
-                                                OAIP_DEFAULT_FIRST_BYTE_TIMEOUT))) {
+        if (now - x->started > oaip_conf_first_byte_timeout(conf)) {
             x->timed_out = FIRST_BYTE_TIMEOUT;
             return 1;
         }
-    } else if (now - x->last_upstream_byte >
-               apr_time_from_sec(
-                   oaip_conf_seconds(conf->idle_timeout, OAIP_DEFAULT_IDLE_TIMEOUT))) {
+    } else if (now - x->last_upstream_byte > oaip_conf_idle_timeout(conf)) {
         x->timed_out = IDLE_TIMEOUT;
         return 1;
     }
@@ -420,9 +416,8 @@ static void configure(CURL *h, exchange *x, const oaip_upstream_request *req,
     }
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "mod_openai_proxy/" OAIP_VERSION);
-    curl_easy_setopt(
-        h, CURLOPT_CONNECTTIMEOUT,
-        (long)oaip_conf_seconds(conf->connect_timeout, OAIP_DEFAULT_CONNECT_TIMEOUT));
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                     (long)apr_time_as_msec(oaip_conf_connect_timeout(conf)));
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
@@ -446,6 +441,15 @@ static void fail(oaip_upstream_outcome *outcome, oaip_error_kind kind, const cha
     outcome->refusal.detail = detail;
 }
 
+/* "30 seconds", or "500 ms" for a time that is not whole seconds. */
+static const char *duration_text(apr_pool_t *p, apr_interval_time_t t)
+{
+    if (t % APR_USEC_PER_SEC == 0) {
+        return apr_psprintf(p, "%" APR_TIME_T_FMT " seconds", apr_time_sec(t));
+    }
+    return apr_psprintf(p, "%" APR_TIME_T_FMT " ms", apr_time_as_msec(t));
+}
+
 static void describe_failure(exchange *x, CURLcode code, oaip_upstream_outcome *outcome)
 {
     apr_pool_t *p = x->r->pool;
@@ -453,14 +457,12 @@ static void describe_failure(exchange *x, CURLcode code, oaip_upstream_outcome *
 
     if (x->timed_out == FIRST_BYTE_TIMEOUT) {
         fail(outcome, OAIP_ERR_UPSTREAM_TIMEOUT,
-             apr_psprintf(p, "The upstream API did not answer within %d seconds",
-                          oaip_conf_seconds(x->conf->first_byte_timeout,
-                                            OAIP_DEFAULT_FIRST_BYTE_TIMEOUT)));
+             apr_psprintf(p, "The upstream API did not answer within %s",
+                          duration_text(p, oaip_conf_first_byte_timeout(x->conf))));
     } else if (x->timed_out == IDLE_TIMEOUT) {
         fail(outcome, OAIP_ERR_UPSTREAM_TIMEOUT,
-             apr_psprintf(
-                 p, "The upstream API fell silent for more than %d seconds",
-                 oaip_conf_seconds(x->conf->idle_timeout, OAIP_DEFAULT_IDLE_TIMEOUT)));
+             apr_psprintf(p, "The upstream API fell silent for more than %s",
+                          duration_text(p, oaip_conf_idle_timeout(x->conf))));
     } else if (x->bad_content_type) {
         fail(outcome, OAIP_ERR_UPSTREAM_INVALID,
              "The upstream API sent an invalid Content-Type header");
@@ -592,8 +594,9 @@ static void finish(exchange *x, CURLcode code, const char *errbuf,
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "upstream request failed: %s [%s]",
                   outcome->refusal.detail, errbuf[0] ? errbuf : curl_easy_strerror(code));
     if (x->relay.committed) {
-        oaip_relay_end_with_event(&x->relay, oaip_error_sse_event(r->pool, outcome->refusal.kind,
-                                                                  outcome->refusal.detail));
+        oaip_relay_end_with_event(&x->relay,
+                                  oaip_error_sse_event(r->pool, outcome->refusal.kind,
+                                                       outcome->refusal.detail));
         outcome->responded = 1;
     }
 }
@@ -661,7 +664,7 @@ static void record_exchange(exchange *x, const oaip_upstream_request *req, CURLc
         how = OAIP_OUTCOME_UPSTREAM_FAILED;
     } else {
         how = (x->status >= 200 && x->status < 300) ? OAIP_OUTCOME_OK
-                                                     : OAIP_OUTCOME_UPSTREAM_ERROR;
+                                                    : OAIP_OUTCOME_UPSTREAM_ERROR;
     }
     oaip_request_record_end(x->r, how);
     record->upstream_status = x->status;
@@ -672,7 +675,8 @@ static void record_exchange(exchange *x, const oaip_upstream_request *req, CURLc
 }
 
 void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
-                           const oaip_upstream_request *req, oaip_upstream_outcome *outcome)
+                           const oaip_upstream_request *req,
+                           oaip_upstream_outcome *outcome)
 {
     char errbuf[CURL_ERROR_SIZE] = "";
     struct curl_slist *headers;
@@ -694,7 +698,7 @@ void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
     x.events = oaip_sse_reader_make(r->pool, on_event, &x);
     x.mask = oaip_secret_mask_make(r->pool);
     oaip_secret_mask_add(x.mask, conf->api_key);
-    if (conf->allow_client_key == 1) { /* the key the client may have sent */
+    if (oaip_conf_allows_client_key(conf)) { /* the key the client may have sent */
         oaip_secret_mask_add(x.mask, apr_table_get(r->headers_in, "x-openai-key"));
     }
 

@@ -5,9 +5,9 @@
 
 #include <httpd.h>
 
-#include "httpd/config.h"
 #include "core/errors.h"
 #include "core/request.h"
+#include "httpd/config.h"
 
 /* Once per server start, before the MPM forks (post_config). */
 apr_status_t oaip_upstream_global_init(apr_pool_t *pconf, server_rec *s);
@@ -40,7 +40,8 @@ typedef struct {
  * timeouts and heartbeats of `conf`; writes the request's record
  * (httpd/request_record.h): outcome, upstream status, first byte, usage. */
 void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
-                           const oaip_upstream_request *req, oaip_upstream_outcome *outcome);
+                           const oaip_upstream_request *req,
+                           oaip_upstream_outcome *outcome);
 
 /* Response headers of the upstream that reach the client (lower case). */
 #define OAIP_EXPOSED_HEADERS                                                             \

@@ -9,12 +9,12 @@
 #include <stdlib.h>
 
 #include "core/cors.h"
-#include "stores/counters.h"
 #include "core/endpoint.h"
-#include "mod_openai_proxy.h"
-#include "core/request.h"
 #include "core/header_check.h"
+#include "core/request.h"
 #include "core/values.h"
+#include "mod_openai_proxy.h"
+#include "stores/counters.h"
 
 void *oaip_create_dir_conf(apr_pool_t *p, char *dir)
 {
@@ -25,7 +25,7 @@ void *oaip_create_dir_conf(apr_pool_t *p, char *dir)
     conf->max_body = OAIP_UNSET;
     conf->allow_client_key = OAIP_UNSET;
     conf->allow_credentials = OAIP_UNSET;
-    conf->error_format = OAIP_ERRFMT_UNSET;
+    conf->error_format = OAIP_UNSET;
     conf->connect_timeout = OAIP_UNSET;
     conf->first_byte_timeout = OAIP_UNSET;
     conf->idle_timeout = OAIP_UNSET;
@@ -94,9 +94,57 @@ void *oaip_merge_server_conf(apr_pool_t *p, void *base_, void *add_)
     return merged;
 }
 
-int oaip_conf_seconds(int value, int fallback)
+#define DEFAULT_MAX_BODY ((apr_off_t)8 * 1024 * 1024)
+#define DEFAULT_CONNECT_TIMEOUT apr_time_from_sec(10)
+#define DEFAULT_FIRST_BYTE_TIMEOUT                                                       \
+    apr_time_from_sec(300) /* reasoning models think long */
+#define DEFAULT_IDLE_TIMEOUT apr_time_from_sec(120)
+
+#define OR_DEFAULT(value, fallback) ((value) != OAIP_UNSET ? (value) : (fallback))
+
+apr_interval_time_t oaip_conf_connect_timeout(const oaip_dir_conf *conf)
 {
-    return value != OAIP_UNSET ? value : fallback;
+    return OR_DEFAULT(conf->connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+}
+
+apr_interval_time_t oaip_conf_first_byte_timeout(const oaip_dir_conf *conf)
+{
+    return OR_DEFAULT(conf->first_byte_timeout, DEFAULT_FIRST_BYTE_TIMEOUT);
+}
+
+apr_interval_time_t oaip_conf_idle_timeout(const oaip_dir_conf *conf)
+{
+    return OR_DEFAULT(conf->idle_timeout, DEFAULT_IDLE_TIMEOUT);
+}
+
+apr_interval_time_t oaip_conf_heartbeat(const oaip_dir_conf *conf)
+{
+    return OR_DEFAULT(conf->heartbeat, 0);
+}
+
+int oaip_conf_max_tokens(const oaip_dir_conf *conf)
+{
+    return OR_DEFAULT(conf->max_tokens, 0);
+}
+
+int oaip_conf_allows_client_key(const oaip_dir_conf *conf)
+{
+    return conf->allow_client_key == 1;
+}
+
+int oaip_conf_allows_credentials(const oaip_dir_conf *conf)
+{
+    return conf->allow_credentials == 1;
+}
+
+int oaip_server_max_streams(const oaip_server_conf *conf)
+{
+    return OR_DEFAULT(conf->max_streams, 0);
+}
+
+int oaip_server_store_fails_closed(const oaip_server_conf *conf)
+{
+    return conf->store_fail_closed == 1;
 }
 
 const char *oaip_conf_upstream(const oaip_dir_conf *conf)
@@ -106,13 +154,12 @@ const char *oaip_conf_upstream(const oaip_dir_conf *conf)
 
 apr_off_t oaip_conf_max_body(const oaip_dir_conf *conf)
 {
-    return conf->max_body != OAIP_UNSET ? conf->max_body : OAIP_DEFAULT_MAX_BODY;
+    return OR_DEFAULT(conf->max_body, DEFAULT_MAX_BODY);
 }
 
 oaip_error_format oaip_conf_error_format(const oaip_dir_conf *conf)
 {
-    return conf->error_format != OAIP_ERRFMT_UNSET ? (oaip_error_format)conf->error_format
-                                                   : OAIP_ERRFMT_SEED;
+    return (oaip_error_format)OR_DEFAULT(conf->error_format, OAIP_ERRFMT_WORKER);
 }
 
 /* Reads a key file at startup. The error messages name the file, never its
@@ -246,7 +293,8 @@ static const char *set_upstream_auth(cmd_parms *cmd, void *dconf, const char *ar
 
     if (strcasecmp(arg, "bearer") == 0) {
         conf->auth_name = "";
-    } else if (strncasecmp(arg, "header:", 7) == 0 && oaip_header_name_valid(arg + 7, strlen(arg + 7)) &&
+    } else if (strncasecmp(arg, "header:", 7) == 0 &&
+               oaip_header_name_valid(arg + 7, strlen(arg + 7)) &&
                !is_reserved_header(arg + 7)) {
         conf->auth_name = arg + 7;
     } else {
@@ -376,20 +424,6 @@ static const char *set_max_body(cmd_parms *cmd, void *dconf, const char *arg)
                         cmd->cmd->name, arg);
 }
 
-static const char *set_allow_client_key(cmd_parms *cmd, void *dconf, int flag)
-{
-    (void)cmd;
-    ((oaip_dir_conf *)dconf)->allow_client_key = flag;
-    return NULL;
-}
-
-static const char *set_allow_credentials(cmd_parms *cmd, void *dconf, int flag)
-{
-    (void)cmd;
-    ((oaip_dir_conf *)dconf)->allow_credentials = flag;
-    return NULL;
-}
-
 static const char *set_error_format(cmd_parms *cmd, void *dconf, const char *arg)
 {
     oaip_dir_conf *conf = dconf;
@@ -412,23 +446,43 @@ static const char *parse_count(cmd_parms *cmd, const char *arg, int max, const c
     return NULL;
 }
 
+/* A time in httpd's syntax (30, 500ms, 2min; no unit: seconds) from 1 ms to
+ * `max_seconds`. */
+static const char *parse_time(cmd_parms *cmd, const char *arg, int max_seconds,
+                              apr_interval_time_t *out)
+{
+    apr_interval_time_t value;
+
+    if (!oaip_value_time_shape(arg) ||
+        ap_timeout_parameter_parse(arg, &value, "s") != APR_SUCCESS ||
+        value < apr_time_from_msec(1) || value > apr_time_from_sec(max_seconds)) {
+        return apr_psprintf(cmd->pool,
+                            "%s: '%s' is not a time from 1ms to %d seconds (a number of "
+                            "seconds, or with a unit: 500ms, 30s, 2min, 1h)",
+                            cmd->cmd->name, arg, max_seconds);
+    }
+    *out = value;
+    return NULL;
+}
+
 /* The three timeouts share one parser; the field is in cmd->info. */
 static const char *set_timeout(cmd_parms *cmd, void *dconf, const char *arg)
 {
-    int *field = (int *)((char *)dconf + (apr_size_t)cmd->info);
+    apr_interval_time_t *field =
+        (apr_interval_time_t *)((char *)dconf + (apr_size_t)cmd->info);
 
-    return parse_count(cmd, arg, 86400, "a number of seconds", field);
+    return parse_time(cmd, arg, 86400, field);
 }
 
 static const char *set_heartbeat(cmd_parms *cmd, void *dconf, const char *arg)
 {
     oaip_dir_conf *conf = dconf;
 
-    if (oaip_value_count_or_off(arg, 3600, &conf->heartbeat)) {
+    if (strcasecmp(arg, "off") == 0) {
+        conf->heartbeat = 0;
         return NULL;
     }
-    return apr_psprintf(cmd->pool, "%s: '%s' is not a number of seconds from 1 to 3600",
-                        cmd->cmd->name, arg);
+    return parse_time(cmd, arg, 3600, &conf->heartbeat);
 }
 
 static const char *set_max_tokens(cmd_parms *cmd, void *dconf, const char *arg)
@@ -560,25 +614,27 @@ const command_rec oaip_directives[] = {
     AP_INIT_TAKE1(
         "OpenAIProxyMaxRequestBody", set_max_body, NULL, OAIP_CONTEXT,
         "Largest accepted request body in bytes (K, M, G suffixes; default 8M)"),
-    AP_INIT_FLAG("OpenAIProxyAllowClientKey", set_allow_client_key, NULL, OAIP_CONTEXT,
+    AP_INIT_FLAG("OpenAIProxyAllowClientKey", ap_set_flag_slot,
+                 (void *)APR_OFFSETOF(oaip_dir_conf, allow_client_key), OAIP_CONTEXT,
                  "On: a request header x-openai-key replaces the configured key"),
-    AP_INIT_FLAG("OpenAIProxyAllowCredentials", set_allow_credentials, NULL, OAIP_CONTEXT,
+    AP_INIT_FLAG("OpenAIProxyAllowCredentials", ap_set_flag_slot,
+                 (void *)APR_OFFSETOF(oaip_dir_conf, allow_credentials), OAIP_CONTEXT,
                  "On: answers to allowed origins carry "
                  "Access-Control-Allow-Credentials: true (not with origin *)"),
     AP_INIT_TAKE1("OpenAIProxyErrorFormat", set_error_format, NULL, OAIP_CONTEXT,
                   "Shape of the proxy's own error bodies: seed or openai"),
     AP_INIT_TAKE1("OpenAIProxyConnectTimeout", set_timeout,
                   (void *)APR_OFFSETOF(oaip_dir_conf, connect_timeout), OAIP_CONTEXT,
-                  "Seconds to connect to the upstream (default 10)"),
+                  "Time to connect to the upstream: 10 (default, seconds), 500ms, 1min"),
     AP_INIT_TAKE1("OpenAIProxyFirstByteTimeout", set_timeout,
                   (void *)APR_OFFSETOF(oaip_dir_conf, first_byte_timeout), OAIP_CONTEXT,
-                  "Seconds until the upstream's answer begins (default 300)"),
+                  "Time until the upstream's answer begins (default 300 seconds)"),
     AP_INIT_TAKE1("OpenAIProxyIdleTimeout", set_timeout,
                   (void *)APR_OFFSETOF(oaip_dir_conf, idle_timeout), OAIP_CONTEXT,
-                  "Longest silence within an answer, in seconds (default 120)"),
+                  "Longest silence within an answer (default 120 seconds)"),
     AP_INIT_TAKE1("OpenAIProxyHeartbeat", set_heartbeat, NULL, OAIP_CONTEXT,
-                  "Seconds between SSE keep-alive comments while the upstream is silent, "
-                  "or Off (default)"),
+                  "Time between SSE keep-alive comments while the upstream is silent "
+                  "(15, 500ms), or Off (default)"),
     AP_INIT_TAKE1("OpenAIProxyMaxStreams", set_max_streams, NULL, RSRC_CONF,
                   "Most concurrent streams of this virtual host, over all processes"),
     AP_INIT_TAKE12("OpenAIProxyRateLimit", add_limit, NULL, OAIP_CONTEXT,
@@ -614,7 +670,7 @@ static const char *credentials_conflict(apr_pool_t *p, const oaip_dir_conf *serv
         return NULL;
     }
     merged = oaip_merge_dir_conf(p, (void *)server_level, (void *)own);
-    if (merged->allow_credentials == 1 && oaip_origin_rules_any(merged->origins)) {
+    if (oaip_conf_allows_credentials(merged) && oaip_origin_rules_any(merged->origins)) {
         return core && core->d ? core->d : "(section)";
     }
     return NULL;
@@ -661,7 +717,7 @@ int oaip_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
         if (base == NULL) {
             continue;
         }
-        if (base->allow_credentials == 1 && oaip_origin_rules_any(base->origins)) {
+        if (oaip_conf_allows_credentials(base) && oaip_origin_rules_any(base->origins)) {
             return credentials_refused(s, "the server or virtual host");
         }
         if ((rc = check_sections(ptemp, s, base, core->sec_url)) != OK ||

@@ -8,12 +8,9 @@
 #include "core/errors.h"
 #include "core/limit_spec.h"
 
+/* What a field holds until a directive sets it; only config.c looks: the
+ * getters below say what unset means. */
 #define OAIP_UNSET -1
-#define OAIP_DEFAULT_UPSTREAM "https://api.openai.com/v1"
-#define OAIP_DEFAULT_MAX_BODY ((apr_off_t)8 * 1024 * 1024)
-#define OAIP_DEFAULT_CONNECT_TIMEOUT 10
-#define OAIP_DEFAULT_FIRST_BYTE_TIMEOUT 300 /* reasoning models think long */
-#define OAIP_DEFAULT_IDLE_TIMEOUT 120
 
 /* One OpenAIProxyRateLimit or OpenAIProxyTokenBudget. */
 typedef struct {
@@ -33,12 +30,12 @@ typedef struct {
     apr_off_t max_body;           /* OAIP_UNSET */
     int allow_client_key;         /* OAIP_UNSET, 0, 1 */
     int allow_credentials;        /* OpenAIProxyAllowCredentials: OAIP_UNSET, 0, 1 */
-    int error_format;             /* oaip_error_format */
-    int connect_timeout;          /* seconds; OAIP_UNSET */
-    int first_byte_timeout;       /* seconds until the upstream's answer begins */
-    int idle_timeout;             /* seconds of silence allowed within an answer */
-    int heartbeat;                /* seconds between SSE comments; 0: Off */
-    int max_tokens;               /* OpenAIProxyMaxTokens; OAIP_UNSET: no cap */
+    int error_format;             /* oaip_error_format; OAIP_UNSET */
+    apr_interval_time_t connect_timeout;    /* OAIP_UNSET */
+    apr_interval_time_t first_byte_timeout; /* until the upstream's answer begins */
+    apr_interval_time_t idle_timeout;       /* silence allowed within an answer */
+    apr_interval_time_t heartbeat;          /* between SSE comments; 0: Off */
+    int max_tokens;                         /* OpenAIProxyMaxTokens; OAIP_UNSET: no cap */
     /* oaip_configured_limit; NULL: unset; empty: "none" */
     apr_array_header_t *rate_limits;
     apr_array_header_t *token_budgets;
@@ -67,11 +64,22 @@ void *oaip_merge_dir_conf(apr_pool_t *p, void *base, void *add);
 void *oaip_create_server_conf(apr_pool_t *p, server_rec *s);
 void *oaip_merge_server_conf(apr_pool_t *p, void *base, void *add);
 
-/* Effective values: what an unset field means. */
+/* Effective values: what an unset field means (the defaults, in one place). */
 const char *oaip_conf_upstream(const oaip_dir_conf *conf);
 apr_off_t oaip_conf_max_body(const oaip_dir_conf *conf);
 oaip_error_format oaip_conf_error_format(const oaip_dir_conf *conf);
-int oaip_conf_seconds(int value, int fallback);
+apr_interval_time_t oaip_conf_connect_timeout(const oaip_dir_conf *conf);
+apr_interval_time_t oaip_conf_first_byte_timeout(const oaip_dir_conf *conf);
+apr_interval_time_t oaip_conf_idle_timeout(const oaip_dir_conf *conf);
+apr_interval_time_t oaip_conf_heartbeat(const oaip_dir_conf *conf); /* 0: Off */
+int oaip_conf_max_tokens(const oaip_dir_conf *conf);                /* 0: no cap */
+int oaip_conf_allows_client_key(const oaip_dir_conf *conf);
+int oaip_conf_allows_credentials(const oaip_dir_conf *conf);
+int oaip_server_max_streams(const oaip_server_conf *conf); /* 0: no limit */
+int oaip_server_store_fails_closed(const oaip_server_conf *conf);
+
+/* The upstream's default in OpenAIProxyUpstream's help text. */
+#define OAIP_DEFAULT_UPSTREAM "https://api.openai.com/v1"
 
 /* check_config: refuses OpenAIProxyAllowCredentials On where the origins that
  * apply include "*" (server, virtual hosts, their <Location>/<Directory>). */

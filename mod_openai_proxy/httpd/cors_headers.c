@@ -43,7 +43,7 @@ int oaip_cors_apply(request_rec *r, const oaip_dir_conf *conf, const char *origi
                    OAIP_EXPOSED_HEADERS);
     /* never with "*", which browsers refuse with credentials anyway;
      * check_config already refused that configuration */
-    if (conf->allow_credentials == 1 && !any) {
+    if (oaip_conf_allows_credentials(conf) && !any) {
         apr_table_setn(r->err_headers_out, "Access-Control-Allow-Credentials", "true");
     }
     return 1;

@@ -16,12 +16,12 @@
 #include <http_request.h>
 #include <util_filter.h>
 
+#include "core/errors.h"
 #include "httpd/config.h"
 #include "httpd/cors_headers.h"
-#include "core/errors.h"
 #include "httpd/handler.h"
-#include "mod_openai_proxy.h"
 #include "httpd/request_record.h"
+#include "mod_openai_proxy.h"
 
 #define FILTER_NAME "OAIP_JSON_ERROR"
 

@@ -1,24 +1,24 @@
 #include "httpd/handler.h"
-#include "httpd/request_record.h"
-#include "core/header_check.h"
 
 #include <apr_strings.h>
 #include <http_core.h>
 #include <http_protocol.h>
 #include <http_request.h>
 
-#include "httpd/body.h"
-#include "httpd/config.h"
 #include "core/cors.h"
-#include "httpd/cors_headers.h"
 #include "core/endpoint.h"
-#include "mod_openai_proxy.h"
+#include "core/header_check.h"
 #include "core/multipart.h"
 #include "core/request.h"
+#include "engine/upstream.h"
+#include "httpd/body.h"
+#include "httpd/config.h"
+#include "httpd/cors_headers.h"
+#include "httpd/limits.h"
+#include "httpd/request_record.h"
 #include "httpd/stats.h"
 #include "httpd/streams.h"
-#include "engine/upstream.h"
-#include "httpd/limits.h"
+#include "mod_openai_proxy.h"
 
 #define POST_METHODS "POST, OPTIONS"
 #define GET_METHODS "GET, HEAD, OPTIONS"
@@ -150,7 +150,7 @@ static const char *choose_auth_line(request_rec *r, const oaip_dir_conf *conf,
     const char *key = apr_table_get(r->headers_in, "x-openai-key");
 
     *bad_client_key = 0;
-    if (conf->allow_client_key != 1 || key == NULL || *key == '\0') {
+    if (!oaip_conf_allows_client_key(conf) || key == NULL || *key == '\0') {
         key = conf->api_key;
     } else if (!oaip_header_value_visible(key)) {
         *bad_client_key = 1;
@@ -186,11 +186,11 @@ static int body_error(request_rec *r, const oaip_dir_conf *conf, int status)
 static void lower_token_limit(request_rec *r, const oaip_dir_conf *conf,
                               const oaip_endpoint *endpoint, oaip_chat_request *json)
 {
-    if (conf->max_tokens != OAIP_UNSET &&
-        oaip_chat_request_cap_tokens(r->pool, json, conf->max_tokens,
-                                     endpoint->limit_field)) {
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "token limit lowered to %d",
-                      conf->max_tokens);
+    int cap = oaip_conf_max_tokens(conf);
+
+    if (cap > 0 &&
+        oaip_chat_request_cap_tokens(r->pool, json, cap, endpoint->limit_field)) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "token limit lowered to %d", cap);
     }
 }
 

@@ -3,10 +3,10 @@
 #include <apr_atomic.h>
 #include <apr_strings.h>
 
-#include "httpd/counter_stores.h"
-#include "mod_openai_proxy.h"
-#include "httpd/stats.h"
 #include "core/token_estimate.h"
+#include "httpd/counter_stores.h"
+#include "httpd/stats.h"
+#include "mod_openai_proxy.h"
 
 /* A budget the check looked at, to be settled once the tokens are known:
  * what the request holds of it is `reserved` until then. */
@@ -75,7 +75,7 @@ static int fails_closed(request_rec *r)
     const oaip_server_conf *sconf =
         ap_get_module_config(r->server->module_config, &openai_proxy_module);
 
-    return sconf->store_fail_closed == 1;
+    return oaip_server_store_fails_closed(sconf);
 }
 
 static apr_status_t count(oaip_counter_client *store, const char *key, apr_int64_t delta,
@@ -187,8 +187,7 @@ static int check_budgets(request_rec *r, oaip_counter_client *store,
     return 1;
 }
 
-int oaip_limits_check(request_rec *r, const oaip_dir_conf *conf,
-                      oaip_refusal *refusal)
+int oaip_limits_check(request_rec *r, const oaip_dir_conf *conf, oaip_refusal *refusal)
 {
     oaip_counter_client *store;
     apr_time_t now;

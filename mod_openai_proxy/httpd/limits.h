@@ -5,16 +5,15 @@
 
 #include <httpd.h>
 
-#include "httpd/config.h"
 #include "core/errors.h"
 #include "engine/upstream.h"
+#include "httpd/config.h"
 #include "httpd/request_record.h"
 
 /* Before anything reaches the upstream: counts the request against every
  * rate limit and looks at every token budget of `conf`. Returns 1 when the
  * request may go on, else 0 with `refusal` filled in. */
-int oaip_limits_check(request_rec *r, const oaip_dir_conf *conf,
-                      oaip_refusal *refusal);
+int oaip_limits_check(request_rec *r, const oaip_dir_conf *conf, oaip_refusal *refusal);
 
 /* Once the body that goes upstream is known, before anything else may
  * refuse the request: reserves its worst case (token_estimate.h) in every

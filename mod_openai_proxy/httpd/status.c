@@ -1,14 +1,13 @@
 #include "httpd/status.h"
 
-#include "core/version.h"
-
 #include <apr_atomic.h>
 #include <apr_strings.h>
 #include <http_protocol.h>
 #include <jansson.h>
 
-#include "mod_openai_proxy.h"
+#include "core/version.h"
 #include "httpd/stats.h"
+#include "mod_openai_proxy.h"
 
 /* A copy of the shared block: values read once, rows of one model name
  * added together. */

@@ -41,7 +41,7 @@ apr_status_t oaip_streams_post_config(apr_pool_t *pconf, server_rec *s)
         oaip_server_conf *conf =
             ap_get_module_config(vs->module_config, &openai_proxy_module);
         conf->index = server_count++;
-        any_limit |= conf->max_streams > 0;
+        any_limit |= oaip_server_max_streams(conf) > 0;
     }
     rows = NULL;
     if (!any_limit) {
@@ -121,18 +121,18 @@ int oaip_streams_acquire(request_rec *r, oaip_refusal *refusal)
 {
     const oaip_server_conf *conf =
         ap_get_module_config(r->server->module_config, &openai_proxy_module);
+    int max = oaip_server_max_streams(conf);
     apr_uint32_t *counter;
 
-    if (conf->max_streams <= 0 || my_row == NULL || conf->index < 0 ||
-        conf->index >= server_count) {
+    if (max <= 0 || my_row == NULL || conf->index < 0 || conf->index >= server_count) {
         return 1;
     }
     /* count ourselves first, then look: two racing requests may both be
      * refused for the last slot, but the limit is never exceeded */
     counter = &my_row->counts[conf->index];
     apr_atomic_inc32(counter);
-    if (streams_open(conf->index, 0) > (apr_uint32_t)conf->max_streams &&
-        streams_open(conf->index, 1) > (apr_uint32_t)conf->max_streams) {
+    if (streams_open(conf->index, 0) > (apr_uint32_t)max &&
+        streams_open(conf->index, 1) > (apr_uint32_t)max) {
         apr_atomic_dec32(counter);
         refusal->kind = OAIP_ERR_TOO_MANY_STREAMS;
         refusal->detail = "Too many streams are open on this server; retry shortly";

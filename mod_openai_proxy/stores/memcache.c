@@ -2,13 +2,12 @@
  * the server; a counter that does not exist yet is created with add (which
  * only one process can win) and its expiry, then incremented. A negative
  * step (a budget's settlement) is a decr, which memcached stops at 0. */
-#include "stores/counters.h"
-
 #include <ap_mpm.h>
 #include <apr_memcache.h>
 #include <apr_strings.h>
 
 #include "mod_openai_proxy.h"
+#include "stores/counters.h"
 
 #define CONN_TTL apr_time_from_sec(60)
 

@@ -3,14 +3,13 @@
  * EXPIRE, and counters without an expiry would pile up in redis forever, so
  * this speaks the few lines of RESP it needs itself. Connections are pooled
  * per process (apr_reslist), one per thread at most. */
-#include "stores/counters.h"
-
 #include <ap_mpm.h>
 #include <apr_atomic.h>
 #include <apr_reslist.h>
 #include <apr_strings.h>
 
 #include "mod_openai_proxy.h"
+#include "stores/counters.h"
 
 #define IO_TIMEOUT apr_time_from_sec(2)
 #define RETRY_AFTER_FAILURE 1 /* seconds without connection attempts */

@@ -1,13 +1,12 @@
 /* The counter store of one machine: a fixed hash table in shared memory,
  * changed under a global mutex so that every process and thread sees each
  * increment exactly once. */
-#include "stores/counters.h"
-
 #include <apr_sha1.h>
 #include <apr_shm.h>
 #include <util_mutex.h>
 
 #include "mod_openai_proxy.h"
+#include "stores/counters.h"
 
 #define SLOTS 65536 /* 2.5 MiB: callers with a live window, over all limits */
 #define PROBES 64   /* slots looked at per key before the table counts as full */
