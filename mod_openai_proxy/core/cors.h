@@ -32,7 +32,6 @@ int oaip_origin_rules_any(const apr_array_header_t *rules);
  * preflight's Access-Control-Request-Headers, may be NULL), without duplicates. */
 const char *oaip_cors_allow_headers(apr_pool_t *p, const char *requested);
 
-#define OAIP_CORS_ALLOW_METHODS "POST, OPTIONS"
 #define OAIP_CORS_MAX_AGE "86400"
 
 #endif

@@ -2,11 +2,29 @@
 
 #include <apr_strings.h>
 #include <string.h>
+#include <strings.h>
 
 int oaip_is_tchar(char c)
 {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
            (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+int oaip_header_is_passed(const char *name, apr_size_t len)
+{
+    static const char *const exact[] = {"x-request-id", "openai-processing-ms",
+                                        "openai-version", "retry-after"};
+    apr_size_t i;
+
+    if (len > 12 && strncasecmp(name, "x-ratelimit-", 12) == 0) {
+        return 1;
+    }
+    for (i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
+        if (strlen(exact[i]) == len && strncasecmp(name, exact[i], len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 int oaip_header_name_valid(const char *name, apr_size_t len)

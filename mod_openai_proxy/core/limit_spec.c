@@ -1,5 +1,6 @@
 #include "core/limit_spec.h"
 
+#include <apr_escape.h>
 #include <apr_lib.h>
 #include <apr_sha1.h>
 #include <apr_strings.h>
@@ -139,24 +140,16 @@ apr_uint32_t oaip_limit_seconds_left(const oaip_limit *limit, apr_time_t now)
 const char *oaip_limit_key(apr_pool_t *p, char kind, const oaip_limit *limit,
                            apr_int64_t window, const char *scope, const char *caller)
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char digest[APR_SHA1_DIGESTSIZE];
-    char digest_hex[2 * APR_SHA1_DIGESTSIZE + 1];
     apr_sha1_ctx_t sha;
-    int i;
 
     /* the NUL between the two keeps "a"+"bc" apart from "ab"+"c" */
     apr_sha1_init(&sha);
     apr_sha1_update_binary(&sha, (const unsigned char *)scope, strlen(scope) + 1);
     apr_sha1_update_binary(&sha, (const unsigned char *)caller, strlen(caller));
     apr_sha1_final(digest, &sha);
-    for (i = 0; i < APR_SHA1_DIGESTSIZE; i++) {
-        digest_hex[2 * i] = hex[digest[i] >> 4];
-        digest_hex[2 * i + 1] = hex[digest[i] & 15];
-    }
-    digest_hex[2 * APR_SHA1_DIGESTSIZE] = '\0';
     return apr_psprintf(p, "oaip:%c:%u:%" APR_INT64_T_FMT ":%s", kind, limit->period,
-                        window, digest_hex);
+                        window, apr_pescape_hex(p, digest, sizeof(digest), 0));
 }
 
 /* A host name or address (IPv6 without its brackets): apr_uri_parse lets

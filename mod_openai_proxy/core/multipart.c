@@ -1,5 +1,6 @@
 #include "core/multipart.h"
 
+#include <apr_escape.h>
 #include <apr_lib.h>
 #include <apr_strings.h>
 #include <stdlib.h>
@@ -127,23 +128,14 @@ static const char *param_value(apr_pool_t *p, const char **s, const char *end)
 static const char *extended_value(apr_pool_t *p, const char *v)
 {
     const char *q = strchr(v, '\'');
-    char *out, *o;
+    const char *decoded;
 
     if (q == NULL || (q = strchr(q + 1, '\'')) == NULL) {
         return v;
     }
-    out = o = apr_pstrdup(p, q + 1);
-    for (q++; *q; q++) {
-        if (*q == '%' && apr_isxdigit(q[1]) && apr_isxdigit(q[2])) {
-            char hex[3] = {q[1], q[2], '\0'};
-            *o++ = (char)strtol(hex, NULL, 16);
-            q += 2;
-        } else {
-            *o++ = *q;
-        }
-    }
-    *o = '\0';
-    return out;
+    /* a broken escape leaves the value as written: it names no field then */
+    decoded = apr_punescape_url(p, q + 1, NULL, NULL, 0);
+    return decoded ? decoded : q + 1;
 }
 
 /* The names and file name of one Content-Disposition value: `name`,

@@ -221,7 +221,7 @@ static apr_size_t closing_brace(const char *body, apr_size_t len)
 /* Builds the upstream body: the client's bytes up to the closing brace, then
  * the defaults that apply, then the brace. */
 static void build_body(apr_pool_t *p, const char *body, apr_size_t len, json_t *object,
-                       const apr_array_header_t *defaults, oaip_chat_request *out)
+                       const apr_array_header_t *defaults, oaip_json_request *out)
 {
     apr_size_t close, extra = 0, at;
     char *text;
@@ -306,7 +306,7 @@ static json_t *parse_object(apr_pool_t *p, const char *body, apr_size_t len,
 }
 
 int oaip_json_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
-                              oaip_chat_request *out, oaip_error_kind *kind,
+                              oaip_json_request *out, oaip_error_kind *kind,
                               const char **detail)
 {
     json_t *object = parse_object(p, body, len, "", kind, detail);
@@ -332,10 +332,10 @@ int oaip_json_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
     return 1;
 }
 
-int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
-                              const apr_array_header_t *configured,
-                              oaip_chat_request *out, oaip_error_kind *kind,
-                              const char **detail)
+int oaip_json_request_prepare_chat(apr_pool_t *p, const char *body, apr_size_t len,
+                                   const apr_array_header_t *configured,
+                                   oaip_json_request *out, oaip_error_kind *kind,
+                                   const char **detail)
 {
     apr_array_header_t *defaults;
     json_t *object, *messages, *stream, *model;
@@ -383,7 +383,7 @@ static int exceeds(json_t *value, json_int_t cap)
 }
 
 /* Re-encodes a request whose JSON was changed. */
-static void replace_body(apr_pool_t *p, oaip_chat_request *req, json_t *object)
+static void replace_body(apr_pool_t *p, oaip_json_request *req, json_t *object)
 {
     /* 17 digits: every number keeps its exact double value */
     char *text = json_dumps(object, JSON_COMPACT | JSON_REAL_PRECISION(17));
@@ -395,7 +395,7 @@ static void replace_body(apr_pool_t *p, oaip_chat_request *req, json_t *object)
     }
 }
 
-int oaip_chat_request_cap_tokens(apr_pool_t *p, oaip_chat_request *req, json_int_t cap,
+int oaip_json_request_cap_tokens(apr_pool_t *p, oaip_json_request *req, json_int_t cap,
                                  const char *missing_field)
 {
     /* chat and completions name it max_tokens or max_completion_tokens,
@@ -426,7 +426,7 @@ int oaip_chat_request_cap_tokens(apr_pool_t *p, oaip_chat_request *req, json_int
     return changed;
 }
 
-int oaip_chat_request_ask_usage(apr_pool_t *p, oaip_chat_request *req)
+int oaip_json_request_ask_usage(apr_pool_t *p, oaip_json_request *req)
 {
     static const char addition[] = ",\"stream_options\":{\"include_usage\":true}}";
     json_t *object, *options;

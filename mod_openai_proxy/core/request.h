@@ -1,4 +1,5 @@
-/* Chat Completions request validation and defaults (core: APR + jansson). */
+/* JSON request bodies: validation, defaults and the limits the proxy writes
+ * into them (core: APR + jansson). */
 #ifndef OAIP_REQUEST_H
 #define OAIP_REQUEST_H
 
@@ -15,7 +16,8 @@ typedef struct {
     const char *json;
 } oaip_default;
 
-/* What the handler needs to know about a validated request. */
+/* A validated JSON request body, for any JSON endpoint, and what the
+ * handler needs to know about it. */
 typedef struct {
     const char *body; /* the body to send upstream */
     apr_size_t body_len;
@@ -23,7 +25,7 @@ typedef struct {
     const char *model;      /* after defaults; NULL when not a string */
     int usage_added;        /* the proxy asked for the stream's usage chunk */
     int has_stream_options; /* the body has stream_options (client's or default) */
-} oaip_chat_request;
+} oaip_json_request;
 
 /* Validates a client body and applies defaults: the built-in ones (model,
  * temperature, max_tokens, stream) as overridden or removed by `configured`
@@ -31,10 +33,10 @@ typedef struct {
  * did not send the field. The client's own bytes are kept as they are; the
  * defaults are appended to the object. On failure returns the error kind and
  * sets *detail to a sentence for the client. */
-int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
-                              const apr_array_header_t *configured,
-                              oaip_chat_request *out, oaip_error_kind *kind,
-                              const char **detail);
+int oaip_json_request_prepare_chat(apr_pool_t *p, const char *body, apr_size_t len,
+                                   const apr_array_header_t *configured,
+                                   oaip_json_request *out, oaip_error_kind *kind,
+                                   const char **detail);
 
 /* Checks a body for an endpoint other than Chat Completions: a JSON object,
  * forwarded as it is. Notes its model (NULL when not a string) and its
@@ -42,7 +44,7 @@ int oaip_chat_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
  * does not know to stream). Same errors as for chat, without the messages
  * check. */
 int oaip_json_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
-                              oaip_chat_request *out, oaip_error_kind *kind,
+                              oaip_json_request *out, oaip_error_kind *kind,
                               const char **detail);
 
 /* OpenAIProxyMaxTokens: lowers max_tokens, max_completion_tokens and
@@ -51,14 +53,14 @@ int oaip_json_request_prepare(apr_pool_t *p, const char *body, apr_size_t len,
  * is not NULL (an endpoint whose upstream default is "no limit"), writes
  * the cap there. The body is re-encoded only when it changes. Returns 1
  * when it did. */
-int oaip_chat_request_cap_tokens(apr_pool_t *p, oaip_chat_request *req, json_int_t cap,
+int oaip_json_request_cap_tokens(apr_pool_t *p, oaip_json_request *req, json_int_t cap,
                                  const char *missing_field);
 
 /* For a stream request: asks the upstream for the usage chunk
  * (stream_options.include_usage) when the client did not, whatever its
  * stream_options said (absent, null, include_usage false or null). Returns
  * 1 when it added it, so that the relay hides that chunk from the client. */
-int oaip_chat_request_ask_usage(apr_pool_t *p, oaip_chat_request *req);
+int oaip_json_request_ask_usage(apr_pool_t *p, oaip_json_request *req);
 
 /* Parses an OpenAIProxyDefault value: JSON, or a bare word taken as a string
  * (so `OpenAIProxyDefault model gpt-4o-mini` works), or "none". Sets *json to

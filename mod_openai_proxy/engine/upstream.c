@@ -118,23 +118,6 @@ static struct curl_slist *request_headers(apr_pool_t *pool,
     return list;
 }
 
-static int is_passed_header(const char *name, apr_size_t len)
-{
-    static const char *const exact[] = {"x-request-id", "openai-processing-ms",
-                                        "openai-version", "retry-after"};
-    apr_size_t i;
-
-    if (len > 12 && strncasecmp(name, "x-ratelimit-", 12) == 0) {
-        return 1;
-    }
-    for (i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
-        if (strlen(exact[i]) == len && strncasecmp(name, exact[i], len) == 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 static const char *masked_copy(exchange *x, const char *value, apr_size_t len)
 {
     char *copy = apr_pstrmemdup(x->r->pool, value, len);
@@ -224,7 +207,7 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
         }
         x->content_type = masked_copy(x, value, (apr_size_t)(end - value));
         x->last_field = FIELD_CONTENT_TYPE;
-    } else if (is_passed_header(line, name_len)) {
+    } else if (oaip_header_is_passed(line, name_len)) {
         x->last_field_name = apr_pstrmemdup(x->r->pool, line, name_len);
         if (!valid || !oaip_header_name_valid(line, name_len)) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, x->r,

@@ -43,11 +43,4 @@ void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
                            const oaip_upstream_request *req,
                            oaip_upstream_outcome *outcome);
 
-/* Response headers of the upstream that reach the client (lower case). */
-#define OAIP_EXPOSED_HEADERS                                                             \
-    "x-request-id, openai-processing-ms, openai-version, x-ratelimit-limit-requests, "   \
-    "x-ratelimit-limit-tokens, x-ratelimit-remaining-requests, "                         \
-    "x-ratelimit-remaining-tokens, x-ratelimit-reset-requests, "                         \
-    "x-ratelimit-reset-tokens, retry-after"
-
 #endif

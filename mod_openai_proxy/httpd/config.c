@@ -10,6 +10,7 @@
 
 #include "core/cors.h"
 #include "core/endpoint.h"
+#include "core/upstream_url.h"
 #include "core/header_check.h"
 #include "core/request.h"
 #include "core/values.h"

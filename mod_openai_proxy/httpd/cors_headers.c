@@ -4,7 +4,7 @@
 #include <http_protocol.h>
 
 #include "core/cors.h"
-#include "engine/upstream.h"
+#include "core/header_check.h"
 
 /* A browser sends Origin on same-origin POSTs too: a page served by this
  * virtual host under its ServerName needs no allow-list entry. The name is

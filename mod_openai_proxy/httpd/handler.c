@@ -7,6 +7,7 @@
 
 #include "core/cors.h"
 #include "core/endpoint.h"
+#include "core/upstream_url.h"
 #include "core/header_check.h"
 #include "core/multipart.h"
 #include "core/request.h"
@@ -184,12 +185,12 @@ static int body_error(request_rec *r, const oaip_dir_conf *conf, int status)
  * written into the bodies of endpoints that generate tokens when they name
  * none. */
 static void lower_token_limit(request_rec *r, const oaip_dir_conf *conf,
-                              const oaip_endpoint *endpoint, oaip_chat_request *json)
+                              const oaip_endpoint *endpoint, oaip_json_request *json)
 {
     int cap = oaip_conf_max_tokens(conf);
 
     if (cap > 0 &&
-        oaip_chat_request_cap_tokens(r->pool, json, cap, endpoint->limit_field)) {
+        oaip_json_request_cap_tokens(r->pool, json, cap, endpoint->limit_field)) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "token limit lowered to %d", cap);
     }
 }
@@ -197,16 +198,16 @@ static void lower_token_limit(request_rec *r, const oaip_dir_conf *conf,
 /* Usage is counted for every stream that reports it only when asked; the
  * client sees the usage chunk only if it asked for it. */
 static void ask_usage(request_rec *r, const oaip_endpoint *endpoint,
-                      oaip_chat_request *json, oaip_upstream_request *req)
+                      oaip_json_request *json, oaip_upstream_request *req)
 {
     if (endpoint->asks_usage) {
-        oaip_chat_request_ask_usage(r->pool, json);
+        oaip_json_request_ask_usage(r->pool, json);
         req->hide_usage = json->usage_added;
     }
 }
 
 /* The prepared JSON body is what goes upstream. */
-static void send_json(oaip_upstream_request *req, const oaip_chat_request *json)
+static void send_json(oaip_upstream_request *req, const oaip_json_request *json)
 {
     req->content_type = "application/json";
     req->body = json->body;
@@ -221,12 +222,12 @@ static int prepare_chat(request_rec *r, const oaip_dir_conf *conf,
                         const oaip_endpoint *endpoint, const char *body, apr_size_t len,
                         oaip_upstream_request *req)
 {
-    oaip_chat_request chat;
+    oaip_json_request chat;
     oaip_error_kind kind;
     const char *detail;
 
-    if (!oaip_chat_request_prepare(r->pool, body, len, conf->defaults, &chat, &kind,
-                                   &detail)) {
+    if (!oaip_json_request_prepare_chat(r->pool, body, len, conf->defaults, &chat, &kind,
+                                        &detail)) {
         send_error(r, conf, kind, detail);
         return 0;
     }
@@ -241,7 +242,7 @@ static int prepare_json(request_rec *r, const oaip_dir_conf *conf,
                         const oaip_endpoint *endpoint, const char *body, apr_size_t len,
                         oaip_upstream_request *req)
 {
-    oaip_chat_request json;
+    oaip_json_request json;
     oaip_error_kind kind;
     const char *detail;
 

@@ -3,6 +3,7 @@
 #include <apr_atomic.h>
 #include <apr_strings.h>
 #include <http_protocol.h>
+#include <util_script.h>
 #include <jansson.h>
 
 #include "core/version.h"
@@ -279,11 +280,12 @@ static void render_prometheus(request_rec *r, const snapshot *snap)
 
 static int wants_prometheus(request_rec *r)
 {
-    const char *q = r->args;
+    apr_table_t *args;
+    const char *format;
 
-    return q != NULL && (strcmp(q, "format=prometheus") == 0 ||
-                         ap_strstr_c(q, "format=prometheus&") == q ||
-                         ap_strstr_c(q, "&format=prometheus") != NULL);
+    ap_args_to_table(r, &args);
+    format = apr_table_get(args, "format");
+    return format != NULL && strcmp(format, "prometheus") == 0;
 }
 
 int oaip_status_handler(request_rec *r)

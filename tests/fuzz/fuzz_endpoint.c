@@ -18,6 +18,7 @@
 #include <apr_tables.h>
 
 #include "core/endpoint.h"
+#include "core/upstream_url.h"
 
 static const char *const all_patterns[] = {
     "chat/completions",     "completions",        "responses",    "embeddings",

@@ -163,7 +163,7 @@ static void check_default(apr_pool_t *p, const char *arg)
     static const char body[] = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
     const char *space = strchr(arg, ' '), *name, *value, *json = "unset", *err, *detail;
     apr_array_header_t *defaults = apr_array_make(p, 1, sizeof(oaip_default));
-    oaip_chat_request req;
+    oaip_json_request req;
     oaip_error_kind kind;
     json_t *parsed, *prepared;
 
@@ -182,8 +182,8 @@ static void check_default(apr_pool_t *p, const char *arg)
         FUZZ_CHECK(strcmp(value, "none") == 0, "\"%s\" read as none", value);
     }
     oaip_defaults_set(defaults, name, json);
-    FUZZ_CHECK(oaip_chat_request_prepare(p, body, sizeof(body) - 1, defaults, &req, &kind,
-                                         &detail),
+    FUZZ_CHECK(oaip_json_request_prepare_chat(p, body, sizeof(body) - 1, defaults, &req,
+                                              &kind, &detail),
                "a valid request refused with the default %s %s", name, value);
     prepared = fuzz_json(req.body, req.body_len, JSON_REJECT_DUPLICATES);
     FUZZ_CHECK(json_is_object(prepared), "default %s %s makes invalid JSON: %s", name,

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/endpoint.h"
+#include "core/upstream_url.h"
 #include "core/multipart.h"
 
 static apr_array_header_t *enabled(apr_pool_t *p, const char *const *patterns)
