@@ -1,4 +1,5 @@
-/* Directives and per-directory configuration. */
+/* The configuration: per directory and per virtual host, created, merged
+ * and read through the getters (the directives: httpd/directives.c). */
 #ifndef OAIP_CONFIG_H
 #define OAIP_CONFIG_H
 

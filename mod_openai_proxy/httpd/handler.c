@@ -216,28 +216,9 @@ static void send_json(oaip_upstream_request *req, const oaip_json_request *json)
     req->stream = json->stream;
 }
 
-/* Chat Completions: validated, with defaults, the token cap and the usage
- * chunk asked for. Returns 0 after answering an error. */
-static int prepare_chat(request_rec *r, const oaip_dir_conf *conf,
-                        const oaip_endpoint *endpoint, const char *body, apr_size_t len,
-                        oaip_upstream_request *req)
-{
-    oaip_json_request chat;
-    oaip_error_kind kind;
-    const char *detail;
-
-    if (!oaip_json_request_prepare_chat(r->pool, body, len, conf->defaults, &chat, &kind,
-                                        &detail)) {
-        send_error(r, conf, kind, detail);
-        return 0;
-    }
-    lower_token_limit(r, conf, endpoint, &chat);
-    ask_usage(r, endpoint, &chat, req);
-    send_json(req, &chat);
-    return 1;
-}
-
-/* Other JSON endpoints: a JSON object, forwarded as it is. */
+/* A JSON body: validated (Chat Completions: its messages, with the
+ * defaults), then the token cap and the usage chunk asked for. Returns 0
+ * after answering an error. */
 static int prepare_json(request_rec *r, const oaip_dir_conf *conf,
                         const oaip_endpoint *endpoint, const char *body, apr_size_t len,
                         oaip_upstream_request *req)
@@ -245,8 +226,13 @@ static int prepare_json(request_rec *r, const oaip_dir_conf *conf,
     oaip_json_request json;
     oaip_error_kind kind;
     const char *detail;
+    int valid =
+        endpoint->body == OAIP_BODY_CHAT
+            ? oaip_json_request_prepare_chat(r->pool, body, len, conf->defaults, &json,
+                                             &kind, &detail)
+            : oaip_json_request_prepare(r->pool, body, len, &json, &kind, &detail);
 
-    if (!oaip_json_request_prepare(r->pool, body, len, &json, &kind, &detail)) {
+    if (!valid) {
         send_error(r, conf, kind, detail);
         return 0;
     }
@@ -334,8 +320,6 @@ static int proxy(request_rec *r, const oaip_dir_conf *conf, const oaip_endpoint 
     }
     switch (endpoint->body) {
     case OAIP_BODY_CHAT:
-        prepared = prepare_chat(r, conf, endpoint, body, len, &req);
-        break;
     case OAIP_BODY_JSON:
         prepared = prepare_json(r, conf, endpoint, body, len, &req);
         break;
