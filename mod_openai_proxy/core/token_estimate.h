@@ -1,6 +1,6 @@
 /* What a request may cost before it runs, and what an answer without a
  * usage report cost, in tokens (core: APR + jansson). Token budgets reserve
- * the first and charge the second; see README "Token budgets". */
+ * the first and charge the second; see README "OpenAIProxyTokenBudget". */
 #ifndef OAIP_TOKEN_ESTIMATE_H
 #define OAIP_TOKEN_ESTIMATE_H
 
