@@ -9,9 +9,10 @@
   declaration every glue file needs, is a unit of its own and includes no
   other file of the module.
 
-Run from anywhere: python3 build/check_layers.py. Exit 1 with one line per
+Run from anywhere: python3 build/check_layers.py [--root CHECKOUT]. Exit 1 with one line per
 problem.
 """
+import argparse
 import os
 import re
 import sys
@@ -38,6 +39,12 @@ def unit_of(rel):
 
 
 def main():
+    global ROOT
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", help="the checkout to check (default: this one)")
+    args = parser.parse_args()
+    if args.root:
+        ROOT = os.path.join(os.path.abspath(args.root), "mod_openai_proxy")
     problems = []
     files = list(sources())
     known = set(files)
