@@ -63,7 +63,7 @@ def test_first_byte_timeout_is_504_json(own_httpd, mock, error_log):
 def test_first_byte_timeout_in_milliseconds(own_httpd, mock, error_log):
     # httpd's time syntax: a timeout below a second is kept as written
     error_log.allow("upstream request failed")
-    _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyFirstByteTimeout 700ms"))
+    _, client = own_httpd(proxy_location(mock, "OpenAIProxyFirstByteTimeout 700ms"))
     resp = client.post("/v1", {"messages": MESSAGES, "mock": SILENT_UNTIL_HUNG_UP})
     assert resp.status == 504
     assert resp.json()["message"] == "The upstream API did not answer within 700 ms"
