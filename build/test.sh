@@ -10,6 +10,11 @@ cd "$(dirname "$0")/.."
 
 bash build/deps.sh test
 
+echo "== layers: the core free of httpd and curl, no include cycle"
+/usr/bin/python3 build/check_layers.py
+echo "== docs: every directive in README with its context; config create/merge complete"
+/usr/bin/python3 build/check_docs.py
+
 echo "== build"
 make -f Makefile.apxs clean >/dev/null
 if [[ ${OAIP_ASAN:-0} == 1 ]]; then

@@ -6,16 +6,17 @@
 #include <http_protocol.h>
 #include <http_request.h>
 
-#include "config.h"
-#include "counters.h"
-#include "error_pages.h"
-#include "handler.h"
-#include "preflight.h"
-#include "usage_limits.h"
-#include "stats.h"
-#include "status.h"
-#include "streams.h"
-#include "upstream.h"
+#include "engine/upstream.h"
+#include "httpd/config.h"
+#include "httpd/counter_stores.h"
+#include "httpd/error_pages.h"
+#include "httpd/handler.h"
+#include "httpd/limits.h"
+#include "httpd/preflight.h"
+#include "httpd/request_record.h"
+#include "httpd/stats.h"
+#include "httpd/status.h"
+#include "httpd/streams.h"
 
 static int oaip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
@@ -33,7 +34,7 @@ static int oaip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     if (oaip_upstream_global_init(pconf, s) != APR_SUCCESS ||
         oaip_streams_post_config(pconf, s) != APR_SUCCESS ||
         oaip_stats_post_config(pconf, s) != APR_SUCCESS ||
-        oaip_counters_post_config(pconf, s) != APR_SUCCESS) {
+        oaip_counter_stores_post_config(pconf, s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     return OK;
@@ -43,24 +44,32 @@ static void oaip_child_init(apr_pool_t *pchild, server_rec *s)
 {
     oaip_upstream_child_init(pchild, s);
     oaip_streams_child_init(pchild, s);
-    oaip_counters_child_init(pchild, s);
+    oaip_counter_stores_child_init(pchild, s);
 }
 
-/* After the answer: what the request cost (token budgets) and how it went
- * (the status page). The handler ran for `r` or, after an internal
- * redirect, for a later request of the chain. */
+/* After the answer, before mod_log_config writes its line: the record of
+ * each request of the chain as notes for the access log; for the one the
+ * handler served (`r` or, after an internal redirect, a later request of
+ * the chain), what it cost (token budgets) and how it went (the status
+ * page). */
 static int oaip_log_transaction(request_rec *r)
 {
-    request_rec *ours, *last = r;
+    request_rec *one, *last = r;
+    int counted = 0;
 
     while (last->next != NULL) {
         last = last->next;
     }
-    for (ours = r; ours != NULL; ours = ours->next) {
-        if (oaip_request_state_get(ours, 0) != NULL) {
-            oaip_limits_charge(ours);
-            oaip_stats_request_end(ours, last);
-            break;
+    for (one = r; one != NULL; one = one->next) {
+        oaip_request_record *record = oaip_request_record_find(one);
+        if (record == NULL) {
+            continue;
+        }
+        oaip_request_record_notes(one, record);
+        if (record->served && !counted) {
+            counted = 1;
+            oaip_limits_charge(one, record);
+            oaip_stats_request_end(one, record, last);
         }
     }
     return DECLINED;
@@ -80,7 +89,7 @@ static void oaip_register_hooks(apr_pool_t *p)
     ap_hook_insert_error_filter(oaip_error_pages_insert, NULL, NULL, APR_HOOK_MIDDLE);
     oaip_error_pages_register(p);
     ap_hook_handler(oaip_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_log_transaction(oaip_log_transaction, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_log_transaction(oaip_log_transaction, NULL, NULL, APR_HOOK_FIRST);
 }
 
 AP_DECLARE_MODULE(openai_proxy) = {

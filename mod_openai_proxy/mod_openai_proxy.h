@@ -1,4 +1,5 @@
-/* Shared by the httpd glue files: the module record and its log index. */
+/* The module record and its log index, for the files that talk to httpd
+ * (LogLevel openai_proxy:debug). Nothing else belongs here. */
 #ifndef MOD_OPENAI_PROXY_H
 #define MOD_OPENAI_PROXY_H
 
@@ -12,27 +13,5 @@ extern module AP_MODULE_DECLARE_DATA openai_proxy_module;
 #ifndef OAIP_MODULE_RECORD_FILE
 APLOG_USE_MODULE(openai_proxy);
 #endif
-
-#define OAIP_HANDLER_NAME "openai-proxy"
-
-/* What the module keeps about one request it handles (r->request_config),
- * for the accounting done after the answer. */
-typedef struct {
-    apr_array_header_t *budget_charges; /* limits.c: budgets to charge */
-    struct oaip_counter_client *store;  /* where those budgets are counted */
-} oaip_request_state;
-
-static APR_INLINE oaip_request_state *oaip_request_state_get(request_rec *r, int create)
-{
-    oaip_request_state *state =
-        ap_get_module_config(r->request_config, &openai_proxy_module);
-
-    if (state == NULL && create) {
-        state = apr_pcalloc(r->pool, sizeof(*state));
-        ap_set_module_config(r->request_config, &openai_proxy_module, state);
-    }
-    return state;
-}
-#define OAIP_VERSION "0.1.0"
 
 #endif

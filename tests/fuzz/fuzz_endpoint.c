@@ -17,7 +17,8 @@
 #include <apr_strings.h>
 #include <apr_tables.h>
 
-#include "endpoint.h"
+#include "core/endpoint.h"
+#include "core/upstream_url.h"
 
 static const char *const all_patterns[] = {
     "chat/completions",     "completions",        "responses",    "embeddings",

@@ -17,7 +17,7 @@
 
 #include <apr_strings.h>
 
-#include "multipart.h"
+#include "core/multipart.h"
 
 static const char *memfind(const char *hay, size_t len, const char *needle, size_t n)
 {

@@ -17,7 +17,7 @@
 #include <apr_tables.h>
 #include <strings.h>
 
-#include "cors.h"
+#include "core/cors.h"
 
 #define FIXED_HEADERS "Content-Type, Authorization, x-openai-key"
 

@@ -1,5 +1,5 @@
 /* Fuzzes the Chat Completions request path of the core: validation and
- * defaults (oaip_chat_request_prepare) under several sets of configured
+ * defaults (oaip_json_request_prepare_chat) under several sets of configured
  * defaults, then OpenAIProxyMaxTokens (cap_tokens) and the stream usage
  * request (ask_usage) on every accepted body, as the handler chains them;
  * and the check of other JSON endpoints' bodies (oaip_json_request_prepare).
@@ -17,8 +17,8 @@
  * completions), whatever stream_options said, and for no other. */
 #include "fuzz.h"
 
-#include "errors.h"
-#include "request.h"
+#include "core/errors.h"
+#include "core/request.h"
 
 #define CAP 1000
 
@@ -132,7 +132,7 @@ static void check_kept(json_t *before, json_t *after, const char *skip1,
     }
 }
 
-static json_t *parse_body(const oaip_chat_request *req, const char *what)
+static json_t *parse_body(const oaip_json_request *req, const char *what)
 {
     json_t *object;
 
@@ -144,7 +144,7 @@ static json_t *parse_body(const oaip_chat_request *req, const char *what)
 }
 
 static void check_prepared(const char *input, size_t len, const apr_array_header_t *conf,
-                           json_t *client, const oaip_chat_request *req)
+                           json_t *client, const oaip_json_request *req)
 {
     json_t *prepared = parse_body(req, "prepare"), *value, *stream, *model;
     const char *key;
@@ -320,7 +320,7 @@ static void check_bad_request(const char *input, size_t size, oaip_error_kind ki
     json_decref(object);
 }
 
-static void check_cap_tokens(apr_pool_t *p, oaip_chat_request *req, const char *missing)
+static void check_cap_tokens(apr_pool_t *p, oaip_json_request *req, const char *missing)
 {
     json_t *before = parse_body(req, "before cap"), *after, *value;
     const char *old_body = req->body, *key;
@@ -332,7 +332,7 @@ static void check_cap_tokens(apr_pool_t *p, oaip_chat_request *req, const char *
         present |= json_object_get(before, capped_fields[i]) != NULL;
     }
     expect |= (!present && missing != NULL);
-    changed = oaip_chat_request_cap_tokens(p, req, CAP, missing);
+    changed = oaip_json_request_cap_tokens(p, req, CAP, missing);
     FUZZ_CHECK(changed == expect, "cap_tokens returned %d, expected %d", changed, expect);
     if (!changed) {
         FUZZ_CHECK(req->body == old_body, "an unchanged body was re-encoded");
@@ -361,12 +361,12 @@ static void check_cap_tokens(apr_pool_t *p, oaip_chat_request *req, const char *
     json_decref(after);
 }
 
-static void check_ask_usage(apr_pool_t *p, oaip_chat_request *req)
+static void check_ask_usage(apr_pool_t *p, oaip_json_request *req)
 {
     json_t *before = parse_body(req, "before ask_usage"), *after, *options;
     json_t *old_options = json_object_get(before, "stream_options");
     const char *old_body = req->body;
-    int added = oaip_chat_request_ask_usage(p, req);
+    int added = oaip_json_request_ask_usage(p, req);
 
     after = parse_body(req, "ask_usage");
     options = json_object_get(after, "stream_options");
@@ -391,7 +391,7 @@ static void check_ask_usage(apr_pool_t *p, oaip_chat_request *req)
  * model and stream are noted. */
 static void check_json_endpoint(apr_pool_t *p, const char *input, size_t size)
 {
-    oaip_chat_request req;
+    oaip_json_request req;
     oaip_error_kind kind = OAIP_ERR__COUNT;
     const char *detail = NULL;
     json_t *object, *model;
@@ -429,14 +429,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_json_endpoint(p, input, size);
 
     for (i = 0; i < N_ELEMS(default_sets); i++) {
-        oaip_chat_request req;
+        oaip_json_request req;
         oaip_error_kind kind = OAIP_ERR__COUNT;
         const char *detail = NULL;
         json_t *client;
 
         memset(&req, 0, sizeof(req));
-        if (!oaip_chat_request_prepare(p, input, size, default_sets[i], &req, &kind,
-                                       &detail)) {
+        if (!oaip_json_request_prepare_chat(p, input, size, default_sets[i], &req, &kind,
+                                            &detail)) {
             check_refusal(p, kind, detail);
             check_bad_request(input, size, kind);
             continue;

@@ -13,7 +13,7 @@
  * masks a C string as apply does. */
 #include "fuzz.h"
 
-#include "secret_mask.h"
+#include "core/secret_mask.h"
 
 static char *take_secret(apr_pool_t *p, const uint8_t **data, size_t *size, size_t len)
 {

@@ -18,7 +18,7 @@
 #include <apr_strings.h>
 #include <apr_tables.h>
 
-#include "sse.h"
+#include "core/sse.h"
 
 /* The fuzz build lowers the reader's limit (run.sh: -DOAIP_SSE_MAX_EVENT_DATA)
  * so that short inputs reach the overflow paths. */

@@ -14,7 +14,7 @@
  * length (decoded JSON strings are never longer than their text). */
 #include "fuzz.h"
 
-#include "token_estimate.h"
+#include "core/token_estimate.h"
 
 static apr_int64_t named_limit(const uint8_t *data, size_t size)
 {

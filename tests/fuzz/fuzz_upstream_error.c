@@ -10,7 +10,7 @@
  * error object is kept as it was; a detail is kept (or made valid UTF-8). */
 #include "fuzz.h"
 
-#include "errors.h"
+#include "core/errors.h"
 
 static json_t *check_event(const char *event)
 {
@@ -91,7 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_message(json_object_get(parsed, "error"), detail);
     json_decref(parsed);
 
-    text = oaip_error_body(p, OAIP_ERRFMT_SEED, (oaip_error_kind)kind, detail);
+    text = oaip_error_body(p, OAIP_ERRFMT_WORKER, (oaip_error_kind)kind, detail);
     parsed = fuzz_json(text, strlen(text), JSON_REJECT_DUPLICATES);
     FUZZ_CHECK(json_is_object(parsed) && json_is_string(json_object_get(parsed, "error")),
                "seed error body is no JSON error: %s", text);

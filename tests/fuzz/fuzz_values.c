@@ -23,10 +23,10 @@
 #include <apr_tables.h>
 #include <strings.h>
 
-#include "errors.h"
-#include "limit_spec.h"
-#include "request.h"
-#include "values.h"
+#include "core/errors.h"
+#include "core/limit_spec.h"
+#include "core/request.h"
+#include "core/values.h"
 
 #define ONE_G ((apr_off_t)1024 * 1024 * 1024)
 
@@ -93,14 +93,14 @@ static void check_count(const char *arg, int max)
                ok ? "accepted" : "refused");
     FUZZ_CHECK(ok ? value == (int)expect : value == -7, "count \"%s\" read as %d", arg,
                value);
-    value = -7;
-    ok = oaip_value_count_or_off(arg, max, &value);
-    if (strcasecmp(arg, "off") == 0) {
-        FUZZ_CHECK(ok && value == 0, "Off refused");
-    } else {
-        FUZZ_CHECK(ok == ok_ref && (!ok || value == (int)expect), "count or Off \"%s\"",
-                   arg);
-    }
+    /* a time is digits and one of the units; ap_timeout_parameter_parse
+     * reads the number with strtoll, so at most 12 digits */
+    ok = oaip_value_time_shape(arg);
+    ok_ref =
+        apr_isdigit(arg[0]) && digits > 0 && digits <= 12 &&
+        (strcmp(rest, "") == 0 || strcmp(rest, "ms") == 0 || strcmp(rest, "s") == 0 ||
+         strcmp(rest, "min") == 0 || strcmp(rest, "h") == 0);
+    FUZZ_CHECK(ok == ok_ref, "time \"%s\": %s", arg, ok ? "accepted" : "refused");
 }
 
 static void check_words(apr_pool_t *p, const char *arg)
@@ -111,7 +111,7 @@ static void check_words(apr_pool_t *p, const char *arg)
     char *copy = apr_pstrdup(p, arg), *trimmed = oaip_value_trim(copy);
 
     if (oaip_value_error_format(arg, &format)) {
-        FUZZ_CHECK((format == OAIP_ERRFMT_SEED && strcasecmp(arg, "seed") == 0) ||
+        FUZZ_CHECK((format == OAIP_ERRFMT_WORKER && strcasecmp(arg, "seed") == 0) ||
                        (format == OAIP_ERRFMT_OPENAI && strcasecmp(arg, "openai") == 0),
                    "error format \"%s\" read as %d", arg, format);
     } else {
@@ -163,7 +163,7 @@ static void check_default(apr_pool_t *p, const char *arg)
     static const char body[] = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
     const char *space = strchr(arg, ' '), *name, *value, *json = "unset", *err, *detail;
     apr_array_header_t *defaults = apr_array_make(p, 1, sizeof(oaip_default));
-    oaip_chat_request req;
+    oaip_json_request req;
     oaip_error_kind kind;
     json_t *parsed, *prepared;
 
@@ -182,8 +182,8 @@ static void check_default(apr_pool_t *p, const char *arg)
         FUZZ_CHECK(strcmp(value, "none") == 0, "\"%s\" read as none", value);
     }
     oaip_defaults_set(defaults, name, json);
-    FUZZ_CHECK(oaip_chat_request_prepare(p, body, sizeof(body) - 1, defaults, &req, &kind,
-                                         &detail),
+    FUZZ_CHECK(oaip_json_request_prepare_chat(p, body, sizeof(body) - 1, defaults, &req,
+                                              &kind, &detail),
                "a valid request refused with the default %s %s", name, value);
     prepared = fuzz_json(req.body, req.body_len, JSON_REJECT_DUPLICATES);
     FUZZ_CHECK(json_is_object(prepared), "default %s %s makes invalid JSON: %s", name,

@@ -22,9 +22,7 @@ SECONDS_EACH=${FUZZ_SECONDS:-60}
 CC_FUZZ=${CC_FUZZ:-clang}
 OUT=build/out/fuzz
 SRC=mod_openai_proxy
-CORE=("$SRC/errors.c" "$SRC/cors.c" "$SRC/request.c" "$SRC/sse.c" "$SRC/buffer.c" "$SRC/values.c"
-      "$SRC/limit_spec.c" "$SRC/endpoint.c" "$SRC/multipart.c" "$SRC/guarded_fields.c"
-      "$SRC/secret_mask.c" "$SRC/header_check.c" "$SRC/token_estimate.c")
+CORE=("$SRC"/core/*.c)
 # A short SSE event limit lets small inputs reach the reader's overflow paths.
 SSE_LIMIT=-DOAIP_SSE_MAX_EVENT_DATA=64
 

@@ -4,14 +4,16 @@ config, and after every test two checks: no unexpected error in httpd's error
 log, and no configured secret in any response the test received."""
 
 import os
-import subprocess
 import shutil
+import subprocess
 import tempfile
+import textwrap
 
 import pytest
 
-from harness import (REPO, APACHE_BIN, CLIENT_KEY, SECRETS, TEST_KEY_B, BAD_LOG_LINE, Client,
-                     Httpd, MockUpstream, reserve_dead_port)
+from harness import (REPO, APACHE_BIN, CLIENT_KEY, REDIS_PASSWORD, SECRETS, TEST_KEY_B,
+                     BAD_LOG_LINE, Client, Httpd, MockUpstream, StoreServer, proxy_location,
+                     reserve_dead_port)
 
 ORIGIN_RULES = "https://app.example.com https://*.example.org http://localhost:3000"
 
@@ -23,9 +25,35 @@ SECRET_FORMS = tuple(dict.fromkeys(form for secret in SECRETS
 
 
 def main_config(mock_api, key_file, dead_port, usage_log):
-    proxy = f"""    SetHandler openai-proxy
-    OpenAIProxyUpstream {mock_api}
-"""
+    def proxy(path, *directives):
+        # no key of its own: vhost a's (env:OAIP_TEST_KEY); in vhost b, none
+        return proxy_location(mock_api, *directives, path=path, key=None)
+    a_locations = "".join([
+        proxy("/v1"),
+        proxy("/openai-errors", "OpenAIProxyErrorFormat openai"),
+        proxy("/openai-limited", "OpenAIProxyErrorFormat openai", "OpenAIProxyRateLimit 1/h"),
+        proxy("/small", "OpenAIProxyMaxRequestBody 1K"),
+        proxy("/any-origin", "OpenAIProxyAllowOrigin *"),
+        proxy("/defaults", "OpenAIProxyDefault model gpt-4o-mini",
+              "OpenAIProxyDefault temperature none", "OpenAIProxyDefault user '\"from-proxy\"'",
+              "OpenAIProxyDefault max_tokens 256"),
+        proxy_location(f"http://127.0.0.1:{dead_port}/v1", path="/down", key=None),
+        proxy("/deflated", "SetOutputFilter DEFLATE"),
+        proxy("/models", "OpenAIProxyAllowModels gpt-4o-mini o3*"),
+        proxy("/models/defaulted", "OpenAIProxyDefault model gpt-4o-mini"),
+        proxy("/capped", "OpenAIProxyMaxTokens 64"),
+        proxy("/guarded",
+              "OpenAIProxyEndpoints chat/completions completions responses embeddings",
+              "OpenAIProxyEndpoints images/generations audio/transcriptions",
+              "OpenAIProxyMaxTokens 64",
+              "OpenAIProxyAllowModels gpt-4o-mini whisper-1 text-embedding-3-small gpt-image-1"),
+        proxy("/byok", "OpenAIProxyAllowClientKey On"),
+        proxy("/endpoints",
+              "OpenAIProxyEndpoints chat/completions models models/* embeddings responses",
+              "OpenAIProxyEndpoints audio/transcriptions"),
+    ])
+    b_locations = (proxy_location(f"{mock_api}/vhost-b", path="/api", key=f"file:{key_file}")
+                   + proxy("/nokey", "OpenAIProxyAllowClientKey On"))
     return f"""
 Include {REPO}/conf/openai_proxy_log.conf
 <VirtualHost 127.0.0.1:*>
@@ -33,72 +61,12 @@ Include {REPO}/conf/openai_proxy_log.conf
   CustomLog {usage_log} openai_proxy
   OpenAIProxyAPIKey env:OAIP_TEST_KEY
   OpenAIProxyAllowOrigin {ORIGIN_RULES}
-  <Location /v1>
-{proxy}  </Location>
-  <Location /openai-errors>
-{proxy}    OpenAIProxyErrorFormat openai
-  </Location>
-  <Location /openai-limited>
-{proxy}    OpenAIProxyErrorFormat openai
-    OpenAIProxyRateLimit 1/h
-  </Location>
-  <Location /small>
-{proxy}    OpenAIProxyMaxRequestBody 1K
-  </Location>
-  <Location /any-origin>
-{proxy}    OpenAIProxyAllowOrigin *
-  </Location>
-  <Location /defaults>
-{proxy}    OpenAIProxyDefault model gpt-4o-mini
-    OpenAIProxyDefault temperature none
-    OpenAIProxyDefault user '"from-proxy"'
-    OpenAIProxyDefault max_tokens 256
-  </Location>
-  <Location /down>
-    SetHandler openai-proxy
-    OpenAIProxyUpstream http://127.0.0.1:{dead_port}/v1
-  </Location>
-  <Location /deflated>
-{proxy}    SetOutputFilter DEFLATE
-  </Location>
-  <Location /models>
-{proxy}    OpenAIProxyAllowModels gpt-4o-mini o3*
-  </Location>
-  <Location /models/defaulted>
-{proxy}    OpenAIProxyDefault model gpt-4o-mini
-  </Location>
-  <Location /capped>
-{proxy}    OpenAIProxyMaxTokens 64
-  </Location>
-  <Location /guarded>
-{proxy}    OpenAIProxyEndpoints chat/completions completions responses embeddings
-    OpenAIProxyEndpoints images/generations audio/transcriptions
-    OpenAIProxyMaxTokens 64
-    OpenAIProxyAllowModels gpt-4o-mini whisper-1 text-embedding-3-small gpt-image-1
-  </Location>
-  <Location /byok>
-{proxy}    OpenAIProxyAllowClientKey On
-  </Location>
-  <Location /endpoints>
-{proxy}    OpenAIProxyEndpoints chat/completions models models/* embeddings responses
-    OpenAIProxyEndpoints audio/transcriptions
-  </Location>
-</VirtualHost>
+{textwrap.indent(a_locations, "  ")}</VirtualHost>
 
 <VirtualHost 127.0.0.1:*>
   ServerName b.test
   OpenAIProxyAllowOrigin https://b.example.net
-  <Location /api>
-    SetHandler openai-proxy
-    OpenAIProxyAPIKey file:{key_file}
-    OpenAIProxyUpstream {mock_api}/vhost-b
-  </Location>
-  <Location /nokey>
-    SetHandler openai-proxy
-    OpenAIProxyUpstream {mock_api}
-    OpenAIProxyAllowClientKey On
-  </Location>
-</VirtualHost>
+{textwrap.indent(b_locations, "  ")}</VirtualHost>
 """
 
 
@@ -142,6 +110,37 @@ def httpd(workdir, mock, key_file):
     yield server
     server.stop()
     dead.close()
+
+
+def require_binary(binary, package):
+    path = shutil.which(binary)
+    if path is None:
+        pytest.fail(f"{binary} is missing: apt-get install {package} "
+                    "(build/deps.sh test installs it)", pytrace=False)
+    return path
+
+
+@pytest.fixture
+def redis_server(workdir):
+    """A redis-server of the test's own, with REDIS_PASSWORD."""
+    binary = require_binary("redis-server", "redis-server")
+    data = os.path.join(workdir, "redis-data")
+    os.makedirs(data, exist_ok=True)
+    server = StoreServer(lambda port: [binary, "--port", str(port), "--bind", "127.0.0.1",
+                                       "--save", "", "--appendonly", "no", "--dir", data,
+                                       "--requirepass", REDIS_PASSWORD]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def memcached_server():
+    """A memcached of the test's own."""
+    binary = require_binary("memcached", "memcached")
+    server = StoreServer(lambda port: [binary, "-p", str(port), "-l", "127.0.0.1", "-U", "0",
+                                       "-u", "nobody"]).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -1,7 +1,15 @@
 """Real processes for the integration tests: Debian's apache2 with the module
 loaded from a generated config, and the mock OpenAI upstream. No mocks of
-httpd or libcurl: everything talks HTTP over loopback."""
+httpd or libcurl: everything talks HTTP over loopback.
 
+And what the test files share: the config blocks (proxy_location,
+STATUS_LOCATION, basic_auth), the request bodies (MESSAGES), the gated
+streams, and waits for what the server counted or logged (settled,
+log_line), never a sleep."""
+
+import base64
+import concurrent.futures
+import hashlib
 import http.client
 import json
 import os
@@ -12,6 +20,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+import uuid
 
 import valgrind
 
@@ -28,6 +37,11 @@ TEST_KEY = "sk-test-SECRET-a1b2c3d4e5f6a7b8c9d0"
 TEST_KEY_B = "sk-test-SECRET-vhostB-0f9e8d7c6b5a"
 CLIENT_KEY = "sk-client-SECRET-byok-11223344"
 SECRETS = (TEST_KEY, TEST_KEY_B, CLIENT_KEY)
+
+# The chat messages of a request whose content no test reads.
+MESSAGES = [{"role": "user", "content": "hi"}]
+# The mock counts one prompt token a word: 3 for these (limits and budgets).
+THREE_TOKEN_MESSAGES = [{"role": "user", "content": "one two three"}]
 
 # How much slower apache2 runs than plain: under ASan, and far more under
 # valgrind (one process, every instruction translated). Waits for a
@@ -147,6 +161,46 @@ def port_accepts(port):
         return False
 
 
+def proxy_location(upstream, *directives, path="/v1", key=TEST_KEY):
+    """A <Location `path`> block that the module serves: SetHandler
+    openai-proxy; OpenAIProxyUpstream `upstream` (a MockUpstream: its /v1
+    API; a URL; None: none here, as where an outer level sets it);
+    OpenAIProxyAPIKey `key` (any key source, env:NAME or file:PATH too;
+    None: none here); then `directives`, one a line, in order."""
+    lines = ["SetHandler openai-proxy"]
+    if upstream is not None:
+        url = upstream if isinstance(upstream, str) else upstream.api
+        lines.append(f"OpenAIProxyUpstream {url}")
+    if key is not None:
+        lines.append(f"OpenAIProxyAPIKey {key}")
+    lines += directives
+    return f"<Location {path}>\n" + "".join(f"  {line}\n" for line in lines) + "</Location>\n"
+
+
+def bare_location(*directives, path="/v1"):
+    """A proxy_location with no upstream and no key of its own: the
+    directives only (a config test, or a Location that inherits both)."""
+    return proxy_location(None, *directives, path=path, key=None)
+
+
+# The counters of the whole server, for the tests that read them (settled()).
+STATUS_LOCATION = ("<Location /proxy-status>\n  SetHandler openai-proxy-status\n"
+                   "  Require ip 127.0.0.1\n</Location>\n")
+
+
+def basic_auth(user_file, realm="chat"):
+    """The directives that put a Location behind httpd's Basic auth, with
+    the users of the htpasswd file `user_file`."""
+    return ("AuthType Basic", f'AuthName "{realm}"', "AuthBasicProvider file",
+            f'AuthUserFile "{user_file}"', "Require valid-user")
+
+
+def htpasswd_line(user, password):
+    """A line of an htpasswd file ({SHA}: no htpasswd binary needed)."""
+    digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
+    return f"{user}:{{SHA}}{digest}\n"
+
+
 class MockUpstream:
     """The mock OpenAI server as a subprocess, and a client for its control API."""
 
@@ -216,6 +270,14 @@ class MockUpstream:
                 self.open_gate(name)
                 opened[0] += 1
         return on_read
+
+    def last_finished(self, timeout=15):
+        """The record of the last request once the mock is done with it (its
+        outcome is set then: ok, client_gone...)."""
+        def done():
+            records = self.requests()
+            return records and records[-1]["outcome"] and records[-1]
+        return wait_for(done, timeout, "the upstream request to end")
 
     def stop(self):
         stop_process_group(self.proc)
@@ -449,6 +511,11 @@ DocumentRoot "{self.workdir}"
         return f"http://127.0.0.1:{self.port}{path}"
 
 
+def config_test(workdir, body, name="configtest", env=None):
+    """`apache2 -t` of a config with this body (the CompletedProcess)."""
+    return Httpd(workdir, body, name=name, env=env).config_test()
+
+
 SEEN_SANITIZER_REPORTS = set()
 
 BAD_LOG_LINE = re.compile(r"\[(?:[a-z_]+:)?(error|crit|alert|emerg)\]|AH00052|AH00060|"
@@ -527,3 +594,178 @@ class Client:
 def sse_data_lines(body):
     """The data: payloads of an SSE body, in order."""
     return [line[6:] for line in body.decode().split("\n") if line.startswith("data: ")]
+
+
+def sse_error_event(text):
+    """The parsed data of the error event that ends the SSE text `text` (the
+    proxy's way to report a failure once the stream is committed)."""
+    tail = text.rstrip("\n").split("\n\n")[-1]
+    assert tail.startswith("event: error\ndata: ")
+    return json.loads(tail.split("data: ", 1)[1])
+
+
+# -- streams -------------------------------------------------------------------
+
+KEEP_ALIVE = ": keep-alive"  # the comment OpenAIProxyHeartbeat sends
+
+
+def after_a_keep_alive(events):
+    """For MockUpstream.gate_by_events: the gated pause (before the head, or
+    before the first event) ends once a keep-alive came; later ones at
+    once, one per event received. The test waits for a heartbeat, never
+    for a time."""
+    if KEEP_ALIVE not in events:
+        return 0
+    return 1 + sum(e.startswith("data: ") for e in events)
+
+
+def silent_upstream(client, mock, directives, permits_for, path="/v1", **kw):
+    """A stream whose upstream (answering as the mock `directives` say)
+    stays silent at each pause until the client has received what
+    `permits_for(events so far)` asks for (after_a_keep_alive...): the test
+    waits for heartbeats, never for a time."""
+    gate = uuid.uuid4().hex
+    body = {"messages": MESSAGES, "stream": True, "mock": dict(directives, gate=gate)}
+    return client.post(path, body, stream=True, on_read=mock.gate_by_events(gate, permits_for),
+                       **kw)
+
+
+def gated_stream_body(chunks=3):
+    """(gate, body) of a stream of `chunks` tokens whose upstream sends each
+    event only once the gate was opened for it: the client opens it as
+    events arrive (on_read=mock.gate_by_events(gate)), so a proxy that held
+    an event back would leave the upstream waiting."""
+    gate = uuid.uuid4().hex
+    return gate, {"messages": MESSAGES, "stream": True,
+                  "mock": {"chunks": chunks, "gate": gate}}
+
+
+def assert_unbuffered(data_lines, record, chunks=3):
+    """Causal proof of no buffering of a gated stream: no pause of the
+    upstream ran out, so every event reached the client before the
+    upstream produced the next."""
+    assert len(data_lines) == 1 + chunks + 1 + 1 and data_lines[-1] == "[DONE]"  # role, stop, DONE
+    assert record["outcome"] == "ok"
+    assert record["gate_timeouts"] == 0, "an event was held back: the stream was buffered"
+
+
+def open_raw_post(port, body):
+    """A socket on which a POST /v1 of `body` (JSON) was sent, the answer
+    unread: the test reads what it wants and leaves when it wants."""
+    data = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"POST /v1 HTTP/1.1\r\nHost: a.test\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(data) + data)
+    return sock
+
+
+def parallel_posts(client, path, count, body, headers=None, workers=None):
+    """`count` POSTs at once, each on its own connection; their Responses."""
+    def one(_):
+        return client.post(path, body, headers=headers or {}, timeout=60)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers or count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+# -- what the server counted and logged ------------------------------------------
+
+def settled(client, total, timeout=30):
+    """The status page (STATUS_LOCATION) once `total` proxied requests went
+    through log_transaction, where budgets are settled and requests counted,
+    after the client had its answer."""
+    def read():
+        doc = client.request("GET", "/proxy-status").json()
+        return doc if doc["requests"]["total"] >= total else None
+    return wait_for(read, timeout, f"{total} requests settled")
+
+
+def log_line(path, marker):
+    """The first line (bytes) of the log file at `path` that holds `marker`,
+    waited for: httpd writes it in the log phase, after the answer."""
+    wanted = marker.encode()
+
+    def find():
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                for line in f:
+                    if wanted in line:
+                        return line
+        return None
+    return wait_for(find, 10, f"the line of {marker} in {os.path.basename(path)}")
+
+
+def usage_fields(line):
+    """The name=value fields of an openai_proxy access log line
+    (conf/openai_proxy_log.conf), after the request line."""
+    return dict(re.findall(r"(\w+)=(\S+)", line.split('" ', 1)[1]))
+
+
+def usage_line(server, marker):
+    """(fields, line) of the request whose query carried `marker`, in the
+    shared httpd's usage log (conftest.py)."""
+    line = log_line(os.path.join(server.workdir, "usage.log"), marker).decode()
+    return usage_fields(line), line
+
+
+# -- the counter stores of a cluster (fixtures in conftest.py) -------------------
+
+REDIS_PASSWORD = "redis-pw-not-for-logs"
+
+
+class StoreServer:
+    """A store server (redis-server, memcached) on a loopback port. `argv`
+    is a function of the port: a port picked free may be taken by another
+    process before the server binds it, so a start that loses it tries a
+    new one."""
+
+    ATTEMPTS = 5
+
+    def __init__(self, argv):
+        self.argv = argv
+        self.port = None
+        self.proc = None
+
+    def start(self):
+        for _ in range(self.ATTEMPTS):
+            if self.start_on(free_port()):
+                return self
+        raise RuntimeError(f"no free port for {self.argv(0)[0]}")
+
+    def start_on(self, port):
+        """Starts on `port`; False if the server exited (it could not bind)."""
+        self.port = port
+        self.proc = subprocess.Popen(self.argv(port), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        state = wait_for(lambda: ("exited" if self.proc.poll() is not None else
+                                  pid_listens(self.proc.pid, port) and "listening"),
+                         10, f"{self.argv(port)[0]} on {port}")
+        return state == "listening"
+
+    def restart(self):
+        """Starts again on the same port (the httpd configs name it)."""
+        assert self.start_on(self.port), f"port {self.port} was taken while the store was away"
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+
+
+def redis_command(port, *args):
+    """One command over RESP, after AUTH; returns the raw reply line(s)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        out = b""
+        for command in (["AUTH", REDIS_PASSWORD], list(args)):
+            payload = f"*{len(command)}\r\n".encode()
+            for a in command:
+                a = str(a).encode()
+                payload += b"$%d\r\n%s\r\n" % (len(a), a)
+            s.sendall(payload)
+            out = s.recv(65536)
+        return out.decode()
+
+
+def redis_keys(port):
+    """The module's keys in redis."""
+    reply = redis_command(port, "KEYS", "oaip:*")
+    return [line for line in reply.split("\r\n") if line.startswith("oaip:")]

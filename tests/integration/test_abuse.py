@@ -15,9 +15,7 @@ import uuid
 
 import pytest
 
-from harness import TEST_KEY, wait_for
-
-MESSAGES = [{"role": "user", "content": "hi"}]
+from harness import MESSAGES, log_line, proxy_location
 
 # httpd's own defences against slow clients: mod_reqtimeout wants the
 # headers within 2 s (extended to 4 s at 200 B/s) and the body within 2 s
@@ -29,12 +27,6 @@ Timeout 3
 # A hang is reported by this socket timeout; it is far above httpd's limits
 # so that a loaded machine cannot make the test flaky (no timing assertion).
 HANG = 60
-
-
-def proxy_location(mock, path="/v1", *directives):
-    lines = "\n".join("  " + d for d in directives)
-    return (f"<Location {path}>\n  SetHandler openai-proxy\n  OpenAIProxyUpstream {mock.api}\n"
-            f"  OpenAIProxyAPIKey {TEST_KEY}\n{lines}\n</Location>\n")
 
 
 def head(length, path="/v1", extra=b""):
@@ -188,19 +180,6 @@ INJECTIONS = [
 ]
 
 
-def usage_log_line(httpd, marker):
-    path = os.path.join(httpd.workdir, "usage.log")
-
-    def find():
-        if os.path.exists(path):
-            with open(path, "rb") as f:
-                for line in f:
-                    if marker.encode() in line:
-                        return line
-        return None
-    return wait_for(find, 10, "the usage log line")
-
-
 def assert_no_raw_control_bytes(data):
     """No control byte other than line ends, and no injected line (the error
     log's format has no quoted fields: a quote there is harmless)."""
@@ -228,7 +207,7 @@ def test_injection_through_model_and_user_stays_escaped(client, mock, httpd, val
         if path == "/models":
             # the error body names the model, JSON-escaped
             assert resp.json()["message"] == f"The model {value} is not available here"
-        line = usage_log_line(httpd, marker)
+        line = log_line(os.path.join(httpd.workdir, "usage.log"), marker)
         assert line.count(b"\n") == 1 and line.endswith(b"\n")
         assert_no_raw_injection(line[:-1])
         # mod_log_config escapes the module's note; it is there, escaped

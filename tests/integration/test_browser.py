@@ -9,14 +9,14 @@ an httpd of its own with three origins on loopback ports:
 Every response the browser got from B is handed to the secret scan of
 conftest.py, and httpd's error log is checked as for any other test."""
 
-import base64
 import hashlib
 import os
 import shutil
+import textwrap
 
 import pytest
 
-from harness import REPO, TEST_KEY
+from harness import REPO, TEST_KEY, bare_location, basic_auth, htpasswd_line
 from node_deps import MIN_NODE_MAJOR, install_locked, require_node_version, run_node_test_file
 
 BROWSER_DIR = os.path.join(REPO, "tests", "browser")
@@ -58,6 +58,12 @@ def site_root(workdir):
 
 
 def three_origins(mock_api, root, port_a, port_b, port_c):
+    # B's upstream and key are the virtual host's
+    locations = (bare_location("OpenAIProxyAllowModels gpt-4o-mini",
+                               "OpenAIProxyDefault model gpt-4o-mini")
+                 + bare_location("OpenAIProxyErrorFormat openai", "OpenAIProxyMaxRequestBody 1K",
+                                 path="/strict")
+                 + bare_location("OpenAIProxyHeartbeat 1", path="/heartbeat"))
     page_host = """  ServerName 127.0.0.1
   DocumentRoot "{root}"
 """
@@ -74,21 +80,7 @@ Listen 127.0.0.1:{port_c}
   OpenAIProxyUpstream {mock_api}
   OpenAIProxyAPIKey env:OAIP_TEST_KEY
   OpenAIProxyAllowOrigin http://127.0.0.1:{port_a}
-  <Location /v1>
-    SetHandler openai-proxy
-    OpenAIProxyAllowModels gpt-4o-mini
-    OpenAIProxyDefault model gpt-4o-mini
-  </Location>
-  <Location /strict>
-    SetHandler openai-proxy
-    OpenAIProxyErrorFormat openai
-    OpenAIProxyMaxRequestBody 1K
-  </Location>
-  <Location /heartbeat>
-    SetHandler openai-proxy
-    OpenAIProxyHeartbeat 1
-  </Location>
-</VirtualHost>
+{textwrap.indent(locations, "  ")}</VirtualHost>
 """
 
 
@@ -132,6 +124,8 @@ BASIC_USER, BASIC_PASSWORD = "browser-user", "browser-pass-7f3a"
 def protected_proxy(mock_api, root, passwd, port_a, port_b, port_c):
     """A and C serve pages; B's Location is behind Basic auth and allows A
     with credentials."""
+    # B's upstream and key are the virtual host's
+    location = bare_location("OpenAIProxyAllowCredentials On", *basic_auth(passwd))
     return f"""
 Listen 127.0.0.1:{port_a}
 Listen 127.0.0.1:{port_b}
@@ -145,24 +139,14 @@ Listen 127.0.0.1:{port_c}
   OpenAIProxyUpstream {mock_api}
   OpenAIProxyAPIKey env:OAIP_TEST_KEY
   OpenAIProxyAllowOrigin http://127.0.0.1:{port_a}
-  <Location /v1>
-    SetHandler openai-proxy
-    OpenAIProxyAllowCredentials On
-    AuthType Basic
-    AuthName "chat"
-    AuthBasicProvider file
-    AuthUserFile "{passwd}"
-    Require valid-user
-  </Location>
-</VirtualHost>
+{textwrap.indent(location, "  ")}</VirtualHost>
 """
 
 
 def test_credentials_in_chromium(node, own_httpd, mock, workdir, responses, tmp_path):
     passwd = os.path.join(workdir, "browser.htpasswd")
-    digest = base64.b64encode(hashlib.sha1(BASIC_PASSWORD.encode()).digest()).decode()
     with open(passwd, "w") as f:
-        f.write(f"{BASIC_USER}:{{SHA}}{digest}\n")
+        f.write(htpasswd_line(BASIC_USER, BASIC_PASSWORD))
     os.chmod(passwd, 0o644)
     root = site_root(workdir)
     # the harness picks the three ports (afresh if one is taken before httpd binds it)

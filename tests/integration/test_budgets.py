@@ -4,22 +4,19 @@ released after refusals and errors; streams charged for what was generated
 when their usage chunk never comes (the client left, the upstream ignores
 stream_options), and answers without usage estimated.
 
-The mock counts 3 prompt tokens for MESSAGES and one completion token per
-chunk; it ignores max_tokens, so each test asks for at most the cap."""
+The mock counts 3 prompt tokens for THREE_TOKEN_MESSAGES and one completion
+token per chunk; it ignores max_tokens, so each test asks for at most the cap."""
 
-import concurrent.futures
 import json
 import os
 import socket
 
 import pytest
 
-from harness import TEST_KEY, wait_for
-from test_counter_stores import (REDIS_PASSWORD, memcached_server,  # noqa: F401
-                                 redis_command, redis_keys, redis_server)
+from harness import (REDIS_PASSWORD, STATUS_LOCATION, THREE_TOKEN_MESSAGES, parallel_posts,
+                     proxy_location, redis_command, redis_keys, settled, wait_for)
 from valgrind import not_under_valgrind
 
-MESSAGES = [{"role": "user", "content": "one two three"}]
 PROMPT_TOKENS = 3
 CAP = 20
 
@@ -34,22 +31,11 @@ def store_line(store, redis_server, memcached_server):
 
 
 def config(mock, budget, *directives, store=""):
-    lines = "\n".join("  " + d for d in directives)
-    return (f"{store}<Location /v1>\n  SetHandler openai-proxy\n"
-            f"  OpenAIProxyUpstream {mock.api}\n  OpenAIProxyAPIKey {TEST_KEY}\n"
-            f"  OpenAIProxyEndpoints chat/completions responses moderations\n"
-            f"  OpenAIProxyTokenBudget {budget}/h\n{lines}\n</Location>\n"
-            "<Location /proxy-status>\n  SetHandler openai-proxy-status\n"
-            "  Require ip 127.0.0.1\n</Location>\n")
-
-
-def settled(client, total):
-    """Waits until `total` proxied requests went through log_transaction,
-    where budgets are settled (the status page counts them right after)."""
-    def read():
-        doc = client.request("GET", "/proxy-status").json()
-        return doc if doc["requests"]["total"] >= total else None
-    return wait_for(read, 30, f"{total} requests settled")
+    """/v1 with a token budget, and the status page: a test waits there
+    until the previous request was charged (settled)."""
+    return store + proxy_location(
+        mock, "OpenAIProxyEndpoints chat/completions responses moderations",
+        f"OpenAIProxyTokenBudget {budget}/h", *directives) + STATUS_LOCATION
 
 
 def stores(request):
@@ -85,13 +71,10 @@ def test_parallel_burst_overshoots_by_at_most_one_worst_case(own_httpd, mock, st
     server, client = own_httpd(config(mock, budget, f"OpenAIProxyMaxTokens {CAP}",
                                       store=store_line(name, redis, mc)))
     # slow answers: the requests overlap, as a burst from many clients does
-    body = {"messages": MESSAGES, "max_tokens": 500,
+    body = {"messages": THREE_TOKEN_MESSAGES, "max_tokens": 500,
             "mock": {"chunks": CAP, "delay_headers": 0.5}}
 
-    def one(_):
-        return client.post("/v1/chat/completions", body, timeout=60)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
-        results = list(pool.map(one, range(50)))
+    results = parallel_posts(client, "/v1/chat/completions", 50, body)
     statuses = [r.status for r in results]
     assert set(statuses) <= {200, 429}, statuses
     admitted = statuses.count(200)
@@ -126,7 +109,7 @@ def test_reservations_released_after_refusals_and_errors(own_httpd, mock, store,
     server, client = own_httpd(
         config(mock, 24, f"OpenAIProxyMaxTokens {CAP}", "OpenAIProxyAllowModels gpt-4o-mini",
                store=store_line(name, redis, mc)))
-    good = {"model": "gpt-4o-mini", "messages": MESSAGES, "mock": {"chunks": CAP}}
+    good = {"model": "gpt-4o-mini", "messages": THREE_TOKEN_MESSAGES, "mock": {"chunks": CAP}}
     first = client.post("/v1/chat/completions", good)
     assert first.status == 200 and first.json()["usage"]["total_tokens"] == 23
     settled(client, 1)
@@ -152,8 +135,7 @@ def test_reservations_released_after_refusals_and_errors(own_httpd, mock, store,
     assert refused.status == 429
 
 
-def test_stream_refused_for_too_many_streams_releases(own_httpd, mock, workdir,
-                                                      redis_server):  # noqa: F811
+def test_stream_refused_for_too_many_streams_releases(own_httpd, mock, workdir, redis_server):
     """OpenAIProxyMaxStreams refuses after the reservation was made: the
     counter ends at the real usage of the requests that ran."""
     log = os.path.join(workdir, "budget-streams.log")
@@ -161,7 +143,7 @@ def test_stream_refused_for_too_many_streams_releases(own_httpd, mock, workdir,
         "OpenAIProxyMaxStreams 1\n" + access_log_config(log)
         + config(mock, 1000, f"OpenAIProxyMaxTokens {CAP}",
                  store=store_line("redis", redis_server, None)))
-    good = {"messages": MESSAGES, "mock": {"chunks": CAP}}
+    good = {"messages": THREE_TOKEN_MESSAGES, "mock": {"chunks": CAP}}
     assert client.post("/v1/chat/completions", good).status == 200
     settled(client, 1)
     # a stream held open (the mock waits before its first event) by a raw
@@ -203,7 +185,7 @@ def test_stream_left_early_is_charged(own_httpd, mock, workdir, endpoint):
     for the next request. Unchanged, nothing was charged."""
     log = os.path.join(workdir, f"budget-left-{endpoint.replace('/', '-')}.log")
     server, client = own_httpd(access_log_config(log) + config(mock, 40))
-    body = {"messages": MESSAGES, "input": "one two three", "stream": True,
+    body = {"messages": THREE_TOKEN_MESSAGES, "input": "one two three", "stream": True,
             "mock": {"chunks": 500, "chunk_delay": 0.05}}
     seen = []
 
@@ -236,7 +218,8 @@ def test_answer_without_usage_is_charged(own_httpd, mock, workdir, stream):
     plus ceil(body bytes / 4) for the prompt."""
     log = os.path.join(workdir, f"budget-nousage-{stream}.log")
     server, client = own_httpd(access_log_config(log) + config(mock, 50))
-    body = {"messages": MESSAGES, "stream": stream, "mock": {"chunks": 10, "no_usage": True}}
+    body = {"messages": THREE_TOKEN_MESSAGES, "stream": stream,
+            "mock": {"chunks": 10, "no_usage": True}}
     resp = client.post("/v1/chat/completions", body, stream=stream)
     assert resp.status == 200
     assert b"usage\": {" not in resp.body
@@ -252,7 +235,7 @@ def test_answer_without_usage_is_charged(own_httpd, mock, workdir, stream):
 def test_reported_usage_is_not_estimated(own_httpd, mock, workdir):
     log = os.path.join(workdir, "budget-reported.log")
     server, client = own_httpd(access_log_config(log) + config(mock, 1000))
-    body = {"messages": MESSAGES, "stream": True, "mock": {"chunks": 10}}
+    body = {"messages": THREE_TOKEN_MESSAGES, "stream": True, "mock": {"chunks": 10}}
     assert client.post("/v1/chat/completions", body, stream=True).status == 200
     settled(client, 1)
     assert log_lines(log)[-1] == ["ok", "3", "10", "13", "-"]
@@ -270,4 +253,4 @@ def test_answers_that_generate_nothing_are_not_charged(own_httpd, mock, workdir)
         # which may come after the client has the answer
         settled(client, n)
     assert [line[1:] for line in log_lines(log)] == [["-", "-", "-", "-"]] * 2
-    assert client.post("/v1/chat/completions", {"messages": MESSAGES}).status == 200
+    assert client.post("/v1/chat/completions", {"messages": THREE_TOKEN_MESSAGES}).status == 200

@@ -4,7 +4,8 @@ import json
 
 from harness import SLOWDOWN, TEST_KEY, TEST_KEY_B
 
-MESSAGES = [{"role": "user", "content": "Hello there"}]
+# the mock's answer quotes the user's words: "You said: Hello there"
+ECHOED_MESSAGES = [{"role": "user", "content": "Hello there"}]
 
 
 def last_upstream_request(mock):
@@ -14,7 +15,7 @@ def last_upstream_request(mock):
 
 
 def test_plain_answer_is_relayed_byte_for_byte(client, mock):
-    resp = client.post("/v1", {"messages": MESSAGES})
+    resp = client.post("/v1", {"messages": ECHOED_MESSAGES})
     assert resp.status == 200
     assert resp.header("Content-Type").startswith("application/json")
     body = resp.json()
@@ -26,7 +27,7 @@ def test_plain_answer_is_relayed_byte_for_byte(client, mock):
 
 
 def test_openai_headers_pass_through_and_others_do_not(client, mock):
-    resp = client.post("/v1", {"messages": MESSAGES})
+    resp = client.post("/v1", {"messages": ECHOED_MESSAGES})
     assert resp.header("x-request-id").startswith("req_")
     assert resp.header("openai-processing-ms").isdigit()
     assert resp.header("x-ratelimit-remaining-requests") == "9999"
@@ -35,7 +36,7 @@ def test_openai_headers_pass_through_and_others_do_not(client, mock):
 
 
 def test_upstream_gets_the_configured_key_and_never_client_credentials(client, mock):
-    client.post("/v1", {"messages": MESSAGES},
+    client.post("/v1", {"messages": ECHOED_MESSAGES},
                 headers={"Authorization": "Bearer client-token", "Cookie": "session=abc",
                          "x-openai-key": "sk-client-should-be-ignored",
                          "X-Forwarded-For": "10.1.2.3", "OpenAI-Organization": "org-x"})
@@ -50,7 +51,7 @@ def test_upstream_gets_the_configured_key_and_never_client_credentials(client, m
 
 
 def test_defaults_fill_only_absent_fields(client, mock):
-    client.post("/v1", {"messages": MESSAGES})
+    client.post("/v1", {"messages": ECHOED_MESSAGES})
     sent = last_upstream_request(mock)["body"]
     assert sent["model"] == "gpt-3.5-turbo"
     assert sent["temperature"] == 0.7
@@ -60,7 +61,7 @@ def test_defaults_fill_only_absent_fields(client, mock):
 
 
 def test_client_values_win_even_when_falsy(client, mock):
-    client.post("/v1", {"messages": MESSAGES, "temperature": 0, "max_tokens": None,
+    client.post("/v1", {"messages": ECHOED_MESSAGES, "temperature": 0, "max_tokens": None,
                         "model": "gpt-4o", "stream": False})
     sent = last_upstream_request(mock)["body"]
     assert sent["temperature"] == 0
@@ -82,14 +83,14 @@ def test_every_other_field_is_forwarded_unchanged(client, mock):
 
 
 def test_no_max_tokens_added_next_to_max_completion_tokens(client, mock):
-    client.post("/v1", {"messages": MESSAGES, "max_completion_tokens": 50})
+    client.post("/v1", {"messages": ECHOED_MESSAGES, "max_completion_tokens": 50})
     sent = last_upstream_request(mock)["body"]
     assert sent["max_completion_tokens"] == 50
     assert "max_tokens" not in sent
 
 
 def test_configured_defaults_override_and_remove(client, mock):
-    resp = client.post("/defaults", {"messages": MESSAGES})
+    resp = client.post("/defaults", {"messages": ECHOED_MESSAGES})
     assert resp.status == 200
     sent = last_upstream_request(mock)["body"]
     assert sent["model"] == "gpt-4o-mini"
@@ -101,14 +102,14 @@ def test_configured_defaults_override_and_remove(client, mock):
 
 def test_location_and_chat_completions_subpath_both_work(client, mock):
     for path in ("/v1", "/v1/", "/v1/chat/completions"):
-        resp = client.post(path, {"messages": MESSAGES})
+        resp = client.post(path, {"messages": ECHOED_MESSAGES})
         assert resp.status == 200, path
     assert len(mock.requests()) == 3
 
 
 def test_other_subpaths_are_json_404_without_upstream_call(client, mock):
     for path in ("/v1/models", "/v1/embeddings", "/v1/chat/completions/x", "/v1/chat"):
-        resp = client.post(path, {"messages": MESSAGES})
+        resp = client.post(path, {"messages": ECHOED_MESSAGES})
         assert resp.status == 404, path
         assert resp.json()["error"] == "Not Found"
         assert path in resp.json()["message"]
@@ -116,7 +117,7 @@ def test_other_subpaths_are_json_404_without_upstream_call(client, mock):
 
 
 def test_chunked_request_body(client, mock):
-    body = json.dumps({"messages": MESSAGES * 200}).encode()
+    body = json.dumps({"messages": ECHOED_MESSAGES * 200}).encode()
 
     def chunks():
         for i in range(0, len(body), 1000):
@@ -134,18 +135,18 @@ def test_chunked_request_body(client, mock):
 
 
 def test_upstream_errors_pass_through_with_status_and_body(client, mock):
-    resp = client.post("/v1", {"messages": MESSAGES, "mock": {"status": 429}})
+    resp = client.post("/v1", {"messages": ECHOED_MESSAGES, "mock": {"status": 429}})
     assert resp.status == 429
     err = resp.json()["error"]
     assert err["code"] == "rate_limit_exceeded"
     assert resp.header("x-request-id").startswith("req_")
-    resp = client.post("/v1", {"messages": MESSAGES, "mock": {"status": 401}})
+    resp = client.post("/v1", {"messages": ECHOED_MESSAGES, "mock": {"status": 401}})
     assert resp.status == 401
     assert resp.json()["error"]["code"] == "invalid_api_key"
 
 
 def test_upstream_error_on_stream_request_is_json_with_its_status(client, mock):
-    resp = client.post("/v1", {"messages": MESSAGES, "stream": True,
+    resp = client.post("/v1", {"messages": ECHOED_MESSAGES, "stream": True,
                                "mock": {"status": 503}})
     assert resp.status == 503
     assert resp.header("Content-Type").startswith("application/json")
@@ -154,7 +155,7 @@ def test_upstream_error_on_stream_request_is_json_with_its_status(client, mock):
 
 def test_unreachable_upstream_is_502_json(client, error_log):
     error_log.allow("upstream request failed")
-    resp = client.post("/down", {"messages": MESSAGES})
+    resp = client.post("/down", {"messages": ECHOED_MESSAGES})
     assert resp.status == 502
     body = resp.json()
     assert body["error"] == "Bad Gateway"
@@ -165,13 +166,13 @@ def test_unreachable_upstream_is_502_json(client, error_log):
 def test_upstream_hangup_before_answer_is_502(client, mock, error_log):
     error_log.allow("upstream request failed")
     for directive in ({"hangup_before_headers": True}, {"malformed": True}):
-        resp = client.post("/v1", {"messages": MESSAGES, "mock": directive})
+        resp = client.post("/v1", {"messages": ECHOED_MESSAGES, "mock": directive})
         assert resp.status == 502, directive
         assert resp.json()["error"] == "Bad Gateway"
 
 
 def test_virtual_hosts_have_their_own_key_origin_and_upstream(client, mock):
-    resp = client.post("/api", {"messages": MESSAGES}, host="b.test",
+    resp = client.post("/api", {"messages": ECHOED_MESSAGES}, host="b.test",
                        headers={"Origin": "https://b.example.net"})
     assert resp.status == 200
     assert resp.header("Access-Control-Allow-Origin") == "https://b.example.net"
@@ -179,20 +180,20 @@ def test_virtual_hosts_have_their_own_key_origin_and_upstream(client, mock):
     assert seen["path"] == "/v1/vhost-b/chat/completions"
     assert seen["headers"]["authorization"] == f"Bearer {TEST_KEY_B}"
     # vhost a's origin is not allowed on vhost b, and the reverse
-    assert client.post("/api", {"messages": MESSAGES}, host="b.test",
+    assert client.post("/api", {"messages": ECHOED_MESSAGES}, host="b.test",
                        headers={"Origin": "https://app.example.com"}).status == 403
-    assert client.post("/v1", {"messages": MESSAGES}, host="a.test",
+    assert client.post("/v1", {"messages": ECHOED_MESSAGES}, host="a.test",
                        headers={"Origin": "https://b.example.net"}).status == 403
 
 
 def test_max_tokens_cap_lowers_but_never_raises(client, mock):
-    client.post("/capped", {"messages": MESSAGES, "max_tokens": 5000, "temperature": 0.7})
+    client.post("/capped", {"messages": ECHOED_MESSAGES, "max_tokens": 5000, "temperature": 0.7})
     sent = last_upstream_request(mock)["body"]
     assert sent["max_tokens"] == 64
     assert sent["temperature"] == 0.7
-    client.post("/capped", {"messages": MESSAGES})  # the default 1000 is lowered too
+    client.post("/capped", {"messages": ECHOED_MESSAGES})  # the default 1000 is lowered too
     assert last_upstream_request(mock)["body"]["max_tokens"] == 64
-    client.post("/capped", {"messages": MESSAGES, "max_completion_tokens": 500})
+    client.post("/capped", {"messages": ECHOED_MESSAGES, "max_completion_tokens": 500})
     sent = last_upstream_request(mock)["body"]
     assert sent["max_completion_tokens"] == 64
     assert "max_tokens" not in sent

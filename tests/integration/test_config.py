@@ -5,25 +5,14 @@ import os
 
 import pytest
 
-from harness import TEST_KEY, Httpd
-
-MESSAGES = [{"role": "user", "content": "hi"}]
-
-
-def location(*directives):
-    lines = "\n".join("    " + d for d in directives)
-    return f"<Location /v1>\n    SetHandler openai-proxy\n{lines}\n</Location>\n"
-
-
-def config_test(workdir, body, env=None):
-    return Httpd(workdir, body, name="configtest", env=env).config_test()
+from harness import MESSAGES, TEST_KEY, bare_location, config_test, proxy_location
 
 
 def test_good_config_is_accepted(workdir, key_file):
-    result = config_test(workdir, location(
+    result = config_test(workdir, bare_location(
         "OpenAIProxyAPIKey sk-literal-key",
         "OpenAIProxyUpstream https://example.test/openai/v1/",
-        f"OpenAIProxyCAFile /etc/ssl/certs/ca-certificates.crt",
+        "OpenAIProxyCAFile /etc/ssl/certs/ca-certificates.crt",
         "OpenAIProxyAllowOrigin https://a.example.com http://localhost:3000 https://*.b.example",
         "OpenAIProxyAllowOrigin http://[::1]:8080",
         "OpenAIProxyDefault model gpt-4o-mini",
@@ -34,9 +23,14 @@ def test_good_config_is_accepted(workdir, key_file):
         "OpenAIProxyAllowClientKey Off",
         "OpenAIProxyErrorFormat openai",
         "OpenAIProxyConnectTimeout 5",
+        "OpenAIProxyConnectTimeout 500ms",
         "OpenAIProxyFirstByteTimeout 600",
+        "OpenAIProxyFirstByteTimeout 10min",
         "OpenAIProxyIdleTimeout 60",
+        "OpenAIProxyIdleTimeout 90s",
+        "OpenAIProxyIdleTimeout 1h",
         "OpenAIProxyHeartbeat 15",
+        "OpenAIProxyHeartbeat 250ms",
         "OpenAIProxyHeartbeat Off",
         "OpenAIProxyAllowModels gpt-4o-mini o3*",
         "OpenAIProxyMaxTokens 4096",
@@ -78,11 +72,17 @@ BAD = [
      "environment variable OAIP_SURELY_UNSET_VARIABLE is not set"),
     ("OpenAIProxyAPIKey file:/nonexistent/key", "cannot read key file /nonexistent/key"),
     ("OpenAIProxyDefault model", "takes two arguments"),
-    ("OpenAIProxyConnectTimeout 0", "is not a number of seconds from 1 to 86400"),
-    ("OpenAIProxyFirstByteTimeout 100000", "is not a number of seconds from 1 to 86400"),
-    ("OpenAIProxyIdleTimeout soon", "is not a number of seconds from 1 to 86400"),
-    ("OpenAIProxyHeartbeat 0", "is not a number of seconds from 1 to 3600"),
-    ("OpenAIProxyHeartbeat maybe", "is not a number of seconds from 1 to 3600"),
+    ("OpenAIProxyConnectTimeout 0", "'0' is not a time from 1ms to 86400 seconds"),
+    ("OpenAIProxyConnectTimeout 0ms", "is not a time from 1ms to 86400 seconds"),
+    ("OpenAIProxyFirstByteTimeout 100000", "is not a time from 1ms to 86400 seconds"),
+    ("OpenAIProxyFirstByteTimeout 25h", "is not a time from 1ms to 86400 seconds"),
+    ("OpenAIProxyIdleTimeout soon", "is not a time from 1ms to 86400 seconds"),
+    ("OpenAIProxyIdleTimeout 5sausages", "is not a time from 1ms to 86400 seconds"),
+    ("OpenAIProxyIdleTimeout -5", "is not a time from 1ms to 86400 seconds"),
+    ("OpenAIProxyIdleTimeout 1.5s", "is not a time from 1ms to 86400 seconds"),
+    ("OpenAIProxyHeartbeat 0", "is not a time from 1ms to 3600 seconds"),
+    ("OpenAIProxyHeartbeat 2h", "is not a time from 1ms to 3600 seconds"),
+    ("OpenAIProxyHeartbeat maybe", "is not a time from 1ms to 3600 seconds"),
     ("OpenAIProxyAllowModels gpt-4o gpt*mini", "'*' may only end a model name"),
     ("OpenAIProxyMaxTokens 0", "is not a number of tokens from 1 to 100000000"),
     ("OpenAIProxyRateLimit 60", "'60': expected N/PERIOD, e.g. 60/m"),
@@ -101,7 +101,7 @@ BAD = [
 
 @pytest.mark.parametrize("directive,message", BAD)
 def test_bad_values_fail_the_config_test(workdir, directive, message):
-    result = config_test(workdir, location(directive))
+    result = config_test(workdir, bare_location(directive))
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
     assert "Syntax error on line" in result.stderr
@@ -131,7 +131,7 @@ def test_bad_counter_store_fails_the_config_test(workdir, directive, message):
 
 def test_key_errors_never_echo_the_key(workdir):
     secret = "sk-" + "S3CRET" * 4
-    result = config_test(workdir, location(f'OpenAIProxyAPIKey "{secret} trailing"'))
+    result = config_test(workdir, bare_location(f'OpenAIProxyAPIKey "{secret} trailing"'))
     assert result.returncode != 0
     assert "white space" in result.stderr
     assert "S3CRET" not in result.stderr + result.stdout
@@ -140,13 +140,13 @@ def test_key_errors_never_echo_the_key(workdir):
 def test_empty_key_file_is_refused(workdir):
     path = os.path.join(workdir, "empty.key")
     open(path, "w").write("\n \n")
-    result = config_test(workdir, location(f"OpenAIProxyAPIKey file:{path}"))
+    result = config_test(workdir, bare_location(f"OpenAIProxyAPIKey file:{path}"))
     assert result.returncode != 0
     assert f"key file {path} is empty" in result.stderr
 
 
 def test_empty_environment_variable_is_refused(workdir):
-    result = config_test(workdir, location("OpenAIProxyAPIKey env:OAIP_EMPTY_KEY"),
+    result = config_test(workdir, bare_location("OpenAIProxyAPIKey env:OAIP_EMPTY_KEY"),
                          env={"OAIP_EMPTY_KEY": "  "})
     assert result.returncode != 0
     assert "environment variable OAIP_EMPTY_KEY is empty" in result.stderr
@@ -157,7 +157,7 @@ def test_server_level_settings_and_httpd_variables(own_httpd, mock, workdir):
     own expansion from its environment."""
     server, client = own_httpd(
         f"OpenAIProxyAPIKey ${{OAIP_KEY_VAR}}\nOpenAIProxyUpstream {mock.api}\n"
-        "<Location /chat>\n  SetHandler openai-proxy\n</Location>\n",
+        + bare_location(path="/chat"),
         env={"OAIP_KEY_VAR": TEST_KEY})
     resp = client.post("/chat/chat/completions", {"messages": MESSAGES})
     assert resp.status == 200
@@ -172,11 +172,9 @@ def test_inner_location_overrides_outer(own_httpd, mock):
         f"OpenAIProxyUpstream {mock.api}\nOpenAIProxyAPIKey {TEST_KEY}\n"
         "OpenAIProxyAllowOrigin https://outer.example\n"
         "OpenAIProxyDefault model outer-model\n"
-        "<Location /a>\n  SetHandler openai-proxy\n</Location>\n"
-        "<Location /b>\n  SetHandler openai-proxy\n"
-        "  OpenAIProxyAllowOrigin https://inner.example\n"
-        "  OpenAIProxyDefault temperature 0.1\n"
-        f"  OpenAIProxyUpstream {mock.api}/inner\n</Location>\n")
+        + bare_location(path="/a")
+        + proxy_location(f"{mock.api}/inner", "OpenAIProxyAllowOrigin https://inner.example",
+                         "OpenAIProxyDefault temperature 0.1", path="/b", key=None))
     assert client.post("/a", {"messages": MESSAGES},
                        headers={"Origin": "https://outer.example"}).status == 200
     assert mock.requests()[-1]["body"]["model"] == "outer-model"

@@ -3,7 +3,8 @@ and the headers on every answer, errors included."""
 
 import pytest
 
-MESSAGES = [{"role": "user", "content": "hi"}]
+from harness import MESSAGES
+
 ALLOWED = "https://app.example.com"
 
 

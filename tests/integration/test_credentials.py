@@ -5,36 +5,19 @@ request still needs them; OpenAIProxyAllowCredentials On adds
 Access-Control-Allow-Credentials: true, and is refused with "*"."""
 
 import base64
-import hashlib
 
 import pytest
 
-from harness import TEST_KEY, Httpd
+from harness import (MESSAGES, bare_location, basic_auth, config_test, htpasswd_line,
+                     proxy_location)
 
 ALLOWED = "https://app.example.com"
-MESSAGES = [{"role": "user", "content": "hi"}]
 USER, PASSWORD = "alice", "wonderland-42"
 
 
-def htpasswd_line(user, password):
-    digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
-    return f"{user}:{{SHA}}{digest}\n"
-
-
 def auth_location(path, mock, passwd, *directives):
-    lines = "".join(f"  {d}\n" for d in directives)
-    return f"""<Location {path}>
-  SetHandler openai-proxy
-  OpenAIProxyUpstream {mock.api}
-  OpenAIProxyAPIKey {TEST_KEY}
-  OpenAIProxyEndpoints chat/completions models
-  AuthType Basic
-  AuthName "chat"
-  AuthBasicProvider file
-  AuthUserFile "{passwd}"
-  Require valid-user
-{lines}</Location>
-"""
+    return proxy_location(mock, "OpenAIProxyEndpoints chat/completions models",
+                          *basic_auth(passwd), *directives, path=path)
 
 
 @pytest.fixture
@@ -144,23 +127,16 @@ def test_other_origins_never_get_allow_credentials(server, mock):
     assert resp.header("Access-Control-Allow-Credentials") is None
 
 
-def config_test(workdir, body):
-    return Httpd(workdir, body, name="credentials-configtest").config_test()
-
-
 @pytest.mark.parametrize("body", [
-    "<Location /v1>\n SetHandler openai-proxy\n OpenAIProxyAllowOrigin *\n"
-    " OpenAIProxyAllowCredentials On\n</Location>\n",
+    bare_location("OpenAIProxyAllowOrigin *", "OpenAIProxyAllowCredentials On"),
     # set at two levels: still the same hole
-    "OpenAIProxyAllowOrigin *\n<Location /v1>\n SetHandler openai-proxy\n"
-    " OpenAIProxyAllowCredentials On\n</Location>\n",
+    "OpenAIProxyAllowOrigin *\n" + bare_location("OpenAIProxyAllowCredentials On"),
     "<VirtualHost 127.0.0.1:*>\n ServerName v.test\n OpenAIProxyAllowCredentials On\n"
-    " <Location /v1>\n  SetHandler openai-proxy\n  OpenAIProxyAllowOrigin * \n </Location>\n"
-    "</VirtualHost>\n",
+    + bare_location("OpenAIProxyAllowOrigin * ") + "</VirtualHost>\n",
     "OpenAIProxyAllowOrigin *\nOpenAIProxyAllowCredentials On\n",
 ], ids=["same-location", "server-origins", "vhost-credentials", "server"])
 def test_credentials_with_any_origin_is_refused_at_config_time(workdir, body):
-    result = config_test(workdir, body)
+    result = config_test(workdir, body, name="credentials-configtest")
     assert result.returncode != 0, result.stderr
     assert "OpenAIProxyAllowCredentials On cannot be combined with " \
            "OpenAIProxyAllowOrigin *" in result.stderr + result.stdout
@@ -168,17 +144,17 @@ def test_credentials_with_any_origin_is_refused_at_config_time(workdir, body):
 
 def test_credentials_with_listed_origins_is_accepted(workdir):
     # a Location that allows "*" may turn the server's credentials Off
-    result = config_test(workdir, (
-        "OpenAIProxyAllowOrigin https://b.test\nOpenAIProxyAllowCredentials On\n"
-        "<Location /v1>\n SetHandler openai-proxy\n OpenAIProxyAllowOrigin https://a.test\n"
-        "</Location>\n"
-        "<Location /public>\n SetHandler openai-proxy\n OpenAIProxyAllowOrigin *\n"
-        " OpenAIProxyAllowCredentials Off\n</Location>\n"))
+    body = ("OpenAIProxyAllowOrigin https://b.test\nOpenAIProxyAllowCredentials On\n"
+            + bare_location("OpenAIProxyAllowOrigin https://a.test")
+            + bare_location("OpenAIProxyAllowOrigin *", "OpenAIProxyAllowCredentials Off",
+                            path="/public"))
+    result = config_test(workdir, body, name="credentials-configtest")
     assert result.returncode == 0, result.stderr
     assert "Syntax OK" in result.stderr
 
 
 def test_credentials_value_must_be_on_or_off(workdir):
-    result = config_test(workdir, "OpenAIProxyAllowCredentials maybe\n")
+    result = config_test(workdir, "OpenAIProxyAllowCredentials maybe\n",
+                         name="credentials-configtest")
     assert result.returncode != 0
     assert "OpenAIProxyAllowCredentials" in result.stderr

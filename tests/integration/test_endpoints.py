@@ -6,31 +6,26 @@ the access log, and the configuration errors."""
 import hashlib
 import json
 import os
-import re
+import threading
 import uuid
 
 import pytest
 
-from harness import CLIENT_KEY, REPO, TEST_KEY, Httpd, wait_for
+from harness import (CLIENT_KEY, MESSAGES, REPO, TEST_KEY, bare_location, config_test, log_line,
+                     proxy_location, usage_fields)
 
 ORIGIN = "https://app.example.com"
 ENDPOINTS = ("chat/completions models models/* embeddings responses moderations "
              "audio/transcriptions images/generations")
 
 
-def proxy_config(mock, name, extra=""):
-    return f"""
-Include {REPO}/conf/openai_proxy_log.conf
-CustomLog "{usage_log_path(mock, name)}" openai_proxy
-<Location /v1>
-  SetHandler openai-proxy
-  OpenAIProxyUpstream {mock.api}
-  OpenAIProxyAPIKey {TEST_KEY}
-  OpenAIProxyAllowOrigin {ORIGIN}
-  OpenAIProxyMaxRequestBody 64K
-  OpenAIProxyEndpoints {ENDPOINTS}
-{extra}</Location>
-"""
+def proxy_config(mock, name, *directives, endpoints=ENDPOINTS):
+    """/v1 serving `endpoints`, with a usage log of its own (usage_log_path)."""
+    return (f"Include {REPO}/conf/openai_proxy_log.conf\n"
+            f'CustomLog "{usage_log_path(mock, name)}" openai_proxy\n'
+            + proxy_location(mock, f"OpenAIProxyAllowOrigin {ORIGIN}",
+                             "OpenAIProxyMaxRequestBody 64K", f"OpenAIProxyEndpoints {endpoints}",
+                             *directives))
 
 
 def usage_log_path(mock, name):
@@ -45,19 +40,10 @@ def proxy(own_httpd, mock, request):
     return server, client, name
 
 
-def usage_fields(mock, name, marker):
+def logged_fields(mock, name, marker):
     """The openai_proxy access log fields of the request with `marker` in
     its query string."""
-    path = usage_log_path(mock, name)
-
-    def find():
-        if os.path.exists(path):
-            for line in open(path):
-                if marker in line:
-                    return line
-        return None
-    line = wait_for(find, 10, f"the access log line of {marker}")
-    return dict(re.findall(r"(\w+)=(\S+)", line.split('" ', 1)[1]))
+    return usage_fields(log_line(usage_log_path(mock, name), marker).decode())
 
 
 def marked(path):
@@ -128,7 +114,7 @@ def test_embeddings_forwarded_as_sent_and_accounted(proxy, mock):
     assert sent["path"] == "/v1/embeddings"  # the client's query string stays here
     assert sent["body_sha256"] == sha256(body)  # no defaults, no re-encoding
     assert sent["headers"]["content-type"] == "application/json"
-    fields = usage_fields(mock, name, marker)
+    fields = logged_fields(mock, name, marker)
     assert fields["model"] == "text-embedding-3-small"
     assert fields["stream"] == "0"
     assert fields["outcome"] == "ok" and fields["upstream"] == "200"
@@ -146,7 +132,7 @@ def test_responses_plain_is_accounted(proxy, mock):
     assert answer["object"] == "response" and answer["status"] == "completed"
     assert mock.requests()[-1]["body"] == {"model": "gpt-4o-mini", "input": "say hello to me"}
     usage = answer["usage"]
-    fields = usage_fields(mock, name, marker)
+    fields = logged_fields(mock, name, marker)
     assert fields["model"] == "gpt-4o-mini" and fields["stream"] == "0"
     assert int(fields["prompt_tokens"]) == usage["input_tokens"]
     assert int(fields["completion_tokens"]) == usage["output_tokens"]
@@ -184,7 +170,7 @@ def test_responses_stream_relays_named_events_unchanged(proxy, mock):
     assert deltas == ["Hel", "lo", " there"]
     assert b"[DONE]" not in resp.body
     usage = events[-1][1]["response"]["usage"]
-    fields = usage_fields(mock, name, marker)
+    fields = logged_fields(mock, name, marker)
     assert fields["stream"] == "1" and fields["outcome"] == "ok"
     assert int(fields["prompt_tokens"]) == usage["input_tokens"]
     assert int(fields["completion_tokens"]) == usage["output_tokens"] == 3
@@ -202,7 +188,7 @@ def test_moderations_and_images(proxy, mock):
     assert resp.status == 200
     assert len(resp.json()["data"]) == 2
     assert mock.requests()[-1]["path"] == "/v1/images/generations"
-    fields = usage_fields(mock, name, marker)
+    fields = logged_fields(mock, name, marker)
     assert fields["model"] == "gpt-image-1"
     assert int(fields["total_tokens"]) == resp.json()["usage"]["total_tokens"]
 
@@ -246,7 +232,7 @@ def test_every_known_endpoint_reaches_its_upstream_path(own_httpd, mock):
     completions: its 404 is relayed), the request went to <upstream>/<path>
     with the endpoint's method and body."""
     everything = " ".join(pattern for pattern, _, _ in CATALOG)
-    config = proxy_config(mock, "ep-all").replace(ENDPOINTS, everything)
+    config = proxy_config(mock, "ep-all", endpoints=everything)
     _, client = own_httpd(config, name="ep-all")
     for pattern, method, kind in CATALOG:
         path = pattern.replace("*", "gpt-4o")
@@ -289,7 +275,7 @@ def test_multipart_forwarded_byte_for_byte(proxy, mock):
     sent = mock.requests()[-1]
     assert sent["body_len"] == len(body) and sent["body_sha256"] == sha256(body)
     assert sent["headers"]["content-type"] == ctype  # the client's boundary
-    fields = usage_fields(mock, name, marker)
+    fields = logged_fields(mock, name, marker)
     assert fields["model"] == "whisper-1" and fields["outcome"] == "ok"
 
 
@@ -404,7 +390,7 @@ def test_cors_on_new_endpoints(proxy, mock):
 
 def test_model_allow_list_covers_every_endpoint(own_httpd, mock):
     _, client = own_httpd(proxy_config(mock, "ep-allow",
-                                       "  OpenAIProxyAllowModels gpt-4o* whisper-1\n"),
+                                       "OpenAIProxyAllowModels gpt-4o* whisper-1"),
                           name="ep-allow")
     resp = client.post("/v1/embeddings", {"model": "text-embedding-3-small", "input": "x"})
     assert resp.status == 400
@@ -425,8 +411,7 @@ def test_max_tokens_caps_other_endpoints(own_httpd, mock):
     """OpenAIProxyMaxTokens lowers the Responses API's max_output_tokens; a
     lower one is kept and a missing one gets the cap (the Responses API has
     no limit of its own)."""
-    _, client = own_httpd(proxy_config(mock, "ep-cap", "  OpenAIProxyMaxTokens 64\n"),
-                          name="ep-cap")
+    _, client = own_httpd(proxy_config(mock, "ep-cap", "OpenAIProxyMaxTokens 64"), name="ep-cap")
     assert client.post("/v1/responses", {"model": "gpt-4o-mini", "input": "x",
                                          "max_output_tokens": 5000}).status == 200
     assert client.post("/v1/responses", {"model": "gpt-4o-mini", "input": "x",
@@ -440,8 +425,6 @@ def test_responses_stream_counts_against_max_streams(own_httpd, mock):
     """OpenAIProxyMaxStreams covers Responses API streams too."""
     _, client = own_httpd("OpenAIProxyMaxStreams 1\n" + proxy_config(mock, "ep-streams"),
                           name="ep-streams")
-    import threading
-    import uuid
     started = threading.Event()
     results = {}
     gate = uuid.uuid4().hex  # the upstream holds the first stream open until the test opens it
@@ -466,8 +449,8 @@ def test_responses_stream_counts_against_max_streams(own_httpd, mock):
 
 # ---- upstream auth and query ----
 
-AZURE = ("  OpenAIProxyUpstreamAuth header:api-key\n"
-         "  OpenAIProxyUpstreamQuery api-version=2024-10-21\n")
+AZURE = ("OpenAIProxyUpstreamAuth header:api-key",
+         "OpenAIProxyUpstreamQuery api-version=2024-10-21")
 
 
 def assert_azure_style(sent, key):
@@ -478,9 +461,9 @@ def assert_azure_style(sent, key):
 
 
 def test_azure_style_auth_and_query(own_httpd, mock):
-    _, client = own_httpd(proxy_config(mock, "ep-azure", AZURE), name="ep-azure")
+    _, client = own_httpd(proxy_config(mock, "ep-azure", *AZURE), name="ep-azure")
     resp = client.post("/v1/chat/completions?api-version=evil&x=1",
-                       {"messages": [{"role": "user", "content": "hi"}]},
+                       {"messages": MESSAGES},
                        headers={"Authorization": "Bearer sk-from-the-browser"})
     assert resp.status == 200
     sent = mock.requests()[-1]
@@ -496,11 +479,10 @@ def test_auth_style_from_another_level_than_the_key(own_httpd, mock):
     headers are built per request with the Location's style; the client's
     own key goes the same way."""
     body = (f"OpenAIProxyAPIKey {TEST_KEY}\nOpenAIProxyUpstream {mock.api}\n"
-            "<Location /azure>\n  SetHandler openai-proxy\n  OpenAIProxyAllowClientKey On\n"
-            "  OpenAIProxyEndpoints embeddings\n"
-            "  OpenAIProxyUpstreamQuery api-version=2024-10-21 'note=a b&c'\n"
-            "  OpenAIProxyUpstreamAuth header:api-key\n</Location>\n"
-            "<Location /plain>\n  SetHandler openai-proxy\n</Location>\n")
+            + bare_location("OpenAIProxyAllowClientKey On", "OpenAIProxyEndpoints embeddings",
+                            "OpenAIProxyUpstreamQuery api-version=2024-10-21 'note=a b&c'",
+                            "OpenAIProxyUpstreamAuth header:api-key", path="/azure")
+            + bare_location(path="/plain"))
     _, client = own_httpd(body, name="ep-levels")
     assert client.post("/azure/embeddings", {"input": "x"}).status == 200
     sent = mock.requests()[-1]
@@ -518,9 +500,8 @@ def test_auth_style_from_another_level_than_the_key(own_httpd, mock):
 def test_explicit_bearer_in_an_inner_location(own_httpd, mock):
     body = (f"OpenAIProxyAPIKey {TEST_KEY}\nOpenAIProxyUpstream {mock.api}\n"
             "OpenAIProxyUpstreamAuth header:x-api-key\n"
-            "<Location /a>\n  SetHandler openai-proxy\n</Location>\n"
-            "<Location /b>\n  SetHandler openai-proxy\n  OpenAIProxyUpstreamAuth bearer\n"
-            "</Location>\n")
+            + bare_location(path="/a")
+            + bare_location("OpenAIProxyUpstreamAuth bearer", path="/b"))
     _, client = own_httpd(body, name="ep-bearer")
     client.post("/a", {"messages": []})
     assert mock.requests()[-1]["headers"]["x-api-key"] == TEST_KEY
@@ -532,14 +513,14 @@ def test_explicit_bearer_in_an_inner_location(own_httpd, mock):
 
 # ---- configuration ----
 
-def config_test(workdir, directives):
-    lines = "\n".join("    " + d for d in directives)
-    body = f"<Location /v1>\n    SetHandler openai-proxy\n{lines}\n</Location>\n"
-    return Httpd(workdir, body, name="configtest-ep").config_test()
+def endpoints_config_test(workdir, *directives):
+    """`apache2 -t` of /v1 with these directives only."""
+    return config_test(workdir, bare_location(*directives), name="configtest-ep")
 
 
 def test_good_endpoint_config_is_accepted(workdir):
-    result = config_test(workdir, [
+    result = endpoints_config_test(
+        workdir,
         "OpenAIProxyEndpoints chat/completions completions responses embeddings",
         "OpenAIProxyEndpoints moderations images/generations images/edits audio/speech",
         "OpenAIProxyEndpoints audio/transcriptions audio/translations models models/*",
@@ -547,7 +528,7 @@ def test_good_endpoint_config_is_accepted(workdir):
         "OpenAIProxyUpstreamAuth header:api-key",
         "OpenAIProxyUpstreamAuth Bearer",
         "OpenAIProxyUpstreamQuery api-version=2024-10-21 empty=",
-        "OpenAIProxyUpstreamQuery 'spaced value=a b'"])
+        "OpenAIProxyUpstreamQuery 'spaced value=a b'")
     assert result.returncode == 0, result.stderr
     assert "Syntax OK" in result.stderr
 
@@ -574,7 +555,7 @@ BAD = [
 
 @pytest.mark.parametrize("directive,message", BAD)
 def test_bad_values_fail_the_config_test(workdir, directive, message):
-    result = config_test(workdir, [directive])
+    result = endpoints_config_test(workdir, directive)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
     assert "Syntax error on line" in result.stderr

@@ -7,41 +7,19 @@ import select
 import socket
 import subprocess
 import time
-import uuid
 
 import pytest
 
-from harness import TEST_KEY, prompt, sse_data_lines, wait_for
+from harness import (KEEP_ALIVE, MESSAGES, after_a_keep_alive, assert_unbuffered, config_test,
+                     gated_stream_body, open_raw_post, prompt, proxy_location, silent_upstream,
+                     sse_data_lines, sse_error_event, wait_for)
 from valgrind import not_under_valgrind
-
-MESSAGES = [{"role": "user", "content": "Think hard"}]
-
-
-def proxy_location(mock, path="/v1", *directives):
-    lines = "\n".join("  " + d for d in directives)
-    return (f"<Location {path}>\n  SetHandler openai-proxy\n  OpenAIProxyUpstream {mock.api}\n"
-            f"  OpenAIProxyAPIKey {TEST_KEY}\n{lines}\n</Location>\n")
-
-
-def send_raw(port, body):
-    data = json.dumps(body).encode()
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(b"POST /v1 HTTP/1.1\r\nHost: a.test\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n" % len(data) + data)
-    return sock
 
 
 # the upstream says nothing (before its head, or between events) until the
 # proxy hangs up: a gate that nobody opens, so no timing race with the
 # proxy's own timeouts whatever the machine's load
 SILENT_UNTIL_HUNG_UP = {"delay_headers": 1, "gate": "never-opened", "gate_timeout": 300}
-
-
-def finished_record(mock):
-    def done():
-        records = mock.requests()
-        return records and records[-1]["outcome"] and records[-1]
-    return wait_for(done, 15, "the upstream request to end")
 
 
 def test_upstream_connections_are_reused(client, mock):
@@ -56,13 +34,13 @@ def test_upstream_connections_are_reused(client, mock):
 @pytest.mark.parametrize("stream", [True, False])
 def test_client_leaving_while_the_model_thinks_stops_the_upstream(httpd, mock, stream):
     # the upstream thinks until the proxy hangs up (a gate nobody opens)
-    sock = send_raw(httpd.port, {"messages": MESSAGES, "stream": stream,
-                                 "mock": SILENT_UNTIL_HUNG_UP})
+    sock = open_raw_post(httpd.port, {"messages": MESSAGES, "stream": stream,
+                                      "mock": SILENT_UNTIL_HUNG_UP})
     # the upstream has the request (it records it once read) and thinks
     wait_for(lambda: mock.requests(), 5, "the request to reach the upstream")
     sock.close()
     closed_at = time.time()
-    record = finished_record(mock)
+    record = mock.last_finished()
     # the proxy hung up on the silent upstream, and promptly: noticed from
     # curl's progress callback, about once a second (the bound is generous
     # and scaled for a loaded machine, ASan and valgrind)
@@ -72,49 +50,37 @@ def test_client_leaving_while_the_model_thinks_stops_the_upstream(httpd, mock, s
 
 def test_first_byte_timeout_is_504_json(own_httpd, mock, error_log):
     error_log.allow("upstream request failed")
-    _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyFirstByteTimeout 1"))
+    _, client = own_httpd(proxy_location(mock, "OpenAIProxyFirstByteTimeout 1"))
     for stream in (False, True):
         resp = client.post("/v1", {"messages": MESSAGES, "stream": stream,
                                    "mock": SILENT_UNTIL_HUNG_UP})
         assert resp.status == 504
         assert resp.json() == {"error": "Gateway Timeout",
                                "message": "The upstream API did not answer within 1 seconds"}
-    assert finished_record(mock)["outcome"] == "client_gone"
+    assert mock.last_finished()["outcome"] == "client_gone"
+
+
+def test_first_byte_timeout_in_milliseconds(own_httpd, mock, error_log):
+    # httpd's time syntax: a timeout below a second is kept as written
+    error_log.allow("upstream request failed")
+    _, client = own_httpd(proxy_location(mock, "OpenAIProxyFirstByteTimeout 700ms"))
+    resp = client.post("/v1", {"messages": MESSAGES, "mock": SILENT_UNTIL_HUNG_UP})
+    assert resp.status == 504
+    assert resp.json()["message"] == "The upstream API did not answer within 700 ms"
 
 
 def test_idle_timeout_mid_stream_ends_with_sse_error(own_httpd, mock, error_log):
     error_log.allow("upstream request failed")
-    _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyIdleTimeout 1"))
+    _, client = own_httpd(proxy_location(mock, "OpenAIProxyIdleTimeout 1"))
     silent_after_the_role_chunk = {"chunks": 3, "gate": "never-opened", "gate_timeout": 300}
     resp = client.post("/v1", {"messages": MESSAGES, "stream": True,
                                "mock": silent_after_the_role_chunk}, stream=True)
     assert resp.status == 200
-    events = resp.body.decode().rstrip("\n").split("\n\n")
-    assert events[0].startswith("data: {")  # the role chunk came before the silence
-    assert events[-1].startswith("event: error\ndata: ")
-    err = json.loads(events[-1].split("data: ", 1)[1])["error"]
+    text = resp.body.decode()
+    assert text.startswith("data: {")  # the role chunk came before the silence
+    err = sse_error_event(text)["error"]
     assert err["code"] == "upstream_timeout"
     assert "silent for more than 1 seconds" in err["message"]
-
-
-KEEP_ALIVE = ": keep-alive"
-
-
-def silent_upstream(client, mock, directives, permits_for):
-    """A stream whose upstream stays silent at each pause until the client
-    has received what `permits_for(events so far)` asks for (keep-alives):
-    the test waits for heartbeats, never for a time."""
-    gate = uuid.uuid4().hex
-    body = {"messages": MESSAGES, "stream": True, "mock": dict(directives, gate=gate)}
-    return client.post("/v1", body, stream=True, on_read=mock.gate_by_events(gate, permits_for))
-
-
-def after_a_keep_alive(events):
-    """The pause (before the head, or before the first event) ends once a
-    keep-alive came; later ones at once, one per event received."""
-    if KEEP_ALIVE not in events:
-        return 0
-    return 1 + sum(e.startswith("data: ") for e in events)
 
 
 def two_then_one_keep_alive(events):
@@ -129,7 +95,7 @@ def two_then_one_keep_alive(events):
 
 
 def test_heartbeats_while_the_upstream_is_silent(own_httpd, mock):
-    _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyHeartbeat 1"))
+    _, client = own_httpd(proxy_location(mock, "OpenAIProxyHeartbeat 1"))
     resp = silent_upstream(client, mock, {"delay_headers": 1, "chunks": 2},
                            two_then_one_keep_alive)
     assert resp.status == 200
@@ -149,7 +115,7 @@ def test_heartbeats_while_the_upstream_is_silent(own_httpd, mock):
 def test_heartbeat_after_the_upstream_head_keeps_its_headers(own_httpd, mock):
     """The upstream answered at once but the model is slow to its first
     event: the heartbeat commits the upstream's own head (x-request-id...)."""
-    _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyHeartbeat 1"))
+    _, client = own_httpd(proxy_location(mock, "OpenAIProxyHeartbeat 1"))
     resp = silent_upstream(client, mock, {"first_chunk_delay": 1, "chunks": 1},
                            after_a_keep_alive)
     assert resp.status == 200
@@ -159,21 +125,21 @@ def test_heartbeat_after_the_upstream_head_keeps_its_headers(own_httpd, mock):
 
 
 def test_heartbeat_then_upstream_error_becomes_an_sse_error_event(own_httpd, mock):
-    _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyHeartbeat 1"))
+    _, client = own_httpd(proxy_location(mock, "OpenAIProxyHeartbeat 1"))
     resp = silent_upstream(client, mock, {"delay_headers": 1, "status": 429},
                            after_a_keep_alive)
     assert resp.status == 200  # committed by the heartbeats
     text = resp.body.decode()
     assert text.startswith(": keep-alive\n\n")
-    tail = text.rstrip("\n").split("\n\n")[-1]
-    assert tail.startswith("event: error\ndata: ")
-    data = json.loads(tail.split("data: ", 1)[1])
+    data = sse_error_event(text)
     assert data["status"] == 429
     assert data["error"]["code"] == "rate_limit_exceeded"
 
 
 def test_no_heartbeat_for_plain_requests(own_httpd, mock):
-    _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyHeartbeat 1"))
+    _, client = own_httpd(proxy_location(mock, "OpenAIProxyHeartbeat 1"))
+    # a silence longer than two heartbeats is the behaviour under test (no
+    # comment may come into a JSON answer): a time, as no event can end it
     resp = client.post("/v1", {"messages": MESSAGES, "mock": {"delay_headers": 2.2}})
     assert resp.status == 200
     assert resp.json()["object"] == "chat.completion"
@@ -188,7 +154,7 @@ def test_max_streams_over_all_processes(own_httpd, mock):
         f"{proxy_location(mock)}</VirtualHost>\n", mpm="prefork")
     long_stream = {"messages": MESSAGES, "stream": True,
                    "mock": {"chunks": 100, "chunk_delay": 0.1}}
-    socks = [send_raw(server.port, long_stream) for _ in range(2)]
+    socks = [open_raw_post(server.port, long_stream) for _ in range(2)]
     wait_for(lambda: mock.stats()["active_streams"] == 2, 10, "two open streams")
     refused = client.post("/v1", {"messages": MESSAGES, "stream": True})
     assert refused.status == 503
@@ -207,27 +173,10 @@ def test_max_streams_over_all_processes(own_httpd, mock):
 
 
 def test_max_streams_is_per_virtual_host(workdir):
-    from harness import Httpd
-    result = Httpd(workdir, "<Location /x>\nOpenAIProxyMaxStreams 3\n</Location>\n",
-                   name="maxstreams-ctx").config_test()
+    result = config_test(workdir, "<Location /x>\nOpenAIProxyMaxStreams 3\n</Location>\n",
+                         name="maxstreams-ctx")
     assert result.returncode != 0
     assert "not allowed" in result.stderr
-
-
-def gated_stream_body():
-    """A 3-token stream whose upstream sends each event only once the client
-    has read the previous one (it opens the gate per event received)."""
-    gate = uuid.uuid4().hex
-    return gate, {"messages": MESSAGES, "stream": True, "mock": {"chunks": 3, "gate": gate}}
-
-
-def assert_unbuffered(mock, data_lines):
-    """Causal proof of no buffering: no pause of the upstream ran out, so
-    every event reached the client before the upstream produced the next."""
-    assert len(data_lines) == 1 + 3 + 1 + 1 and data_lines[-1] == "[DONE]"
-    record = finished_record(mock)
-    assert record["outcome"] == "ok"
-    assert record["gate_timeouts"] == 0, "an event was held back: the stream was buffered"
 
 
 @pytest.mark.parametrize("mpm", ["worker", "prefork"])
@@ -235,7 +184,7 @@ def test_streams_are_unbuffered_under_every_mpm(own_httpd, mock, mpm):
     _, client = own_httpd(proxy_location(mock), mpm=mpm)
     gate, body = gated_stream_body()
     resp = client.post("/v1", body, stream=True, on_read=mock.gate_by_events(gate))
-    assert_unbuffered(mock, sse_data_lines(resp.body))
+    assert_unbuffered(sse_data_lines(resp.body), mock.last_finished())
 
 
 def curl_stream_lines(url, body, *args, on_line=None):
@@ -260,7 +209,8 @@ def test_streams_are_unbuffered_over_http2(own_httpd, mock):
     lines = curl_stream_lines(server.url("/v1"), body, "--http2-prior-knowledge",
                               on_line=lambda l: l.startswith("data: ") and mock.open_gate(gate))
     assert "HTTP_VERSION=2" in lines
-    assert_unbuffered(mock, [l[len("data: "):] for l in lines if l.startswith("data: ")])
+    assert_unbuffered([l[len("data: "):] for l in lines if l.startswith("data: ")],
+                      mock.last_finished())
 
 
 def test_http2_client_reset_stops_the_upstream(own_httpd, mock):
@@ -278,7 +228,7 @@ def test_http2_client_reset_stops_the_upstream(own_httpd, mock):
     proc.kill()
     proc.wait()
     closed_at = time.time()
-    record = finished_record(mock)
+    record = mock.last_finished()
     # stopped before the end of the 20 s stream, promptly (generous, scaled)
     assert record["outcome"] == "client_gone"
     assert record["chunks_sent"] < 200
@@ -286,7 +236,7 @@ def test_http2_client_reset_stops_the_upstream(own_httpd, mock):
 
 
 def test_heartbeat_then_upstream_ignoring_stream_relays_its_answer(own_httpd, mock):
-    _, client = own_httpd(proxy_location(mock, "/v1", "OpenAIProxyHeartbeat 1"))
+    _, client = own_httpd(proxy_location(mock, "OpenAIProxyHeartbeat 1"))
     resp = silent_upstream(client, mock, {"delay_headers": 1,
                                           "content_type": "application/json",
                                           "status": 200, "error_body": '{"ok":true}'},
@@ -313,10 +263,8 @@ def test_connect_timeout_is_504_json(own_httpd, error_log):
     # handshake completed: it becomes writable
     wait_for(lambda: select.select([], fillers, [], 0.1)[1], 5, "the accept queue to fill")
     try:
-        _, client = own_httpd(
-            f"<Location /v1>\n  SetHandler openai-proxy\n  OpenAIProxyAPIKey {TEST_KEY}\n"
-            f"  OpenAIProxyUpstream http://127.0.0.1:{port}/v1\n"
-            "  OpenAIProxyConnectTimeout 1\n</Location>\n")
+        _, client = own_httpd(proxy_location(f"http://127.0.0.1:{port}/v1",
+                                             "OpenAIProxyConnectTimeout 1"))
         started = time.monotonic()
         resp = client.post("/v1", {"messages": MESSAGES})
         assert resp.status == 504

@@ -12,12 +12,10 @@ import uuid
 
 import pytest
 
-from harness import sse_data_lines
-from test_usage_log import usage_line
+from harness import MESSAGES, sse_data_lines, usage_line
 
 CAP = 64
 MODEL = "gpt-4o-mini"
-MESSAGES = [{"role": "user", "content": "hello there"}]
 
 # endpoint -> (a valid body without any token limit, the field the cap is written to)
 GENERATING = {

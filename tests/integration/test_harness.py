@@ -5,17 +5,10 @@ only once the old children are gone."""
 import concurrent.futures
 import uuid
 
-from harness import TEST_KEY, sse_data_lines, wait_for
+from harness import MESSAGES, proxy_location, sse_data_lines, wait_for
 from valgrind import not_under_valgrind
 
-MESSAGES = [{"role": "user", "content": "hi"}]
 STREAMS = 60  # more than two children's 25 threads: at least three children are busy
-
-
-def location(mock, *directives):
-    lines = "".join(f"  {d}\n" for d in directives)
-    return (f"<Location /v1>\n  SetHandler openai-proxy\n  OpenAIProxyUpstream {mock.api}\n"
-            f"  OpenAIProxyAPIKey {TEST_KEY}\n{lines}</Location>\n")
 
 
 @not_under_valgrind("a graceful restart needs a parent and children; valgrind runs apache2 -X")
@@ -26,7 +19,7 @@ def test_graceful_restart_while_the_old_children_are_busy(own_httpd, mock):
     ServerLimit 4 it could not, and the parent logged AH03490 "scoreboard is
     full" (the log check fails on it). The old streams end intact, and the
     restart returns once their children are gone."""
-    server, client = own_httpd(location(mock))
+    server, client = own_httpd(proxy_location(mock))
     gate = uuid.uuid4().hex  # the upstream holds every stream open until the test opens it
     with concurrent.futures.ThreadPoolExecutor(STREAMS + 1) as pool:
         streams = [pool.submit(client.post, "/v1",
@@ -36,7 +29,7 @@ def test_graceful_restart_while_the_old_children_are_busy(own_httpd, mock):
         wait_for(lambda: mock.stats()["active_streams"] == STREAMS, 20, "every stream open")
         old = server.children()
         restart = pool.submit(server.graceful_restart,
-                              location(mock, "OpenAIProxyRateLimit 1/h"))
+                              proxy_location(mock, "OpenAIProxyRateLimit 1/h"))
         # the new generation gets its StartServers children while every old
         # child still serves
         wait_for(lambda: len(server.children() - old) >= 2, 20, "the new generation's children")

@@ -5,15 +5,15 @@ env:, file:) and so is the client's own key (x-openai-key). The suite's
 scan (conftest.check_logs_and_secrets) checks every response and log for
 the keys and their 12-character prefixes and suffixes as well."""
 
-import json
-
 import pytest
 
-from harness import CLIENT_KEY, TEST_KEY, TEST_KEY_B, Client, Httpd
+from harness import (CLIENT_KEY, MESSAGES, TEST_KEY, TEST_KEY_B, Client, Httpd,
+                     after_a_keep_alive, proxy_location, silent_upstream, sse_error_event)
 
 ORIGIN = "https://app.example.com"
-MESSAGES = [{"role": "user", "content": "hi"}]
 ENV_VAR = "OAIP_ECHO_TEST_KEY"
+# every Location here: the page's origin may read the answers, in OpenAI's format
+ECHO = (f"OpenAIProxyAllowOrigin {ORIGIN}", "OpenAIProxyErrorFormat openai")
 
 # path -> (the key the upstream receives, extra request headers)
 SOURCES = {
@@ -24,25 +24,16 @@ SOURCES = {
 }
 
 
-def location(mock, path, *lines):
-    body = "\n".join("  " + line for line in (
-        "SetHandler openai-proxy", f"OpenAIProxyUpstream {mock.api}",
-        f"OpenAIProxyAllowOrigin {ORIGIN}", "OpenAIProxyErrorFormat openai") + lines)
-    return f"<Location {path}>\n{body}\n</Location>\n"
-
-
 @pytest.fixture(scope="module")
 def echo_httpd(workdir, mock, key_file):
     config = "".join([
-        location(mock, "/literal", f"OpenAIProxyAPIKey {TEST_KEY}"),
-        location(mock, "/env", f"OpenAIProxyAPIKey env:{ENV_VAR}"),
-        location(mock, "/file", f"OpenAIProxyAPIKey file:{key_file}"),
-        location(mock, "/client", f"OpenAIProxyAPIKey {TEST_KEY}",
-                 "OpenAIProxyAllowClientKey On"),
-        location(mock, "/heartbeat", f"OpenAIProxyAPIKey {TEST_KEY}",
-                 "OpenAIProxyHeartbeat 1"),
-        location(mock, "/header-auth", f"OpenAIProxyAPIKey {TEST_KEY}",
-                 "OpenAIProxyUpstreamAuth header:api-key"),
+        proxy_location(mock, *ECHO, path="/literal"),
+        proxy_location(mock, *ECHO, path="/env", key=f"env:{ENV_VAR}"),
+        proxy_location(mock, *ECHO, path="/file", key=f"file:{key_file}"),
+        proxy_location(mock, *ECHO, "OpenAIProxyAllowClientKey On", path="/client"),
+        proxy_location(mock, *ECHO, "OpenAIProxyHeartbeat 1", path="/heartbeat"),
+        proxy_location(mock, *ECHO, "OpenAIProxyUpstreamAuth header:api-key",
+                       path="/header-auth"),
     ])
     server = Httpd(workdir, config, name="keyecho", env={ENV_VAR: TEST_KEY_B})
     server.start()
@@ -113,7 +104,8 @@ def test_partial_echo_of_any_length_is_masked(echo_client, mock):
 
 def test_client_key_is_masked_where_it_replaced_no_configured_key(own_httpd, mock):
     """Vhost b's /nokey has no key of its own: only the client's is sent."""
-    _, client = own_httpd(location(mock, "/nokey", "OpenAIProxyAllowClientKey On"))
+    _, client = own_httpd(proxy_location(mock, *ECHO, "OpenAIProxyAllowClientKey On",
+                                         path="/nokey", key=None))
     resp = client.post("/nokey", {"messages": MESSAGES, "mock": {"echo_key": "full"}},
                        headers={"Origin": ORIGIN, "x-openai-key": CLIENT_KEY})
     assert_masked(resp, CLIENT_KEY, "full")
@@ -138,19 +130,23 @@ def test_echo_in_a_passed_header_is_masked(echo_client, mock):
     assert resp.header("x-ratelimit-echo") == "*" * len(TEST_KEY_B)
 
 
+def after_heartbeats(echo_client, mock, directives):
+    """A stream on /heartbeat whose upstream answers (as `directives` say)
+    only once a keep-alive reached the client: heartbeats committed a 200."""
+    return silent_upstream(echo_client, mock, dict(directives, delay_headers=1),
+                           after_a_keep_alive, path="/heartbeat", headers={"Origin": ORIGIN})
+
+
 @pytest.mark.parametrize("form", ["full", "prefix", "openai"])
 def test_echo_after_heartbeats_is_masked_in_the_sse_error_event(echo_client, mock, form):
     """The heartbeats committed a 200 stream before the upstream answered
     401: its error becomes an SSE error event, masked too."""
-    resp = echo_client.post("/heartbeat", {"messages": MESSAGES, "stream": True, "mock": {
-        "echo_key": form, "delay_headers": 2.5}}, headers={"Origin": ORIGIN}, stream=True)
+    resp = after_heartbeats(echo_client, mock, {"echo_key": form})
     assert resp.status == 200
     assert resp.header("Access-Control-Allow-Origin") == ORIGIN
     text = resp.text
     assert text.startswith(": keep-alive\n\n")
-    tail = text.rstrip("\n").split("\n\n")[-1]
-    assert tail.startswith("event: error\ndata: ")
-    data = json.loads(tail.split("data: ", 1)[1])
+    data = sse_error_event(text)
     assert data["status"] == 401
     assert data["error"]["message"].startswith(
         f"Incorrect API key provided: {masked_echo(form, TEST_KEY)}. ")
@@ -181,12 +177,10 @@ def test_escaped_echo_is_masked_in_the_sse_error_event(echo_client, mock):
     """The SSE error event is built from the parsed error: a key written
     with JSON escapes is plain text there, and masked there too."""
     escaped = "".join("\\u%04x" % ord(c) for c in TEST_KEY)
-    resp = echo_client.post("/heartbeat", {"messages": MESSAGES, "stream": True, "mock": {
-        "status": 401, "delay_headers": 2.5,
-        "error_body": '{"error":{"message":"Incorrect API key provided: %s."}}' % escaped}},
-        headers={"Origin": ORIGIN}, stream=True)
+    resp = after_heartbeats(echo_client, mock, {
+        "status": 401,
+        "error_body": '{"error":{"message":"Incorrect API key provided: %s."}}' % escaped})
     assert resp.status == 200
-    tail = resp.text.rstrip("\n").split("\n\n")[-1]
-    data = json.loads(tail.split("data: ", 1)[1])
+    data = sse_error_event(resp.text)
     assert data["error"]["message"] == (
         "Incorrect API key provided: " + "*" * len(TEST_KEY) + ".")

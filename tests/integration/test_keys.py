@@ -1,8 +1,6 @@
 """Where the upstream key comes from."""
 
-from harness import CLIENT_KEY, TEST_KEY
-
-MESSAGES = [{"role": "user", "content": "hi"}]
+from harness import CLIENT_KEY, MESSAGES, TEST_KEY
 
 
 def test_no_key_configured_is_500_json(client, mock, error_log):

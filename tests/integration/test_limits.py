@@ -3,48 +3,25 @@ httpd processes and threads, callers told apart by IP, user (Basic auth) or
 header, per virtual host, budgets charged from plain and streamed answers.
 The counter stores of a cluster (redis, memcache) are in test_counter_stores.py."""
 
-import concurrent.futures
 import os
 import subprocess
 import time
 
 import pytest
 
-from harness import TEST_KEY, wait_for
+from harness import (STATUS_LOCATION, TEST_KEY, THREE_TOKEN_MESSAGES, basic_auth,
+                     parallel_posts, proxy_location, settled)
 from valgrind import not_under_valgrind
-
-MESSAGES = [{"role": "user", "content": "one two three"}]  # 3 prompt tokens at the mock
-
-
-def proxy_location(path, mock, *directives):
-    lines = "\n".join("  " + d for d in directives)
-    return (f"<Location {path}>\n  SetHandler openai-proxy\n  OpenAIProxyUpstream {mock.api}\n"
-            f"  OpenAIProxyAPIKey {TEST_KEY}\n{lines}\n</Location>\n")
-
 
 # A budget's reservation is settled in the log phase, after the client has
 # its answer: a client that sends the next request at once can be faster
-# than that (it was, under ASan). The status page counts a request right
-# after its settlement, so a test that depends on it waits for that count.
-STATUS_LOCATION = ("<Location /proxy-status>\n  SetHandler openai-proxy-status\n"
-                   "  Require ip 127.0.0.1\n</Location>\n")
-
-
-def settled(client, total):
-    """Waits until `total` proxied requests went through log_transaction."""
-    wait_for(lambda: client.request("GET", "/proxy-status").json()["requests"]["total"]
-             >= total or None, 30, f"{total} requests settled")
+# than that (it was, under ASan). The status page (STATUS_LOCATION) counts a
+# request right after its settlement, so a test that depends on it waits for
+# that count (settled).
 
 
 def hour_window():
     return int(time.time()) // 3600
-
-
-def parallel_posts(client, path, count, body, headers=None, workers=None):
-    def one(_):
-        return client.post(path, body, headers=headers or {}, timeout=60)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers or count) as pool:
-        return list(pool.map(one, range(count)))
 
 
 def assert_rate_limited(resp, limit_text):
@@ -64,10 +41,10 @@ def test_parallel_burst_lets_exactly_n_through(own_httpd, mock, workdir, mpm):
     processes (and threads under event): exactly 20 reach the upstream."""
     pid_log = os.path.join(workdir, f"pids-{mpm}.log")
     config = (f'LogFormat "%P %>s" pids\nCustomLog "{pid_log}" pids\n'
-              + proxy_location("/v1", mock, "OpenAIProxyRateLimit 20/h by=ip"))
+              + proxy_location(mock, "OpenAIProxyRateLimit 20/h by=ip"))
     server, client = own_httpd(config, mpm=mpm)
     # slow answers keep the connections open together, spread over processes
-    body = {"messages": MESSAGES, "mock": {"delay_headers": 0.5}}
+    body = {"messages": THREE_TOKEN_MESSAGES, "mock": {"delay_headers": 0.5}}
     for attempt in range(2):
         window = hour_window()
         mock.reset()
@@ -95,19 +72,18 @@ def test_callers_by_basic_auth_user(own_httpd, mock, workdir):
                    capture_output=True)
     os.chmod(htpasswd, 0o644)
     server, client = own_httpd(proxy_location(
-        "/v1", mock, "AuthType Basic", 'AuthName "chat"', f"AuthUserFile {htpasswd}",
-        "Require valid-user", "OpenAIProxyRateLimit 2/h by=user"))
+        mock, *basic_auth(htpasswd), "OpenAIProxyRateLimit 2/h by=user"))
     import base64
 
     def as_user(name, password):
         token = base64.b64encode(f"{name}:{password}".encode()).decode()
-        return client.post("/v1", {"messages": MESSAGES},
+        return client.post("/v1", {"messages": THREE_TOKEN_MESSAGES},
                            headers={"Authorization": f"Basic {token}"})
 
     assert [as_user("alice", "alice-pw").status for _ in range(3)] == [200, 200, 429]
     # bob is someone else, from the same address
     assert [as_user("bob", "bob-pw").status for _ in range(2)] == [200, 200]
-    assert client.post("/v1", {"messages": MESSAGES}).status == 401  # httpd's own auth
+    assert client.post("/v1", {"messages": THREE_TOKEN_MESSAGES}).status == 401  # httpd's own auth
     # the Basic credentials never went upstream
     for record in mock.requests():
         assert record["headers"]["authorization"] == f"Bearer {TEST_KEY}"
@@ -115,10 +91,10 @@ def test_callers_by_basic_auth_user(own_httpd, mock, workdir):
 
 def test_callers_by_header_fall_back_to_address(own_httpd, mock):
     server, client = own_httpd(proxy_location(
-        "/v1", mock, "OpenAIProxyRateLimit 2/h by=header:X-Team"))
+        mock, "OpenAIProxyRateLimit 2/h by=header:X-Team"))
 
     def post(team=None):
-        return client.post("/v1", {"messages": MESSAGES},
+        return client.post("/v1", {"messages": THREE_TOKEN_MESSAGES},
                            headers={"X-Team": team} if team else {}).status
 
     assert [post("red"), post("red"), post("red")] == [200, 200, 429]
@@ -130,9 +106,9 @@ def test_callers_by_header_fall_back_to_address(own_httpd, mock):
 def test_limits_per_virtual_host_and_location(own_httpd, mock):
     """The same Location in two virtual hosts counts apart; an inner
     Location can lift the limit with none; preflights are not counted."""
-    location = proxy_location("/v1", mock, "OpenAIProxyRateLimit 1/h",
+    location = proxy_location(mock, "OpenAIProxyRateLimit 1/h",
                               "OpenAIProxyAllowOrigin https://app.example")
-    free = proxy_location("/v1/free", mock, "OpenAIProxyRateLimit none")
+    free = proxy_location(mock, "OpenAIProxyRateLimit none", path="/v1/free")
     server, client = own_httpd(
         f"<VirtualHost 127.0.0.1:*>\n ServerName one.test\n{location}{free}</VirtualHost>\n"
         f"<VirtualHost 127.0.0.1:*>\n ServerName two.test\n{location}</VirtualHost>\n")
@@ -140,7 +116,7 @@ def test_limits_per_virtual_host_and_location(own_httpd, mock):
     for _ in range(3):
         assert client.request("OPTIONS", "/v1", host="one.test",
                               headers=preflight).status == 204
-    body = {"messages": MESSAGES}
+    body = {"messages": THREE_TOKEN_MESSAGES}
     assert client.post("/v1", body, host="one.test").status == 200
     refused = client.post("/v1", body, host="one.test",
                           headers={"Origin": "https://app.example"})
@@ -155,10 +131,10 @@ def test_limits_per_virtual_host_and_location(own_httpd, mock):
 
 def test_refusal_in_openai_format_never_reaches_upstream(own_httpd, mock):
     server, client = own_httpd(proxy_location(
-        "/v1", mock, "OpenAIProxyRateLimit 1/h", "OpenAIProxyErrorFormat openai"))
-    assert client.post("/v1", {"messages": MESSAGES}).status == 200
+        mock, "OpenAIProxyRateLimit 1/h", "OpenAIProxyErrorFormat openai"))
+    assert client.post("/v1", {"messages": THREE_TOKEN_MESSAGES}).status == 200
     mock.reset()
-    resp = client.post("/v1", {"messages": MESSAGES, "stream": True})
+    resp = client.post("/v1", {"messages": THREE_TOKEN_MESSAGES, "stream": True})
     assert resp.status == 429
     error = resp.json()["error"]
     assert error["code"] == "rate_limit_exceeded" and error["type"] == "requests"
@@ -171,8 +147,8 @@ def test_token_budget_counts_plain_and_streamed_answers(own_httpd, mock):
     budget of 25, three answers fit (checked before, settled after) and the
     fourth request is refused without reaching the upstream."""
     server, client = own_httpd(proxy_location(
-        "/v1", mock, "OpenAIProxyTokenBudget 25/h") + STATUS_LOCATION)
-    body = {"messages": MESSAGES, "mock": {"chunks": 7}}
+        mock, "OpenAIProxyTokenBudget 25/h") + STATUS_LOCATION)
+    body = {"messages": THREE_TOKEN_MESSAGES, "mock": {"chunks": 7}}
     first = client.post("/v1", body)
     assert first.status == 200 and first.json()["usage"]["total_tokens"] == 10
     settled(client, 1)
@@ -196,9 +172,9 @@ def test_token_budget_with_a_rate_limit_and_suffixes(own_httpd, mock):
     """Both kinds of limit on one Location; a budget in k; a refused
     request is not charged."""
     server, client = own_httpd(proxy_location(
-        "/v1", mock, "OpenAIProxyRateLimit 5/h", "OpenAIProxyTokenBudget 1k/h",
+        mock, "OpenAIProxyRateLimit 5/h", "OpenAIProxyTokenBudget 1k/h",
         "OpenAIProxyErrorFormat openai") + STATUS_LOCATION)
-    body = {"messages": MESSAGES, "mock": {"chunks": 400}}
+    body = {"messages": THREE_TOKEN_MESSAGES, "mock": {"chunks": 400}}
     answers = []
     for n in range(6):
         answers.append(client.post("/v1", body))
@@ -217,11 +193,11 @@ def test_client_address_from_mod_remoteip(own_httpd, mock):
     found in X-Forwarded-For, not the proxy's."""
     server, client = own_httpd(
         "RemoteIPHeader X-Forwarded-For\nRemoteIPInternalProxy 127.0.0.1\n"
-        + proxy_location("/v1", mock, "OpenAIProxyRateLimit 1/h by=ip"),
+        + proxy_location(mock, "OpenAIProxyRateLimit 1/h by=ip"),
         modules=["remoteip"])
 
     def post(address):
-        return client.post("/v1", {"messages": MESSAGES},
+        return client.post("/v1", {"messages": THREE_TOKEN_MESSAGES},
                            headers={"X-Forwarded-For": address}).status
 
     assert [post("203.0.113.5"), post("203.0.113.5"), post("203.0.113.6")] == [200, 429, 200]
@@ -232,14 +208,14 @@ def test_graceful_restarts_between_limit_settings(own_httpd, mock):
     afresh and no child touches the previous generation's memory. Each
     restart returns once the old generation's children are gone (under
     valgrind's one process it is a stop and a start)."""
-    limited = proxy_location("/v1", mock, "OpenAIProxyRateLimit 1/h")
+    limited = proxy_location(mock, "OpenAIProxyRateLimit 1/h")
     server, client = own_httpd(limited)
 
     def statuses(n):
-        return [client.post("/v1", {"messages": MESSAGES}).status for _ in range(n)]
+        return [client.post("/v1", {"messages": THREE_TOKEN_MESSAGES}).status for _ in range(n)]
 
     assert statuses(2) == [200, 429]
-    server.graceful_restart(proxy_location("/v1", mock))
+    server.graceful_restart(proxy_location(mock))
     assert statuses(3) == [200, 200, 200]
     server.graceful_restart(limited)
     assert statuses(2) == [200, 429]

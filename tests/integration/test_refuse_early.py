@@ -15,64 +15,33 @@ import socket
 
 import pytest
 
-from harness import TEST_KEY
+from harness import MESSAGES, basic_auth, proxy_location
 
 ALLOWED = "https://app.example.com"
-MESSAGES = [{"role": "user", "content": "hi"}]
 # a guard against a hang, far above any answer time; never a timing assertion
 HANG = 60
 BIG = 50_000_000
 
 
-def config(mock):
-    upstream = f"  OpenAIProxyUpstream {mock.api}\n"
-    return f"""
-OpenAIProxyAllowOrigin {ALLOWED}
-<Location /v1>
-  SetHandler openai-proxy
-{upstream}  OpenAIProxyAPIKey {TEST_KEY}
-</Location>
-<Location /limited>
-  SetHandler openai-proxy
-{upstream}  OpenAIProxyAPIKey {TEST_KEY}
-  OpenAIProxyRateLimit 1/h
-</Location>
-<Location /nokey>
-  SetHandler openai-proxy
-{upstream}</Location>
-<Location /byok>
-  SetHandler openai-proxy
-{upstream}  OpenAIProxyAllowClientKey On
-</Location>
-<Location /openai>
-  SetHandler openai-proxy
-{upstream}  OpenAIProxyAPIKey {TEST_KEY}
-  OpenAIProxyErrorFormat openai
-  LimitRequestBody 100
-</Location>
-<Location /locked>
-  SetHandler openai-proxy
-{upstream}  OpenAIProxyAPIKey {TEST_KEY}
-  AuthType Basic
-  AuthName "proxy"
-  AuthBasicProvider file
-  AuthUserFile "{{workdir}}/nobody.htpasswd"
-  Require valid-user
-</Location>
-<Location /denied>
-  SetHandler openai-proxy
-{upstream}  OpenAIProxyAPIKey {TEST_KEY}
-  Require all denied
-</Location>
-"""
+def config(mock, workdir):
+    return f"OpenAIProxyAllowOrigin {ALLOWED}\n" + "".join([
+        proxy_location(mock),
+        proxy_location(mock, "OpenAIProxyRateLimit 1/h", path="/limited"),
+        proxy_location(mock, path="/nokey", key=None),
+        proxy_location(mock, "OpenAIProxyAllowClientKey On", path="/byok", key=None),
+        proxy_location(mock, "OpenAIProxyErrorFormat openai", "LimitRequestBody 100",
+                       path="/openai"),
+        proxy_location(mock, *basic_auth(f"{workdir}/nobody.htpasswd", realm="proxy"),
+                       path="/locked"),
+        proxy_location(mock, "Require all denied", path="/denied"),
+    ])
 
 
 @pytest.fixture
 def server(own_httpd, mock, workdir):
     with open(f"{workdir}/nobody.htpasswd", "w") as f:
         f.write("")
-    body = config(mock).replace("{workdir}", workdir)
-    srv, client = own_httpd(body + "LimitRequestFieldSize 200\n")
+    srv, client = own_httpd(config(mock, workdir) + "LimitRequestFieldSize 200\n")
     return srv, client
 
 

@@ -9,30 +9,15 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import TEST_KEY, wait_for
+from harness import STATUS_LOCATION, THREE_TOKEN_MESSAGES, proxy_location, settled
 
-MESSAGES = [{"role": "user", "content": "one two three"}]  # 3 prompt tokens
 ODD_MODEL = 'we"ird\\model\nname'
 
 
 def config(mock):
-    proxy = f"SetHandler openai-proxy\n  OpenAIProxyUpstream {mock.api}\n" \
-            f"  OpenAIProxyAPIKey {TEST_KEY}\n"
-    return (f"<Location /v1>\n  {proxy}</Location>\n"
-            f"<Location /limited>\n  {proxy}  OpenAIProxyRateLimit 1/h\n</Location>\n"
-            "<Location /proxy-status>\n  SetHandler openai-proxy-status\n"
-            "  Require ip 127.0.0.1\n</Location>\n")
-
-
-def status(client, wanted_total=None):
-    def read():
-        doc = client.request("GET", "/proxy-status").json()
-        if wanted_total is None or doc["requests"]["total"] >= wanted_total:
-            return doc
-        return None
-    # a request is counted after its answer went out (log_transaction): wait
-    # until the last one is in
-    return wait_for(read, 10, f"{wanted_total} requests in the status")
+    return (proxy_location(mock)
+            + proxy_location(mock, "OpenAIProxyRateLimit 1/h", path="/limited")
+            + STATUS_LOCATION)
 
 
 def prometheus(client):
@@ -53,8 +38,8 @@ def sample(families, family, name, **labels):
 @pytest.fixture
 def traffic(own_httpd, mock):
     server, client = own_httpd(config(mock), mpm="prefork")
-    plain = {"model": "gpt-4o-mini", "messages": MESSAGES, "mock": {"chunks": 7}}
-    streamed = {"model": "gpt-4.1-nano", "messages": MESSAGES, "stream": True,
+    plain = {"model": "gpt-4o-mini", "messages": THREE_TOKEN_MESSAGES, "mock": {"chunks": 7}}
+    streamed = {"model": "gpt-4.1-nano", "messages": THREE_TOKEN_MESSAGES, "stream": True,
                 "mock": {"chunks": 5}}
     for _ in range(3):
         assert client.post("/v1", plain).status == 200
@@ -64,14 +49,14 @@ def traffic(own_httpd, mock):
     assert client.post("/v1", dict(plain, mock={"status": 429})).status == 429
     assert client.post("/limited", plain).status == 200
     assert client.post("/limited", plain).status == 429
-    assert client.post("/v1", {"model": ODD_MODEL, "messages": MESSAGES,
+    assert client.post("/v1", {"model": ODD_MODEL, "messages": THREE_TOKEN_MESSAGES,
                                "mock": {"chunks": 1}}).status == 200
     return server, client
 
 
 def test_json_counts_every_request_of_every_process(traffic):
     server, client = traffic
-    doc = status(client, 10)
+    doc = settled(client, 10, timeout=10)
     requests = doc["requests"]
     assert requests["total"] == 10
     assert requests["by_outcome"] == {"ok": 7, "invalid_json": 1, "upstream_error": 1,
@@ -98,7 +83,7 @@ def test_json_counts_every_request_of_every_process(traffic):
 
 def test_prometheus_text_parses_and_matches(traffic):
     server, client = traffic
-    doc = status(client, 10)
+    doc = settled(client, 10, timeout=10)
     families = prometheus(client)
     assert families["openai_proxy_requests"].type == "counter"
     assert sample(families, "openai_proxy_requests", "openai_proxy_requests_total",
@@ -131,7 +116,7 @@ def test_open_streams_show_as_active(own_httpd, mock):
     gate = uuid.uuid4().hex  # the upstream holds the stream open until the test opens it
 
     def slow_stream():
-        client.post("/v1", {"messages": MESSAGES, "stream": True,
+        client.post("/v1", {"messages": THREE_TOKEN_MESSAGES, "stream": True,
                             "mock": {"chunks": 3, "gate": gate}},
                     stream=True, on_read=lambda _: started.set())
     thread = threading.Thread(target=slow_stream)
@@ -141,7 +126,7 @@ def test_open_streams_show_as_active(own_httpd, mock):
     mock.open_gate(gate, permits=10)
     thread.join(15)
     assert doc["requests"]["active"] == 1 and doc["requests"]["active_streams"] == 1
-    doc = status(client, 1)
+    doc = settled(client, 1, timeout=10)
     assert doc["requests"]["active"] == 0 and doc["requests"]["active_streams"] == 0
 
 
@@ -157,9 +142,9 @@ def test_status_handler_methods_and_access(own_httpd, mock):
 def test_long_multibyte_model_name_is_cut_at_a_character(own_httpd, mock):
     server, client = own_httpd(config(mock))
     model = "модель-" * 12  # 84 characters, 156 bytes
-    assert client.post("/v1", {"model": model, "messages": MESSAGES,
+    assert client.post("/v1", {"model": model, "messages": THREE_TOKEN_MESSAGES,
                                "mock": {"chunks": 2}}).status == 200
-    doc = status(client, 1)
+    doc = settled(client, 1, timeout=10)
     (name,) = doc["tokens"]["by_model"].keys()
     assert model.startswith(name) and 0 < len(name.encode()) < 64
     families = prometheus(client)

@@ -2,13 +2,10 @@
 either side goes away."""
 
 import json
-import socket
 import time
-import uuid
 
-from harness import prompt, sse_data_lines, wait_for
-
-MESSAGES = [{"role": "user", "content": "Tell me a story"}]
+from harness import (MESSAGES, assert_unbuffered, gated_stream_body, open_raw_post, prompt,
+                     sse_data_lines, sse_error_event)
 
 
 def stream(client, path="/v1", mock_directives=None, **kw):
@@ -47,49 +44,27 @@ def test_events_split_across_upstream_writes_arrive_intact(client, mock):
 
 
 def gated_stream(client, mock, path="/v1", chunks=4, **kw):
-    """A stream whose upstream sends each event only once the client has
-    read the previous one (a gate the client opens as events arrive): a
-    proxy that held an event back would leave the upstream waiting."""
-    gate = uuid.uuid4().hex
-    resp = stream(client, path, {"chunks": chunks, "gate": gate},
-                  on_read=mock.gate_by_events(gate), **kw)
-    record = finished(mock)
-    return resp, record
-
-
-def finished(mock):
-    def done():
-        records = mock.requests()
-        return records and records[-1]["outcome"] and records[-1]
-    return wait_for(done, 10, "the upstream request to end")
-
-
-def assert_unbuffered(resp, record, chunks=4):
-    """Causal proof of no buffering: no pause of the upstream ran out, so
-    every event reached the client before the upstream produced the next."""
-    data = sse_data_lines(resp.body)
-    assert len(data) == 1 + chunks + 1 + 1 and data[-1] == "[DONE]"  # role, tokens, stop
-    assert record["outcome"] == "ok"
-    assert record["gate_timeouts"] == 0, "an event was held back: the stream was buffered"
+    """A gated stream (harness.gated_stream_body) read to its end, and the
+    upstream's record of it."""
+    gate, body = gated_stream_body(chunks)
+    resp = client.post(path, body, stream=True, on_read=mock.gate_by_events(gate), **kw)
+    return resp, mock.last_finished(timeout=10)
 
 
 def test_each_event_reaches_the_client_before_the_next_is_sent(client, mock):
     resp, record = gated_stream(client, mock)
-    assert_unbuffered(resp, record)
+    assert_unbuffered(sse_data_lines(resp.body), record, chunks=4)
 
 
 def test_client_disconnect_stops_the_upstream_transfer(client, mock, httpd):
-    body = json.dumps({"messages": MESSAGES, "stream": True,
-                       "mock": {"chunks": 200, "chunk_delay": 0.1}}).encode()
-    sock = socket.create_connection(("127.0.0.1", httpd.port))
-    sock.sendall(b"POST /v1 HTTP/1.1\r\nHost: a.test\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    sock = open_raw_post(httpd.port, {"messages": MESSAGES, "stream": True,
+                                      "mock": {"chunks": 200, "chunk_delay": 0.1}})
     received = b""
     while received.count(b"data: ") < 3:
         received += sock.recv(65536)
     sock.close()
     closed_at = time.time()
-    record = finished(mock)
+    record = mock.last_finished(timeout=10)
     # the upstream stopped before the end of its 20 s stream, and promptly
     # (curl's progress callback looks about once a second): the bound is
     # generous and scaled for a loaded machine, ASan and valgrind
@@ -107,9 +82,7 @@ def test_upstream_hangup_mid_stream_ends_with_an_sse_error_event(client, mock, e
     assert resp.status == 200
     text = resp.body.decode()
     assert text.count("data: {") == 4  # 3 upstream events + the error event
-    tail = text.rstrip("\n").split("\n\n")[-1]
-    assert tail.startswith("event: error\ndata: ")
-    err = json.loads(tail.split("data: ", 1)[1])["error"]
+    err = sse_error_event(text)["error"]
     assert err["type"] == "upstream_error"
     assert "[DONE]" not in text
 
@@ -122,7 +95,7 @@ def test_deflate_does_not_buffer_streams(client, mock):
     resp, record = gated_stream(client, mock, "/deflated", chunks=3,
                                 headers={"Accept-Encoding": "gzip"})
     assert resp.header("Content-Encoding") is None
-    assert_unbuffered(resp, record, chunks=3)
+    assert_unbuffered(sse_data_lines(resp.body), record, chunks=3)
 
 
 def test_stream_request_answered_with_json_is_relayed_as_json(client, mock):

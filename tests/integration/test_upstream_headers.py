@@ -7,14 +7,12 @@ The mock writes raw_headers as given; libcurl splits header lines at LF, so
 a LF in a value arrives as a line of its own (the LF cases check that such
 a line never becomes a header of the answer)."""
 
-import json
-
 import pytest
 
-from harness import sse_data_lines
+from harness import (MESSAGES, after_a_keep_alive, proxy_location, silent_upstream, sse_data_lines,
+                     sse_error_event)
 
 ORIGIN = "https://app.example.com"
-MESSAGES = [{"role": "user", "content": "hi"}]
 PROBE = "x-ratelimit-probe"  # a name the proxy passes on (x-ratelimit-*)
 
 BAD_VALUES = {
@@ -131,23 +129,14 @@ def test_a_nul_in_a_header_is_a_json_502_or_dropped(client, mock, error_log, cas
 
 def test_a_bad_content_type_after_heartbeats_is_an_sse_error_event(own_httpd, mock,
                                                                    error_log):
-    from harness import TEST_KEY
     error_log.allow("upstream request failed")
-    _, client = own_httpd(f"""<Location /v1>
-  SetHandler openai-proxy
-  OpenAIProxyUpstream {mock.api}
-  OpenAIProxyAPIKey {TEST_KEY}
-  OpenAIProxyAllowOrigin {ORIGIN}
-  OpenAIProxyHeartbeat 1
-</Location>
-""")
-    resp = client.post("/v1", {"messages": MESSAGES, "stream": True, "mock": {
-        "delay_headers": 2.5, **BAD_CONTENT_TYPES["cr"]}},
-        headers={"Origin": ORIGIN}, stream=True)
+    _, client = own_httpd(proxy_location(mock, f"OpenAIProxyAllowOrigin {ORIGIN}",
+                                         "OpenAIProxyHeartbeat 1"))
+    # the upstream answers once a keep-alive reached the client
+    resp = silent_upstream(client, mock, {"delay_headers": 1, **BAD_CONTENT_TYPES["cr"]},
+                           after_a_keep_alive, headers={"Origin": ORIGIN})
     assert resp.status == 200  # committed by the heartbeats
     assert_cors(resp)
-    tail = resp.text.rstrip("\n").split("\n\n")[-1]
-    assert tail.startswith("event: error\ndata: ")
-    error = json.loads(tail.split("data: ", 1)[1])["error"]
+    error = sse_error_event(resp.text)["error"]
     assert error["code"] == "upstream_invalid_response"
     assert "Content-Type" in error["message"]

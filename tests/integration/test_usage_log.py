@@ -2,31 +2,17 @@
 model, stream, outcome, upstream status, time to first byte, token usage."""
 
 import json
-import os
-import re
 import socket
 import uuid
 
 import pytest
 
-from harness import wait_for
+from harness import usage_line
 
-MESSAGES = [{"role": "user", "content": "count my tokens please"}]
-
-
-def usage_line(httpd, marker):
-    """The usage log line of the request whose query carried `marker`."""
-    path = os.path.join(httpd.workdir, "usage.log")
-
-    def find():
-        if not os.path.exists(path):
-            return None
-        for line in open(path):
-            if marker in line:
-                return line
-        return None
-    line = wait_for(find, 10, f"the usage log line of {marker}")
-    return dict(re.findall(r"(\w+)=(\S+)", line.split('" ', 1)[1])), line
+# 4 prompt tokens at the mock, so that a logged count matches the answer's
+# only if it was read from it (1 might by chance); the mock's answer quotes
+# them: "You said: count my tokens please"
+FOUR_TOKEN_MESSAGES = [{"role": "user", "content": "count my tokens please"}]
 
 
 def request(client, body, **kw):
@@ -36,7 +22,7 @@ def request(client, body, **kw):
 
 
 def test_plain_answer_logs_model_outcome_and_usage(client, mock, httpd):
-    resp, marker = request(client, {"messages": MESSAGES, "model": "gpt-4o-mini"})
+    resp, marker = request(client, {"messages": FOUR_TOKEN_MESSAGES, "model": "gpt-4o-mini"})
     usage = resp.json()["usage"]
     fields, line = usage_line(httpd, marker)
     assert fields["model"] == "gpt-4o-mini"
@@ -51,7 +37,7 @@ def test_plain_answer_logs_model_outcome_and_usage(client, mock, httpd):
 
 
 def test_stream_usage_is_read_from_the_last_chunk(client, mock, httpd):
-    resp, marker = request(client, {"messages": MESSAGES, "stream": True,
+    resp, marker = request(client, {"messages": FOUR_TOKEN_MESSAGES, "stream": True,
                                     "stream_options": {"include_usage": True},
                                     "mock": {"split_events": True, "chunk_delay": 0}},
                            stream=True)
@@ -68,7 +54,7 @@ def test_stream_usage_is_read_from_the_last_chunk(client, mock, httpd):
 @pytest.mark.parametrize("options", [None, {"include_usage": False}, {"foo": 1}])
 def test_stream_usage_is_counted_but_hidden_when_the_client_did_not_ask(client, mock, httpd,
                                                                         options):
-    body = {"messages": MESSAGES, "stream": True,
+    body = {"messages": FOUR_TOKEN_MESSAGES, "stream": True,
             "mock": {"split_events": True, "chunk_delay": 0}}
     if options is not None:
         body["stream_options"] = options
@@ -91,21 +77,22 @@ def test_stream_usage_is_counted_but_hidden_when_the_client_did_not_ask(client, 
 
 def test_outcomes_of_errors(client, mock, httpd, error_log):
     error_log.allow("upstream request failed")
-    _, marker = request(client, {"messages": MESSAGES, "mock": {"status": 429}})
+    _, marker = request(client, {"messages": FOUR_TOKEN_MESSAGES, "mock": {"status": 429}})
     fields, _ = usage_line(httpd, marker)
     assert (fields["outcome"], fields["upstream"]) == ("upstream_error", "429")
-    _, marker = request(client, {"messages": MESSAGES},
+    _, marker = request(client, {"messages": FOUR_TOKEN_MESSAGES},
                         headers={"Origin": "https://evil.example.com"})
     assert usage_line(httpd, marker)[0]["outcome"] == "origin_not_allowed"
     _, marker = request(client, "{", headers={"Content-Type": "application/json"})
     assert usage_line(httpd, marker)[0]["outcome"] == "invalid_json"
-    _, marker = request(client, {"messages": MESSAGES, "mock": {"hangup_before_headers": True}})
+    _, marker = request(client, {"messages": FOUR_TOKEN_MESSAGES,
+                                 "mock": {"hangup_before_headers": True}})
     assert usage_line(httpd, marker)[0]["outcome"] == "upstream_failed"
 
 
 def test_client_gone_is_logged(httpd, mock):
     marker = uuid.uuid4().hex
-    body = json.dumps({"messages": MESSAGES, "stream": True,
+    body = json.dumps({"messages": FOUR_TOKEN_MESSAGES, "stream": True,
                        "mock": {"chunks": 100, "chunk_delay": 0.1}}).encode()
     sock = socket.create_connection(("127.0.0.1", httpd.port))
     sock.sendall(f"POST /v1?t={marker} HTTP/1.1\r\nHost: a.test\r\n".encode() +

@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from harness import SLOWDOWN
-
-MESSAGES = [{"role": "user", "content": "hi"}]
+from harness import MESSAGES, SLOWDOWN
 
 BAD_BODIES = [
     ("", 400, "Invalid JSON", "empty"),

@@ -34,9 +34,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
-from harness import REPO, TEST_KEY, Httpd, MockUpstream, wait_for  # noqa: E402
-
-MESSAGES = [{"role": "user", "content": "soak"}]
+from harness import MESSAGES, REPO, Httpd, MockUpstream, proxy_location, wait_for  # noqa: E402
 
 # kind -> (weight, expected status or statuses)
 MIX = {
@@ -59,10 +57,8 @@ WARN_OR_WORSE = re.compile(r"\[(?:[a-z_0-9]+:)?(warn|error|crit|alert|emerg)\]")
 
 
 def config(mock_api):
-    proxy = f"""  SetHandler openai-proxy
-  OpenAIProxyUpstream {mock_api}
-  OpenAIProxyAPIKey {TEST_KEY}
-"""
+    locations = (proxy_location(mock_api)
+                 + proxy_location(mock_api, "OpenAIProxyMaxRequestBody 1K", path="/small"))
     return f"""
 # the soak's own settings (after the harness's: these win)
 LogLevel warn
@@ -72,12 +68,7 @@ MinSpareThreads 25
 MaxSpareThreads 100
 Include {REPO}/conf/openai_proxy_log.conf
 CustomLog "{{workdir}}/usage.log" openai_proxy
-<Location /v1>
-{proxy}</Location>
-<Location /small>
-{proxy}  OpenAIProxyMaxRequestBody 1K
-</Location>
-"""
+{locations}"""
 
 
 def schedule(n, seed=7, only=None):

@@ -5,7 +5,7 @@
 #include <apr_tables.h>
 #include <string.h>
 
-#include "cors.h"
+#include "core/cors.h"
 
 #define BASE_HEADERS "Content-Type, Authorization, x-openai-key"
 

@@ -6,8 +6,9 @@
 #include <apr_tables.h>
 #include <string.h>
 
-#include "endpoint.h"
-#include "multipart.h"
+#include "core/endpoint.h"
+#include "core/upstream_url.h"
+#include "core/multipart.h"
 
 static apr_array_header_t *enabled(apr_pool_t *p, const char *const *patterns)
 {

@@ -4,12 +4,13 @@
 #include <apr_strings.h>
 #include <string.h>
 
-#include "errors.h"
+#include "core/errors.h"
+#include "core/outcome.h"
 
 #define SSE_PREFIX "event: error\ndata: "
 #define SSE_SUFFIX "\n\n"
 
-static const oaip_error_format formats[] = {OAIP_ERRFMT_SEED, OAIP_ERRFMT_OPENAI};
+static const oaip_error_format formats[] = {OAIP_ERRFMT_WORKER, OAIP_ERRFMT_OPENAI};
 
 static json_t *parse_body(apr_pool_t *p, const char *body)
 {
@@ -143,7 +144,7 @@ static void test_out_of_range_kind_is_internal(void **state)
         parse_body(p, oaip_error_body(p, OAIP_ERRFMT_OPENAI, (oaip_error_kind)-7, NULL)),
         OAIP_ERR_INTERNAL);
     check_seed_shape(
-        parse_body(p, oaip_error_body(p, OAIP_ERRFMT_SEED, OAIP_ERR__COUNT, "x")),
+        parse_body(p, oaip_error_body(p, OAIP_ERRFMT_WORKER, OAIP_ERR__COUNT, "x")),
         OAIP_ERR_INTERNAL);
 }
 
@@ -152,7 +153,7 @@ static void test_out_of_range_kind_is_internal(void **state)
 static void test_seed_format(void **state)
 {
     apr_pool_t *p = *state;
-    const char *body = oaip_error_body(p, OAIP_ERRFMT_SEED, OAIP_ERR_INVALID_MESSAGES,
+    const char *body = oaip_error_body(p, OAIP_ERRFMT_WORKER, OAIP_ERR_INVALID_MESSAGES,
                                        "messages must be an array, not a string");
 
     assert_string_equal(check_seed_shape(parse_body(p, body), OAIP_ERR_INVALID_MESSAGES),
@@ -168,7 +169,7 @@ static void test_body_from_info(void **state)
     apr_pool_t *p = *state;
     const oaip_error_info info = {401, "Unauthorized", "invalid_request_error",
                                   "unauthorized"};
-    json_t *seed = parse_body(p, oaip_error_body_info(p, OAIP_ERRFMT_SEED, &info,
+    json_t *seed = parse_body(p, oaip_error_body_info(p, OAIP_ERRFMT_WORKER, &info,
                                                       "Authentication is required"));
     json_t *openai =
         parse_body(p, oaip_error_body_info(p, OAIP_ERRFMT_OPENAI, &info, NULL));
@@ -192,7 +193,7 @@ static void test_seed_format_null_detail(void **state)
 {
     apr_pool_t *p = *state;
     const char *body =
-        oaip_error_body(p, OAIP_ERRFMT_SEED, OAIP_ERR_BODY_TOO_LARGE, NULL);
+        oaip_error_body(p, OAIP_ERRFMT_WORKER, OAIP_ERR_BODY_TOO_LARGE, NULL);
 
     assert_string_equal(check_seed_shape(parse_body(p, body), OAIP_ERR_BODY_TOO_LARGE),
                         oaip_error_info_get(OAIP_ERR_BODY_TOO_LARGE)->title);
@@ -226,7 +227,7 @@ static void test_every_kind_in_both_formats(void **state)
     int kind;
 
     for (kind = 0; kind < OAIP_ERR__COUNT; kind++) {
-        check_seed_shape(parse_body(p, oaip_error_body(p, OAIP_ERRFMT_SEED, kind, "d")),
+        check_seed_shape(parse_body(p, oaip_error_body(p, OAIP_ERRFMT_WORKER, kind, "d")),
                          kind);
         check_openai_shape(
             parse_body(p, oaip_error_body(p, OAIP_ERRFMT_OPENAI, kind, "d")), kind);
@@ -354,9 +355,34 @@ static void test_sse_event_hostile_detail(void **state)
     }
 }
 
+/* Every outcome has a name, no two the same: the access log and the status
+ * page tell them apart by it. */
+static void test_outcome_names(void **state)
+{
+    int i, j;
+
+    (void)state;
+    assert_null(oaip_outcome_name(OAIP_OUTCOME_NONE));
+    assert_null(oaip_outcome_name(OAIP_OUTCOME__COUNT));
+    assert_string_equal(oaip_outcome_name(OAIP_OUTCOME_OK), "ok");
+    assert_string_equal(oaip_outcome_name(OAIP_OUTCOME_OTHER), "other");
+    assert_string_equal(oaip_outcome_name(oaip_outcome_of_error(OAIP_ERR_RATE_LIMITED)),
+                        "rate_limit_exceeded");
+    assert_int_equal(oaip_outcome_of_error((oaip_error_kind)-3),
+                     oaip_outcome_of_error(OAIP_ERR_INTERNAL));
+    for (i = 0; i < OAIP_OUTCOME__COUNT; i++) {
+        assert_non_null(oaip_outcome_name((oaip_outcome)i));
+        for (j = 0; j < i; j++) {
+            assert_string_not_equal(oaip_outcome_name((oaip_outcome)i),
+                                    oaip_outcome_name((oaip_outcome)j));
+        }
+    }
+}
+
 int run_errors_tests(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_outcome_names),
         POOL_TEST(test_status_per_kind),
         POOL_TEST(test_every_kind_is_described),
         POOL_TEST(test_out_of_range_kind_is_internal),

@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "header_check.h"
+#include "core/header_check.h"
 
 #define VALID(s) oaip_header_value_valid(s, sizeof(s) - 1)
 
@@ -50,12 +50,32 @@ static void test_folds(void **state)
     assert_false(oaip_header_line_is_fold("", 0));
 }
 
+static void test_upstream_values(void **state)
+{
+    apr_pool_t *p = *state;
+
+    assert_true(oaip_header_value_visible("sk-abc_DEF.123~"));
+    assert_true(oaip_header_value_visible("https://api.example.com/v1"));
+    assert_true(oaip_header_value_visible(""));
+    assert_false(oaip_header_value_visible("sk-abc def"));
+    assert_false(oaip_header_value_visible("sk-abc\r\nX-Injected: 1"));
+    assert_false(oaip_header_value_visible("sk-abc\t"));
+    assert_false(oaip_header_value_visible("sk-\x7f"));
+    assert_false(oaip_header_value_visible("sk-\xc3\xa9"));
+    assert_string_equal(oaip_auth_header_line(p, NULL, "sk-1"),
+                        "Authorization: Bearer sk-1");
+    assert_string_equal(oaip_auth_header_line(p, "", "sk-1"),
+                        "Authorization: Bearer sk-1");
+    assert_string_equal(oaip_auth_header_line(p, "api-key", "sk-1"), "api-key: sk-1");
+}
+
 int run_header_check_tests(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_folds),
+        POOL_TEST(test_upstream_values),
     };
 
     return cmocka_run_group_tests_name("header_check", tests, NULL, NULL);

@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "limit_spec.h"
+#include "core/limit_spec.h"
 
 static void test_rates_and_periods(void **state)
 {

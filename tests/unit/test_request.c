@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "request.h"
+#include "core/request.h"
 
 typedef struct {
-    oaip_chat_request req;
+    oaip_json_request req;
     json_t *json; /* req.body parsed */
 } prepared;
 
@@ -43,13 +43,13 @@ static apr_array_header_t *no_defaults(apr_pool_t *p)
 }
 
 static int prepare(apr_pool_t *p, const char *body, const apr_array_header_t *configured,
-                   oaip_chat_request *out, oaip_error_kind *kind, const char **detail)
+                   oaip_json_request *out, oaip_error_kind *kind, const char **detail)
 {
     size_t len = strlen(body);
 
     *detail = NULL;
-    return oaip_chat_request_prepare(p, unterminated(p, body, len), len, configured, out,
-                                     kind, detail);
+    return oaip_json_request_prepare_chat(p, unterminated(p, body, len), len, configured,
+                                          out, kind, detail);
 }
 
 /* Prepares `body`, which must be accepted, and parses the result. */
@@ -75,7 +75,7 @@ static prepared expect_accepted(apr_pool_t *p, const char *body,
 static const char *expect_refused(apr_pool_t *p, const char *body,
                                   oaip_error_kind expected)
 {
-    oaip_chat_request out;
+    oaip_json_request out;
     oaip_error_kind kind = OAIP_ERR__COUNT;
     const char *detail;
 
@@ -147,7 +147,7 @@ static void assert_contains(const char *haystack, const char *needle)
 
 /* ---- validation ---- */
 
-static int prepare_json(apr_pool_t *p, const char *body, oaip_chat_request *out,
+static int prepare_json(apr_pool_t *p, const char *body, oaip_json_request *out,
                         oaip_error_kind *kind, const char **detail)
 {
     size_t len = strlen(body);
@@ -161,7 +161,7 @@ static void test_json_endpoint_bodies(void **state)
     apr_pool_t *p = *state;
     static const char embeddings[] =
         "{\"model\":\"text-embedding-3-small\",\"input\":\"hi\"}";
-    oaip_chat_request out;
+    oaip_json_request out;
     oaip_error_kind kind;
     const char *detail = NULL;
 
@@ -193,7 +193,7 @@ static void test_json_endpoint_bodies(void **state)
 static void test_json_endpoint_errors(void **state)
 {
     apr_pool_t *p = *state;
-    oaip_chat_request out;
+    oaip_json_request out;
     oaip_error_kind kind;
     const char *detail = NULL;
 
@@ -352,7 +352,7 @@ static void test_client_stream_not_boolean(void **state)
         "{\"messages\":[],\"stream_options\":{\"Include_Usage\":false}}",
     };
     apr_pool_t *p = *state;
-    oaip_chat_request out;
+    oaip_json_request out;
     oaip_error_kind kind;
     const char *detail;
     size_t i;
@@ -427,17 +427,17 @@ static void test_body_length_is_respected(void **state)
 {
     apr_pool_t *p = *state;
     const char *text = "{\"messages\":[]}}garbage";
-    oaip_chat_request out;
+    oaip_json_request out;
     oaip_error_kind kind;
     const char *detail = NULL;
     size_t len = strlen("{\"messages\":[]}");
 
-    assert_true(oaip_chat_request_prepare(p, unterminated(p, text, strlen(text)), len,
-                                          NULL, &out, &kind, &detail));
+    assert_true(oaip_json_request_prepare_chat(p, unterminated(p, text, strlen(text)),
+                                               len, NULL, &out, &kind, &detail));
     assert_null(strstr(out.body, "garbage"));
     unit_json_parse(p, out.body, out.body_len);
-    assert_int_equal(oaip_chat_request_prepare(p, unterminated(p, text, 0), 0, NULL, &out,
-                                               &kind, &detail),
+    assert_int_equal(oaip_json_request_prepare_chat(p, unterminated(p, text, 0), 0, NULL,
+                                                    &out, &kind, &detail),
                      0);
     assert_int_equal(kind, OAIP_ERR_EMPTY_BODY);
 }
@@ -874,13 +874,13 @@ static void test_model_allow_list(void **state)
     assert_false(oaip_model_allowed(allowed, "gpt-4o-mini"));
 }
 
-/* ---- oaip_chat_request_cap_tokens ---- */
+/* ---- oaip_json_request_cap_tokens ---- */
 
 static int cap_as(apr_pool_t *p, const char *body, json_int_t limit, const char *missing,
                   json_t **result)
 {
-    oaip_chat_request req = {body, strlen(body), 0, NULL, 0, 0};
-    int changed = oaip_chat_request_cap_tokens(p, &req, limit, missing);
+    oaip_json_request req = {body, strlen(body), 0, NULL, 0, 0};
+    int changed = oaip_json_request_cap_tokens(p, &req, limit, missing);
 
     *result = unit_json_parse(p, req.body, req.body_len);
     if (!changed) {
@@ -953,7 +953,7 @@ static void test_limit_fields_refused(void **state)
     static const char *const values[] = {"\"9999\"", "\"1e3\"", "1e9",  "64.0", "64.5",
                                          "-1",       "0",       "true", "[64]", "{}"};
     apr_pool_t *p = *state;
-    oaip_chat_request out;
+    oaip_json_request out;
     oaip_error_kind kind;
     const char *detail;
     size_t i, j;
@@ -994,7 +994,7 @@ static void test_limit_field_lookalikes_refused(void **state)
         "{\"messages\":[],\"\xc5\xbftream\":true}",
     };
     apr_pool_t *p = *state;
-    oaip_chat_request out;
+    oaip_json_request out;
     oaip_error_kind kind;
     const char *detail;
     size_t i;
@@ -1011,15 +1011,15 @@ static void test_limit_field_lookalikes_refused(void **state)
                         &out, &kind, &detail));
 }
 
-/* ---- oaip_chat_request_ask_usage ---- */
+/* ---- oaip_json_request_ask_usage ---- */
 
 static json_t *ask_usage(apr_pool_t *p, const char *body, int stream, int *added)
 {
-    /* as oaip_chat_request_prepare would have found it */
-    oaip_chat_request req = {
+    /* as oaip_json_request_prepare_chat would have found it */
+    oaip_json_request req = {
         body, strlen(body), stream, NULL, 0, strstr(body, "stream_options") != NULL};
 
-    *added = oaip_chat_request_ask_usage(p, &req);
+    *added = oaip_json_request_ask_usage(p, &req);
     assert_int_equal(req.usage_added, *added);
     return unit_json_parse(p, req.body, req.body_len);
 }
@@ -1074,7 +1074,7 @@ static void test_ask_usage_with_configured_stream_options(void **state)
 
     oaip_defaults_set(configured, "stream_options", "{\"include_usage\":false}");
     r = expect_accepted(p, "{\"messages\":[],\"stream\":true}", configured);
-    added = oaip_chat_request_ask_usage(p, &r.req);
+    added = oaip_json_request_ask_usage(p, &r.req);
     out = unit_json_parse(p, r.req.body, r.req.body_len); /* no duplicate keys */
     assert_true(added);
     assert_true(json_is_true(
@@ -1082,7 +1082,7 @@ static void test_ask_usage_with_configured_stream_options(void **state)
 
     oaip_defaults_set(configured, "stream_options", "{\"include_usage\":true}");
     r = expect_accepted(p, "{\"messages\":[],\"stream\":true}", configured);
-    added = oaip_chat_request_ask_usage(p, &r.req);
+    added = oaip_json_request_ask_usage(p, &r.req);
     unit_json_parse(p, r.req.body, r.req.body_len);
     assert_false(added); /* the operator asked for it: clients see the chunk */
 }

@@ -5,7 +5,7 @@
 #include <apr_strings.h>
 #include <string.h>
 
-#include "secret_mask.h"
+#include "core/secret_mask.h"
 
 #define KEY "sk-test-SECRET-a1b2c3d4e5f6a7b8c9d0"
 #define CLIENT "sk-client-SECRET-byok-11223344"

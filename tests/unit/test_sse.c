@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sse.h"
+#include "core/sse.h"
 
 typedef struct {
     apr_pool_t *pool;

@@ -4,7 +4,7 @@
 
 #include <string.h>
 
-#include "token_estimate.h"
+#include "core/token_estimate.h"
 
 static oaip_request_cost cost_of(const char *body)
 {

@@ -5,8 +5,8 @@
 #include <apr_strings.h>
 #include <string.h>
 
-#include "errors.h"
-#include "values.h"
+#include "core/errors.h"
+#include "core/values.h"
 
 #define ONE_G ((apr_off_t)1024 * 1024 * 1024)
 
@@ -92,20 +92,23 @@ static void test_count_accepts_and_refuses(void **state)
     assert_int_equal(value, 86400);
 }
 
-static void test_count_or_off(void **state)
+static void test_time_shape(void **state)
 {
-    int value = -1;
-
     (void)state;
-    assert_true(oaip_value_count_or_off("Off", 3600, &value));
-    assert_int_equal(value, 0);
-    assert_true(oaip_value_count_or_off("OFF", 3600, &value));
-    assert_int_equal(value, 0);
-    assert_true(oaip_value_count_or_off("15", 3600, &value));
-    assert_int_equal(value, 15);
-    assert_false(oaip_value_count_or_off("0", 3600, &value));
-    assert_false(oaip_value_count_or_off("maybe", 3600, &value));
-    assert_false(oaip_value_count_or_off("3601", 3600, &value));
+    assert_true(oaip_value_time_shape("30"));
+    assert_true(oaip_value_time_shape("500ms"));
+    assert_true(oaip_value_time_shape("2min"));
+    assert_true(oaip_value_time_shape("15s"));
+    assert_true(oaip_value_time_shape("1h"));
+    assert_false(oaip_value_time_shape(""));
+    assert_false(oaip_value_time_shape("ms"));
+    assert_false(oaip_value_time_shape("soon"));
+    assert_false(oaip_value_time_shape("5sausages"));
+    assert_false(oaip_value_time_shape("5 s"));
+    assert_false(oaip_value_time_shape("-5"));
+    assert_false(oaip_value_time_shape("1.5s"));
+    assert_false(oaip_value_time_shape("5mi"));
+    assert_false(oaip_value_time_shape("9999999999999s"));
 }
 
 static void test_error_format(void **state)
@@ -114,7 +117,7 @@ static void test_error_format(void **state)
 
     (void)state;
     assert_true(oaip_value_error_format("seed", &value));
-    assert_int_equal(value, OAIP_ERRFMT_SEED);
+    assert_int_equal(value, OAIP_ERRFMT_WORKER);
     assert_true(oaip_value_error_format("OpenAI", &value));
     assert_int_equal(value, OAIP_ERRFMT_OPENAI);
     assert_false(oaip_value_error_format("xml", &value));
@@ -168,7 +171,7 @@ int run_values_tests(void)
         POOL_TEST(test_size_refuses),
         POOL_TEST(test_size_refuses_overflow),
         POOL_TEST(test_count_accepts_and_refuses),
-        POOL_TEST(test_count_or_off),
+        POOL_TEST(test_time_shape),
         POOL_TEST(test_error_format),
         POOL_TEST(test_key_source),
         POOL_TEST(test_trim),

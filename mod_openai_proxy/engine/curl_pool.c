@@ -1,0 +1,123 @@
+#include "engine/curl_pool.h"
+
+#include <apr_tables.h>
+#include <apr_thread_mutex.h>
+
+static int global_initialised;
+
+static apr_thread_mutex_t *idle_lock;
+static apr_array_header_t *idle_handles; /* CURL *, from the child pool */
+static CURLSH *share;
+static apr_thread_mutex_t *share_locks[CURL_LOCK_DATA_LAST];
+
+static apr_status_t global_cleanup(void *unused)
+{
+    (void)unused;
+    curl_global_cleanup();
+    global_initialised = 0;
+    return APR_SUCCESS;
+}
+
+apr_status_t oaip_curl_global_init(apr_pool_t *pconf)
+{
+    if (global_initialised) {
+        return APR_SUCCESS;
+    }
+    if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK) {
+        return APR_EGENERAL;
+    }
+    global_initialised = 1;
+    apr_pool_cleanup_register(pconf, NULL, global_cleanup, apr_pool_cleanup_null);
+    return APR_SUCCESS;
+}
+
+static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *u)
+{
+    (void)h;
+    (void)access;
+    (void)u;
+    apr_thread_mutex_lock(share_locks[data]);
+}
+
+static void share_unlock(CURL *h, curl_lock_data data, void *u)
+{
+    (void)h;
+    (void)u;
+    apr_thread_mutex_unlock(share_locks[data]);
+}
+
+static apr_status_t child_cleanup(void *unused)
+{
+    int i;
+
+    (void)unused;
+    apr_thread_mutex_lock(idle_lock);
+    for (i = 0; i < idle_handles->nelts; i++) {
+        curl_easy_cleanup(APR_ARRAY_IDX(idle_handles, i, CURL *));
+    }
+    idle_handles->nelts = 0;
+    apr_thread_mutex_unlock(idle_lock);
+    if (share != NULL) {
+        curl_share_cleanup(share);
+        share = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t oaip_curl_pool_child_init(apr_pool_t *pchild)
+{
+    apr_status_t rv;
+    int i;
+
+    rv = apr_thread_mutex_create(&idle_lock, APR_THREAD_MUTEX_DEFAULT, pchild);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    for (i = 0; i < CURL_LOCK_DATA_LAST; i++) {
+        rv = apr_thread_mutex_create(&share_locks[i], APR_THREAD_MUTEX_DEFAULT, pchild);
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+    }
+    idle_handles = apr_array_make(pchild, 16, sizeof(CURL *));
+    share = curl_share_init();
+    if (share != NULL) {
+        curl_share_setopt(share, CURLSHOPT_LOCKFUNC, share_lock);
+        curl_share_setopt(share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+        curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+        curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    }
+    apr_pool_cleanup_register(pchild, NULL, child_cleanup, apr_pool_cleanup_null);
+    return APR_SUCCESS;
+}
+
+CURL *oaip_curl_acquire(void)
+{
+    CURL *handle = NULL;
+
+    apr_thread_mutex_lock(idle_lock);
+    if (idle_handles->nelts > 0) {
+        handle = APR_ARRAY_IDX(idle_handles, --idle_handles->nelts, CURL *);
+    }
+    apr_thread_mutex_unlock(idle_lock);
+    if (handle == NULL) {
+        handle = curl_easy_init();
+        if (handle != NULL && share != NULL) {
+            curl_easy_setopt(handle, CURLOPT_SHARE, share);
+        }
+    } else {
+        /* keeps live connections and the share (DNS cache, TLS sessions) */
+        curl_easy_reset(handle);
+    }
+    return handle;
+}
+
+void oaip_curl_release(CURL *handle)
+{
+    if (handle == NULL) {
+        return;
+    }
+    apr_thread_mutex_lock(idle_lock);
+    *(CURL **)apr_array_push(idle_handles) = handle;
+    apr_thread_mutex_unlock(idle_lock);
+}

@@ -1,0 +1,712 @@
+#include "engine/upstream.h"
+
+#include <apr_strings.h>
+#include <http_protocol.h>
+#include <http_request.h>
+
+#include "core/buffer.h"
+#include "core/header_check.h"
+#include "core/secret_mask.h"
+#include "core/sse.h"
+#include "core/token_estimate.h"
+#include "core/version.h"
+#include "engine/curl_pool.h"
+#include "httpd/relay.h"
+#include "httpd/request_record.h"
+#include "mod_openai_proxy.h"
+
+/* A non-streamed answer larger than this is not relayed (chat answers are a
+ * few KiB; this only stops a broken upstream from eating memory). */
+#define MAX_BUFFERED_ANSWER ((apr_size_t)64 * 1024 * 1024)
+
+#define HANGUP_CHECK_INTERVAL apr_time_from_msec(250)
+
+typedef enum { BODY_UNDECIDED, BODY_STREAMED, BODY_BUFFERED } body_mode;
+typedef enum { NO_TIMEOUT, FIRST_BYTE_TIMEOUT, IDLE_TIMEOUT } timeout_kind;
+/* the header field the last header line set, which an obs-fold line would
+ * continue */
+typedef enum { FIELD_OTHER, FIELD_CONTENT_TYPE, FIELD_PASSED } field_kind;
+
+typedef struct {
+    request_rec *r;
+    const oaip_dir_conf *conf;
+    int stream_requested;
+    oaip_relay relay;
+    /* the upstream's answer */
+    long status; /* of the last status line seen; 0 before the first byte */
+    const char *content_type;
+    apr_table_t *pass_headers;
+    int headers_complete;
+    body_mode mode;
+    apr_bucket_brigade *buffer; /* a whole (non-streamed) answer */
+    apr_size_t buffered;
+    int answer_too_large;
+    /* what the answer reported, for the access log */
+    oaip_usage usage;
+    oaip_sse_reader *events;
+    /* for an answer without usage: what was generated */
+    oaip_content_count content;
+    apr_int64_t answer_tokens;
+    /* the usage chunk the proxy asked for is held back from the client, so
+     * a stream is relayed event by event, the unfinished one kept here */
+    int hide_usage;
+    oaip_buffer pending;
+    apr_time_t first_byte;
+    /* timing */
+    apr_time_t started;
+    apr_time_t last_upstream_byte;
+    apr_time_t last_hangup_check;
+    timeout_kind timed_out;
+    /* the keys this exchange sent (configured, or the client's own): masked
+     * in the upstream's error answers and in the headers passed on */
+    oaip_secret_mask *mask;
+    field_kind last_field;
+    const char *last_field_name;
+    int bad_content_type; /* the transfer was stopped: answered 502 */
+} exchange;
+
+apr_status_t oaip_upstream_global_init(apr_pool_t *pconf, server_rec *s)
+{
+    apr_status_t rv = oaip_curl_global_init(pconf);
+
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "curl_global_init failed");
+    }
+    return rv;
+}
+
+void oaip_upstream_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    apr_status_t rv = oaip_curl_pool_child_init(pchild);
+
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
+                     "cannot set up the libcurl handle pool");
+    }
+}
+
+static apr_status_t free_headers(void *list)
+{
+    curl_slist_free_all(list);
+    return APR_SUCCESS;
+}
+
+/* The request headers: no "Expect: 100-continue" wait, the key's line and
+ * the body's Content-Type, freed with the request. NULL: no memory. */
+static struct curl_slist *request_headers(apr_pool_t *pool,
+                                          const oaip_upstream_request *req)
+{
+    const char *lines[] = {
+        "Expect:", req->auth_line,
+        req->content_type ? apr_pstrcat(pool, "Content-Type: ", req->content_type, NULL)
+                          : NULL};
+    struct curl_slist *list = NULL, *next;
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+        if (lines[i] == NULL) {
+            continue;
+        }
+        next = curl_slist_append(list, lines[i]);
+        if (next == NULL) {
+            curl_slist_free_all(list);
+            return NULL;
+        }
+        list = next;
+    }
+    apr_pool_cleanup_register(pool, list, free_headers, apr_pool_cleanup_null);
+    return list;
+}
+
+static const char *masked_copy(exchange *x, const char *value, apr_size_t len)
+{
+    char *copy = apr_pstrmemdup(x->r->pool, value, len);
+
+    oaip_secret_mask_apply(x->mask, copy, len);
+    return copy;
+}
+
+/* An obs-fold line continues the field before it: that field is not
+ * relayed cut short (a Content-Type is refused, see below). */
+static int drop_folded_field(exchange *x)
+{
+    if (x->last_field == FIELD_CONTENT_TYPE) {
+        return 0;
+    }
+    if (x->last_field == FIELD_PASSED) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, x->r,
+                      "dropped the upstream's folded %s header",
+                      ap_escape_logitem(x->r->pool, x->last_field_name));
+        apr_table_unset(x->pass_headers, x->last_field_name);
+    }
+    x->last_field = FIELD_OTHER;
+    return 1;
+}
+
+/* A bad Content-Type stops the transfer (the answer becomes a JSON 502):
+ * the body's meaning, streamed or whole, depends on it. */
+static size_t refuse_content_type(exchange *x)
+{
+    x->bad_content_type = 1;
+    return 0;
+}
+
+/* libcurl hands over each header line, status lines included (one per
+ * interim 1xx answer too): only the last response's headers count. A line
+ * is split at LF only, so a bare CR or a NUL inside stays in the value;
+ * such a value, an overlong one, or one continued by an obs-fold line is
+ * never copied into headers_out, where httpd's header filter would turn it
+ * into its own HTML 500 without CORS headers. */
+static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
+{
+    exchange *x = userdata;
+    size_t len = size * nitems;
+    const char *colon, *value, *end;
+    apr_size_t name_len;
+    int valid;
+
+    x->last_upstream_byte = apr_time_now();
+    if (x->first_byte == 0) {
+        x->first_byte = x->last_upstream_byte;
+    }
+    if (len > 5 && strncmp(line, "HTTP/", 5) == 0) {
+        const char *sp = memchr(line, ' ', len);
+        x->status = sp ? strtol(sp + 1, NULL, 10) : -1;
+        x->content_type = NULL;
+        x->headers_complete = 0;
+        x->last_field = FIELD_OTHER;
+        apr_table_clear(x->pass_headers);
+        return len;
+    }
+    if (x->mode != BODY_UNDECIDED) {
+        return len; /* trailers: the head that counts is out or decided */
+    }
+    if (oaip_header_line_is_fold(line, len)) {
+        return drop_folded_field(x) ? len : refuse_content_type(x);
+    }
+    x->last_field = FIELD_OTHER;
+    colon = memchr(line, ':', len);
+    if (colon == NULL) {
+        x->headers_complete = (len <= 2); /* the blank line after the head */
+        return len;
+    }
+    name_len = (apr_size_t)(colon - line);
+    value = colon + 1;
+    end = line + len;
+    while (value < end && (*value == ' ' || *value == '\t')) {
+        value++;
+    }
+    while (end > value &&
+           (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t')) {
+        end--;
+    }
+    valid = oaip_header_value_valid(value, (apr_size_t)(end - value));
+    if (name_len == 12 && strncasecmp(line, "content-type", 12) == 0) {
+        if (!valid) {
+            return refuse_content_type(x);
+        }
+        x->content_type = masked_copy(x, value, (apr_size_t)(end - value));
+        x->last_field = FIELD_CONTENT_TYPE;
+    } else if (oaip_header_is_passed(line, name_len)) {
+        x->last_field_name = apr_pstrmemdup(x->r->pool, line, name_len);
+        if (!valid || !oaip_header_name_valid(line, name_len)) {
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, x->r,
+                          "dropped the upstream's %s header: a control byte in its "
+                          "name or value, or a value over %d bytes",
+                          ap_escape_logitem(x->r->pool, x->last_field_name),
+                          OAIP_MAX_UPSTREAM_HEADER_VALUE);
+            return len;
+        }
+        apr_table_addn(x->pass_headers, x->last_field_name,
+                       masked_copy(x, value, (apr_size_t)(end - value)));
+        x->last_field = FIELD_PASSED;
+    }
+    return len;
+}
+
+static int is_event_stream(const char *content_type)
+{
+    return content_type != NULL &&
+           strncasecmp(content_type, "text/event-stream", 17) == 0;
+}
+
+static const char *content_type_or_json(const exchange *x)
+{
+    return x->content_type ? x->content_type : "application/json";
+}
+
+/* The usage of a stream comes in its last chunk; oaip_usage_from_json
+ * parses nothing unless an event carries a usage object. The content is
+ * counted too, for a stream that ends without that chunk (the client left,
+ * the upstream ignores stream_options). */
+static void on_event(void *ctx, const char *data, apr_size_t len)
+{
+    exchange *x = ctx;
+
+    oaip_usage_from_json(data, len, &x->usage);
+    oaip_content_count_event(&x->content, data, len);
+}
+
+/* On the first byte of the body: a successful event stream is relayed as it
+ * comes; anything else (JSON answers, errors) is relayed whole. */
+static void choose_mode(exchange *x)
+{
+    int streamed =
+        x->status >= 200 && x->status < 300 && is_event_stream(x->content_type);
+
+    x->mode = streamed ? BODY_STREAMED : BODY_BUFFERED;
+    if (streamed && !x->relay.committed) {
+        oaip_relay_start_stream(&x->relay, (int)x->status, x->content_type,
+                                x->pass_headers);
+    }
+}
+
+/* Past this an unfinished "event" is no SSE the proxy understands: it is
+ * relayed as it is. */
+#define MAX_PENDING_EVENT ((apr_size_t)1024 * 1024)
+
+/* Relays the complete events among what arrived, in one write, without
+ * the usage chunk (whose usage is recorded); keeps the unfinished rest. */
+static int relay_events(exchange *x, const char *data, apr_size_t len)
+{
+    apr_size_t pos = 0, kept = 0, n;
+    char *buf;
+
+    oaip_sse_feed(x->events, data, len); /* counts what was generated */
+    oaip_buffer_append(x->r->pool, &x->pending, data, len);
+    buf = x->pending.data;
+    while ((n = oaip_sse_event_length(buf + pos, x->pending.len - pos)) > 0) {
+        if (!oaip_sse_usage_chunk(buf + pos, n, &x->usage)) {
+            memmove(buf + kept, buf + pos, n);
+            kept += n;
+        }
+        pos += n;
+    }
+    if (x->pending.len - pos > MAX_PENDING_EVENT) {
+        memmove(buf + kept, buf + pos, x->pending.len - pos);
+        kept += x->pending.len - pos;
+        pos = x->pending.len;
+    }
+    if (kept > 0 && !oaip_relay_write(&x->relay, buf, kept)) {
+        return 0;
+    }
+    memmove(buf, buf + pos, x->pending.len - pos);
+    x->pending.len -= pos;
+    return 1;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    exchange *x = userdata;
+    size_t len = size * nmemb;
+
+    x->last_upstream_byte = apr_time_now();
+    if (x->mode == BODY_UNDECIDED) {
+        choose_mode(x);
+    }
+    if (x->mode == BODY_STREAMED && x->hide_usage) {
+        return relay_events(x, data, len) ? len : 0;
+    }
+    if (x->mode == BODY_STREAMED) {
+        if (!oaip_relay_write(&x->relay, data, len)) {
+            return 0;
+        }
+        oaip_sse_feed(x->events, data, len);
+        return len;
+    }
+    if (x->buffered + len > MAX_BUFFERED_ANSWER) {
+        x->answer_too_large = 1;
+        return 0;
+    }
+    x->buffered += len;
+    apr_brigade_write(x->buffer, NULL, NULL, data, len);
+    return len;
+}
+
+/* An SSE comment keeps idle connections of proxies and load balancers in
+ * between alive; it may only go between two of the upstream's events. */
+static int send_heartbeat(exchange *x, apr_time_t now)
+{
+    static const char comment[] = ": keep-alive\n\n";
+    apr_interval_time_t every = oaip_conf_heartbeat(x->conf);
+
+    if (!x->stream_requested || every <= 0 || x->mode == BODY_BUFFERED ||
+        now - x->relay.last_write < every || !oaip_relay_at_event_boundary(&x->relay)) {
+        return 1;
+    }
+    if (!x->relay.committed && x->headers_complete) {
+        /* the upstream answered but sent no event yet: its own head goes out */
+        choose_mode(x);
+        if (x->mode == BODY_BUFFERED) {
+            return 1;
+        }
+    }
+    if (!x->relay.committed) {
+        /* the upstream's status is not known yet: a failure will become an
+         * SSE error event */
+        oaip_relay_start_stream(&x->relay, HTTP_OK, "text/event-stream", NULL);
+    }
+    return oaip_relay_write(&x->relay, comment, sizeof(comment) - 1);
+}
+
+/* About once a second while the transfer runs, even while the upstream is
+ * silent, and after each read: a non-zero return aborts the transfer. */
+static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
+                       curl_off_t ultotal, curl_off_t ulnow)
+{
+    exchange *x = userdata;
+    apr_time_t now = apr_time_now();
+    const oaip_dir_conf *conf = x->conf;
+
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    /* libcurl calls this after every read too: look at the client socket
+     * only every so often, which is all a silent upstream needs */
+    if (now - x->last_hangup_check >= HANGUP_CHECK_INTERVAL) {
+        x->last_hangup_check = now;
+        if (oaip_relay_client_hung_up(&x->relay)) {
+            return 1;
+        }
+    }
+    if (x->status == 0) {
+        if (now - x->started > oaip_conf_first_byte_timeout(conf)) {
+            x->timed_out = FIRST_BYTE_TIMEOUT;
+            return 1;
+        }
+    } else if (now - x->last_upstream_byte > oaip_conf_idle_timeout(conf)) {
+        x->timed_out = IDLE_TIMEOUT;
+        return 1;
+    }
+    return send_heartbeat(x, now) ? 0 : 1;
+}
+
+static void configure(CURL *h, exchange *x, const oaip_upstream_request *req,
+                      struct curl_slist *headers, char *errbuf)
+{
+    const oaip_dir_conf *conf = x->conf;
+
+    curl_easy_setopt(h, CURLOPT_URL, req->url);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (req->post) {
+        curl_easy_setopt(h, CURLOPT_POST, 1L);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    } else {
+        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    }
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "mod_openai_proxy/" OAIP_VERSION);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                     (long)apr_time_as_msec(oaip_conf_connect_timeout(conf)));
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (conf->ca_file != NULL) {
+        curl_easy_setopt(h, CURLOPT_CAINFO, conf->ca_file);
+    }
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
+}
+
+static void fail(oaip_upstream_outcome *outcome, oaip_error_kind kind, const char *detail)
+{
+    outcome->refusal.kind = kind;
+    outcome->refusal.detail = detail;
+}
+
+/* "30 seconds", or "500 ms" for a time that is not whole seconds. */
+static const char *duration_text(apr_pool_t *p, apr_interval_time_t t)
+{
+    if (t % APR_USEC_PER_SEC == 0) {
+        return apr_psprintf(p, "%" APR_TIME_T_FMT " seconds", apr_time_sec(t));
+    }
+    return apr_psprintf(p, "%" APR_TIME_T_FMT " ms", apr_time_as_msec(t));
+}
+
+static void describe_failure(exchange *x, CURLcode code, oaip_upstream_outcome *outcome)
+{
+    apr_pool_t *p = x->r->pool;
+    const char *reason = curl_easy_strerror(code);
+
+    if (x->timed_out == FIRST_BYTE_TIMEOUT) {
+        fail(outcome, OAIP_ERR_UPSTREAM_TIMEOUT,
+             apr_psprintf(p, "The upstream API did not answer within %s",
+                          duration_text(p, oaip_conf_first_byte_timeout(x->conf))));
+    } else if (x->timed_out == IDLE_TIMEOUT) {
+        fail(outcome, OAIP_ERR_UPSTREAM_TIMEOUT,
+             apr_psprintf(p, "The upstream API fell silent for more than %s",
+                          duration_text(p, oaip_conf_idle_timeout(x->conf))));
+    } else if (x->bad_content_type) {
+        fail(outcome, OAIP_ERR_UPSTREAM_INVALID,
+             "The upstream API sent an invalid Content-Type header");
+    } else if (x->answer_too_large) {
+        fail(outcome, OAIP_ERR_UPSTREAM_INVALID,
+             "The upstream API's answer is too large to relay");
+    } else if (code == CURLE_OPERATION_TIMEDOUT) {
+        fail(outcome, OAIP_ERR_UPSTREAM_TIMEOUT,
+             apr_psprintf(p, "Could not connect to the upstream API in time (%s)",
+                          reason));
+    } else if (code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_CONNECT ||
+               code == CURLE_SSL_CONNECT_ERROR ||
+               code == CURLE_PEER_FAILED_VERIFICATION ||
+               code == CURLE_SSL_CACERT_BADFILE) {
+        fail(outcome, OAIP_ERR_UPSTREAM_UNREACHABLE,
+             apr_psprintf(p, "Could not reach the upstream API (%s)", reason));
+    } else {
+        fail(outcome, OAIP_ERR_UPSTREAM_INVALID,
+             apr_psprintf(p, "The upstream API failed to send a valid response (%s)",
+                          reason));
+    }
+}
+
+static void read_whole_usage(exchange *x)
+{
+    char *body = apr_palloc(x->r->pool, x->buffered);
+    apr_size_t len = x->buffered;
+
+    if (apr_brigade_flatten(x->buffer, body, &len) == APR_SUCCESS &&
+        !oaip_usage_from_json(body, len, &x->usage)) {
+        x->answer_tokens = oaip_content_tokens_of_answer(body, len);
+    }
+}
+
+/* An error answer may quote the key it was sent: masked whole, in place,
+ * before any byte of it is relayed (the length, hence the Content-Length,
+ * stays the same). */
+static void mask_error_answer(exchange *x)
+{
+    apr_pool_t *p = x->r->pool;
+    apr_size_t len = x->buffered, masked;
+    char *body;
+
+    if (len == 0 || oaip_secret_mask_count(x->mask) == 0) {
+        return;
+    }
+    body = apr_palloc(p, len);
+    if (apr_brigade_flatten(x->buffer, body, &len) != APR_SUCCESS) {
+        len = 0;
+    }
+    apr_brigade_cleanup(x->buffer);
+    masked = oaip_secret_mask_apply(x->mask, body, len);
+    APR_BRIGADE_INSERT_TAIL(
+        x->buffer, apr_bucket_pool_create(body, len, p, x->buffer->bucket_alloc));
+    x->buffered = len;
+    if (masked > 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, x->r,
+                      "masked %" APR_SIZE_T_FMT " bytes of the upstream's %ld answer "
+                      "that repeated a key",
+                      masked, x->status);
+    }
+}
+
+/* A complete answer that was not streamed through: relayed whole, or, when
+ * heartbeats already committed the stream's head, turned into an SSE error
+ * event (a success that is not an event stream is passed on as data). */
+static void relay_buffered_answer(exchange *x, oaip_upstream_outcome *outcome)
+{
+    if (x->status < 200 || x->status > 599) {
+        fail(outcome, OAIP_ERR_UPSTREAM_INVALID,
+             "The upstream API sent an invalid response");
+        return;
+    }
+    if (x->status < 300 && x->buffered > 0) {
+        read_whole_usage(x);
+    }
+    if (x->status >= 300) {
+        mask_error_answer(x);
+    }
+    if (!x->relay.committed) {
+        oaip_relay_whole(&x->relay, (int)x->status, content_type_or_json(x),
+                         x->pass_headers, x->buffer, (apr_off_t)x->buffered);
+        outcome->responded = 1;
+        return;
+    }
+    if (x->status < 300) {
+        /* the upstream ignored "stream": its answer is all the stream has */
+        oaip_relay_write_brigade(&x->relay, x->buffer);
+    } else {
+        char *body = apr_palloc(x->r->pool, x->buffered + 1);
+        apr_size_t len = x->buffered;
+        apr_brigade_flatten(x->buffer, body, &len);
+        /* masked again once parsed and re-encoded: a key the upstream wrote
+         * with JSON escapes is plain text by now */
+        oaip_relay_end_with_event(
+            &x->relay,
+            oaip_secret_mask_string(
+                x->r->pool, x->mask,
+                oaip_error_sse_from_upstream(x->r->pool, (int)x->status, body, len)));
+    }
+    outcome->responded = 1;
+}
+
+static void finish(exchange *x, CURLcode code, const char *errbuf,
+                   oaip_upstream_outcome *outcome)
+{
+    request_rec *r = x->r;
+
+    if (x->relay.client_gone) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                      "client went away after %" APR_SIZE_T_FMT
+                      " bytes; upstream transfer stopped",
+                      x->relay.bytes);
+        outcome->responded = 1;
+        return;
+    }
+    if (code == CURLE_OK) {
+        if (x->mode == BODY_STREAMED) {
+            if (x->pending.len > 0) { /* a last event without its blank line */
+                oaip_relay_write(&x->relay, x->pending.data, x->pending.len);
+            }
+            outcome->responded = 1;
+        } else {
+            relay_buffered_answer(x, outcome);
+        }
+        return;
+    }
+    describe_failure(x, code, outcome);
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "upstream request failed: %s [%s]",
+                  outcome->refusal.detail, errbuf[0] ? errbuf : curl_easy_strerror(code));
+    if (x->relay.committed) {
+        oaip_relay_end_with_event(&x->relay,
+                                  oaip_error_sse_event(r->pool, outcome->refusal.kind,
+                                                       outcome->refusal.detail));
+        outcome->responded = 1;
+    }
+}
+
+static int usage_reported(const oaip_usage *u)
+{
+    return u->prompt_tokens >= 0 || u->completion_tokens >= 0 || u->total_tokens >= 0;
+}
+
+/* Whether a request generates tokens: it names an output limit or streams
+ * (chat, legacy completions, Responses), or its answer carried generated
+ * content. Moderations, images, speech and model lists do not: an answer of
+ * theirs without usage costs the budget nothing. */
+static int generative(exchange *x, const char *body, apr_size_t len)
+{
+    oaip_request_cost cost;
+
+    if (x->stream_requested || x->answer_tokens > 0) {
+        return 1;
+    }
+    oaip_request_cost_of(body, len, &cost);
+    return cost.output_limit > 0;
+}
+
+/* An exchange that may have cost tokens but reported none: the upstream
+ * answered 2xx (a stream cut short, one whose upstream ignores
+ * stream_options, a whole answer without usage), or it had the request
+ * and was still working on it when the client left or the first byte
+ * timed out. Its cost is estimated (README "OpenAIProxyTokenBudget"): the
+ * prompt from the body's length, the output from what was generated. An
+ * error status or an upstream never reached costs nothing. */
+static void estimate_usage(exchange *x, const oaip_upstream_request *req,
+                           oaip_request_record *record)
+{
+    int answered = x->status >= 200 && x->status < 300;
+    int working =
+        x->status == 0 && (x->relay.client_gone || x->timed_out == FIRST_BYTE_TIMEOUT);
+    apr_int64_t prompt, output;
+
+    if (usage_reported(&x->usage) || !(answered || working) || req->body == NULL ||
+        req->content_type == NULL || strcmp(req->content_type, "application/json") != 0 ||
+        !generative(x, req->body, req->body_len)) {
+        return;
+    }
+    prompt = oaip_prompt_estimate(req->body_len);
+    output = x->mode == BODY_STREAMED ? x->content.tokens : x->answer_tokens;
+    record->usage.prompt_tokens = (long)prompt;
+    record->usage.completion_tokens = (long)output;
+    record->usage.total_tokens = (long)(prompt + output);
+    record->usage_estimated = 1;
+}
+
+/* How the exchange went and what it cost, in the request's record. */
+static void record_exchange(exchange *x, const oaip_upstream_request *req, CURLcode code,
+                            const oaip_upstream_outcome *outcome)
+{
+    oaip_request_record *record = oaip_request_record_of(x->r);
+    oaip_outcome how;
+
+    if (x->relay.client_gone) {
+        how = OAIP_OUTCOME_CLIENT_GONE;
+    } else if (x->timed_out != NO_TIMEOUT || code == CURLE_OPERATION_TIMEDOUT) {
+        how = OAIP_OUTCOME_TIMEOUT;
+    } else if (code != CURLE_OK || !outcome->responded) {
+        how = OAIP_OUTCOME_UPSTREAM_FAILED;
+    } else {
+        how = (x->status >= 200 && x->status < 300) ? OAIP_OUTCOME_OK
+                                                    : OAIP_OUTCOME_UPSTREAM_ERROR;
+    }
+    oaip_request_record_end(x->r, how);
+    record->upstream_status = x->status;
+    record->first_byte_ms =
+        x->first_byte ? (long)apr_time_as_msec(x->first_byte - x->started) : -1;
+    record->usage = x->usage;
+    estimate_usage(x, req, record);
+}
+
+void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
+                           const oaip_upstream_request *req,
+                           oaip_upstream_outcome *outcome)
+{
+    char errbuf[CURL_ERROR_SIZE] = "";
+    struct curl_slist *headers;
+    exchange x;
+    CURL *h;
+    CURLcode code;
+
+    memset(outcome, 0, sizeof(*outcome));
+    memset(&x, 0, sizeof(x));
+    x.r = r;
+    x.conf = conf;
+    x.stream_requested = req->stream;
+    x.hide_usage = req->hide_usage;
+    oaip_relay_init(&x.relay, r);
+    x.buffer = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    x.pass_headers = apr_table_make(r->pool, 12);
+    x.started = x.last_upstream_byte = x.last_hangup_check = apr_time_now();
+    oaip_usage_init(&x.usage);
+    x.events = oaip_sse_reader_make(r->pool, on_event, &x);
+    x.mask = oaip_secret_mask_make(r->pool);
+    oaip_secret_mask_add(x.mask, conf->api_key);
+    if (oaip_conf_allows_client_key(conf)) { /* the key the client may have sent */
+        oaip_secret_mask_add(x.mask, apr_table_get(r->headers_in, "x-openai-key"));
+    }
+
+    headers = request_headers(r->pool, req);
+    h = headers ? oaip_curl_acquire() : NULL;
+    if (h == NULL) {
+        fail(outcome, OAIP_ERR_INTERNAL, "Out of memory");
+        return;
+    }
+    configure(h, &x, req, headers, errbuf);
+    /* without the configured query: some APIs take a key there */
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "upstream %s %.*s model=%s stream=%d",
+                  req->post ? "POST" : "GET", (int)strcspn(req->url, "?"), req->url,
+                  req->model ? ap_escape_logitem(r->pool, req->model) : "(none)",
+                  req->stream);
+    code = curl_easy_perform(h);
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                  "upstream answered %ld (%s) in %" APR_TIME_T_FMT " ms, curl: %s",
+                  x.status, x.mode == BODY_STREAMED ? "streamed" : "whole",
+                  apr_time_as_msec(apr_time_now() - x.started), curl_easy_strerror(code));
+    /* the handle points into this request's memory: unhook it before another
+     * request may take it */
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+    oaip_curl_release(h);
+    finish(&x, code, errbuf, outcome);
+    record_exchange(&x, req, code, outcome);
+}

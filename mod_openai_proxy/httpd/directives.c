@@ -1,0 +1,512 @@
+/* The module's directives: each one's syntax, checked when httpd reads the
+ * configuration (apachectl -t names the line and the problem), into the
+ * fields of httpd/config.h. */
+#include "httpd/config.h"
+
+#include <apr_file_io.h>
+#include <apr_lib.h>
+#include <apr_strings.h>
+#include <apr_uri.h>
+#include <http_core.h>
+#include <http_log.h>
+#include <stdlib.h>
+
+#include "core/cors.h"
+#include "core/endpoint.h"
+#include "core/header_check.h"
+#include "core/upstream_url.h"
+#include "core/request.h"
+#include "core/values.h"
+#include "mod_openai_proxy.h"
+#include "stores/counters.h"
+
+/* Reads a key file at startup. The error messages name the file, never its
+ * content. */
+static const char *read_key_file(cmd_parms *cmd, const char *path, const char **key)
+{
+    const char *full = ap_server_root_relative(cmd->temp_pool, path);
+    apr_file_t *file;
+    apr_finfo_t info;
+    apr_status_t rv;
+    apr_size_t got;
+    char *buf, errbuf[120];
+
+    if (full == NULL) {
+        return apr_psprintf(cmd->pool, "%s: invalid file path %s", cmd->cmd->name, path);
+    }
+    rv = apr_file_open(&file, full, APR_FOPEN_READ, APR_OS_DEFAULT, cmd->temp_pool);
+    if (rv == APR_SUCCESS) {
+        rv = apr_file_info_get(&info, APR_FINFO_SIZE, file);
+    }
+    if (rv == APR_SUCCESS && info.size > 64 * 1024) {
+        apr_file_close(file);
+        return apr_psprintf(cmd->pool, "%s: key file %s is larger than 64 KiB",
+                            cmd->cmd->name, full);
+    }
+    if (rv == APR_SUCCESS) {
+        buf = apr_palloc(cmd->pool, (apr_size_t)info.size + 1);
+        rv = apr_file_read_full(file, buf, (apr_size_t)info.size, &got);
+        if (rv == APR_EOF) {
+            rv = APR_SUCCESS;
+        }
+        buf[rv == APR_SUCCESS ? got : 0] = '\0';
+        apr_file_close(file);
+        *key = oaip_value_trim(buf);
+    }
+    if (rv != APR_SUCCESS) {
+        return apr_psprintf(cmd->pool, "%s: cannot read key file %s: %s", cmd->cmd->name,
+                            full, apr_strerror(rv, errbuf, sizeof(errbuf)));
+    }
+    return NULL;
+}
+
+static const char *set_api_key(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+    const char *key, *ref, *err, *where = "the value";
+    oaip_key_source source = oaip_value_key_source(arg, &ref);
+
+    key = ref;
+    if (source == OAIP_KEY_ENV) {
+        key = getenv(ref);
+        where = apr_psprintf(cmd->pool, "environment variable %s", ref);
+        if (key == NULL) {
+            return apr_psprintf(cmd->pool, "%s: environment variable %s is not set",
+                                cmd->cmd->name, ref);
+        }
+        key = oaip_value_trim(apr_pstrdup(cmd->pool, key));
+    } else if (source == OAIP_KEY_FILE) {
+        where = apr_psprintf(cmd->pool, "key file %s", ref);
+        if ((err = read_key_file(cmd, ref, &key)) != NULL) {
+            return err;
+        }
+    }
+    if (*key == '\0') {
+        return apr_psprintf(cmd->pool, "%s: %s is empty", cmd->cmd->name, where);
+    }
+    if (!oaip_header_value_visible(key)) {
+        return apr_psprintf(cmd->pool,
+                            "%s: %s contains white space or control characters",
+                            cmd->cmd->name, where);
+    }
+    conf->api_key = key;
+    return NULL;
+}
+
+static const char *set_upstream(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+    apr_uri_t uri;
+    char *base;
+    apr_size_t len;
+
+    if (apr_uri_parse(cmd->pool, arg, &uri) != APR_SUCCESS || uri.scheme == NULL ||
+        (strcasecmp(uri.scheme, "http") != 0 && strcasecmp(uri.scheme, "https") != 0)) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not an http:// or https:// URL",
+                            cmd->cmd->name, arg);
+    }
+    if (uri.hostname == NULL || *uri.hostname == '\0') {
+        return apr_psprintf(cmd->pool, "%s: '%s' has no host", cmd->cmd->name, arg);
+    }
+    if (uri.user || uri.password || uri.query || uri.fragment) {
+        return apr_psprintf(cmd->pool,
+                            "%s: the URL must not carry user info, a query or a fragment "
+                            "(put the key in OpenAIProxyAPIKey)",
+                            cmd->cmd->name);
+    }
+    if (!oaip_header_value_visible(arg)) {
+        return apr_psprintf(cmd->pool, "%s: the URL contains white space",
+                            cmd->cmd->name);
+    }
+    base = apr_pstrdup(cmd->pool, arg);
+    len = strlen(base);
+    while (len > 0 && base[len - 1] == '/') {
+        base[--len] = '\0';
+    }
+    conf->upstream = base;
+    return NULL;
+}
+
+/* Headers libcurl or the proxy set themselves, or that would change how
+ * the request is framed: not for a key. */
+static int is_reserved_header(const char *name)
+{
+    static const char *const reserved[] = {
+        "host",       "content-type", "content-length", "transfer-encoding",
+        "connection", "expect",       "user-agent",     "te",
+        "upgrade",    "trailer"};
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+        if (strcasecmp(name, reserved[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static const char *set_upstream_auth(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+
+    if (strcasecmp(arg, "bearer") == 0) {
+        conf->auth_name = "";
+    } else if (strncasecmp(arg, "header:", 7) == 0 &&
+               oaip_header_name_valid(arg + 7, strlen(arg + 7)) &&
+               !is_reserved_header(arg + 7)) {
+        conf->auth_name = arg + 7;
+    } else {
+        return apr_psprintf(
+            cmd->pool,
+            "%s: '%s' is not bearer or header:NAME with NAME a header "
+            "field name (letters, digits, !#$%%&'*+-.^_`|~) other than "
+            "Host, Content-Type, Content-Length and other framing headers",
+            cmd->cmd->name, arg);
+    }
+    return NULL;
+}
+
+static const char *add_upstream_query(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+    const char *error = NULL;
+    const char *param = oaip_query_param_encode(cmd->pool, arg, &error);
+
+    if (param == NULL) {
+        return apr_psprintf(cmd->pool, "%s: '%s': %s", cmd->cmd->name, arg, error);
+    }
+    if (conf->upstream_query == NULL) {
+        conf->upstream_query = apr_array_make(cmd->pool, 2, sizeof(const char *));
+    }
+    APR_ARRAY_PUSH(conf->upstream_query, const char *) = param;
+    return NULL;
+}
+
+static const char *add_endpoint(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+    const oaip_endpoint *endpoint = oaip_endpoint_find(arg);
+    int i;
+
+    if (endpoint == NULL) {
+        return apr_psprintf(cmd->pool,
+                            "%s: '%s' is not an API path the proxy knows; use one of: %s",
+                            cmd->cmd->name, arg, oaip_endpoint_known_list(cmd->pool));
+    }
+    if (conf->endpoints == NULL) {
+        conf->endpoints = apr_array_make(cmd->pool, 4, sizeof(const oaip_endpoint *));
+    }
+    for (i = 0; i < conf->endpoints->nelts; i++) {
+        if (APR_ARRAY_IDX(conf->endpoints, i, const oaip_endpoint *) == endpoint) {
+            return NULL;
+        }
+    }
+    APR_ARRAY_PUSH(conf->endpoints, const oaip_endpoint *) = endpoint;
+    return NULL;
+}
+
+static const char *set_ca_file(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+    const char *full = ap_server_root_relative(cmd->pool, arg);
+    apr_finfo_t info;
+
+    if (full == NULL ||
+        apr_stat(&info, full, APR_FINFO_TYPE, cmd->temp_pool) != APR_SUCCESS ||
+        info.filetype != APR_REG) {
+        return apr_psprintf(cmd->pool, "%s: CA file %s does not exist or is not a file",
+                            cmd->cmd->name, full ? full : arg);
+    }
+    conf->ca_file = full;
+    return NULL;
+}
+
+static const char *add_allow_origin(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+    oaip_origin_rule rule;
+    const char *err = oaip_origin_rule_parse(cmd->pool, arg, &rule);
+
+    if (err != NULL) {
+        return apr_psprintf(cmd->pool, "%s: invalid origin '%s': %s", cmd->cmd->name, arg,
+                            err);
+    }
+    if (conf->origins == NULL) {
+        conf->origins = apr_array_make(cmd->pool, 4, sizeof(oaip_origin_rule));
+    }
+    *(oaip_origin_rule *)apr_array_push(conf->origins) = rule;
+    return NULL;
+}
+
+static const char *add_allow_model(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+
+    if (!oaip_value_model_pattern(arg)) {
+        return apr_psprintf(cmd->pool,
+                            "%s: '%s': '*' may only end a model name, as in gpt-4o*",
+                            cmd->cmd->name, arg);
+    }
+    if (conf->models == NULL) {
+        conf->models = apr_array_make(cmd->pool, 4, sizeof(const char *));
+    }
+    APR_ARRAY_PUSH(conf->models, const char *) = arg;
+    return NULL;
+}
+
+static const char *set_default(cmd_parms *cmd, void *dconf, const char *name,
+                               const char *value)
+{
+    oaip_dir_conf *conf = dconf;
+    const char *json;
+    const char *err = oaip_default_value_parse(cmd->pool, name, value, &json);
+
+    if (err != NULL) {
+        return apr_psprintf(cmd->pool, "%s %s: %s", cmd->cmd->name, name, err);
+    }
+    oaip_defaults_set(conf->defaults, apr_pstrdup(cmd->pool, name), json);
+    return NULL;
+}
+
+/* BYTES with an optional K, M or G suffix (powers of 1024). */
+static const char *set_max_body(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+
+    if (oaip_value_size(arg, (apr_off_t)1024 * 1024 * 1024, &conf->max_body)) {
+        return NULL;
+    }
+    return apr_psprintf(cmd->pool,
+                        "%s: '%s' is not a size from 1 byte to 1G (a number with an "
+                        "optional K, M or G suffix)",
+                        cmd->cmd->name, arg);
+}
+
+static const char *set_error_format(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+
+    if (!oaip_value_error_format(arg, &conf->error_format)) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not one of seed, openai",
+                            cmd->cmd->name, arg);
+    }
+    return NULL;
+}
+
+/* A whole number from 1 to max; `what` names it in the error message. */
+static const char *parse_count(cmd_parms *cmd, const char *arg, int max, const char *what,
+                               int *out)
+{
+    if (!oaip_value_count(arg, max, out)) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not %s from 1 to %d", cmd->cmd->name,
+                            arg, what, max);
+    }
+    return NULL;
+}
+
+/* A time in httpd's syntax (30, 500ms, 2min; no unit: seconds) from 1 ms to
+ * `max_seconds`. */
+static const char *parse_time(cmd_parms *cmd, const char *arg, int max_seconds,
+                              apr_interval_time_t *out)
+{
+    apr_interval_time_t value;
+
+    if (!oaip_value_time_shape(arg) ||
+        ap_timeout_parameter_parse(arg, &value, "s") != APR_SUCCESS ||
+        value < apr_time_from_msec(1) || value > apr_time_from_sec(max_seconds)) {
+        return apr_psprintf(cmd->pool,
+                            "%s: '%s' is not a time from 1ms to %d seconds (a number of "
+                            "seconds, or with a unit: 500ms, 30s, 2min, 1h)",
+                            cmd->cmd->name, arg, max_seconds);
+    }
+    *out = value;
+    return NULL;
+}
+
+/* The three timeouts share one parser; the field is in cmd->info. */
+static const char *set_timeout(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    apr_interval_time_t *field =
+        (apr_interval_time_t *)((char *)dconf + (apr_size_t)cmd->info);
+
+    return parse_time(cmd, arg, 86400, field);
+}
+
+static const char *set_heartbeat(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+
+    if (strcasecmp(arg, "off") == 0) {
+        conf->heartbeat = 0;
+        return NULL;
+    }
+    return parse_time(cmd, arg, 3600, &conf->heartbeat);
+}
+
+static const char *set_max_tokens(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    oaip_dir_conf *conf = dconf;
+
+    return parse_count(cmd, arg, 100000000, "a number of tokens", &conf->max_tokens);
+}
+
+/* A per-virtual-host directive: its configuration, and in `err` why it is
+ * not allowed where it was written. */
+static oaip_server_conf *server_directive(cmd_parms *cmd, const char **err)
+{
+    *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+    return ap_get_module_config(cmd->server->module_config, &openai_proxy_module);
+}
+
+static const char *set_max_streams(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    const char *err;
+    oaip_server_conf *conf = server_directive(cmd, &err);
+
+    (void)dconf;
+    return err ? err : parse_count(cmd, arg, 1000000, "a number", &conf->max_streams);
+}
+
+/* OpenAIProxyRateLimit and OpenAIProxyTokenBudget (cmd->info non-NULL). */
+static const char *add_limit(cmd_parms *cmd, void *dconf, const char *rate,
+                             const char *by)
+{
+    oaip_dir_conf *conf = dconf;
+    int tokens = cmd->info != NULL;
+    apr_array_header_t **list = tokens ? &conf->token_budgets : &conf->rate_limits;
+    oaip_configured_limit *entry;
+    oaip_limit limit;
+    const char *err;
+
+    if (strcasecmp(rate, "none") == 0) {
+        if (by != NULL) {
+            return apr_psprintf(cmd->pool, "%s: none takes no by=", cmd->cmd->name);
+        }
+        *list = apr_array_make(cmd->pool, 1, sizeof(oaip_configured_limit));
+        return NULL;
+    }
+    err = oaip_limit_parse(cmd->pool, rate, by, tokens, &limit);
+    if (err != NULL) {
+        return apr_psprintf(cmd->pool, "%s: '%s%s%s': %s", cmd->cmd->name, rate,
+                            by ? " " : "", by ? by : "", err);
+    }
+    if (*list == NULL) {
+        *list = apr_array_make(cmd->pool, 2, sizeof(oaip_configured_limit));
+    }
+    entry = apr_array_push(*list);
+    entry->limit = limit;
+    entry->text = apr_pstrcat(cmd->pool, rate, by ? " " : "", by, NULL);
+    entry->scope = apr_psprintf(cmd->pool, "%s#%d %s", cmd->path ? cmd->path : "(server)",
+                                (*list)->nelts, entry->text);
+    oaip_counters_mark_used();
+    return NULL;
+}
+
+static const char *set_counter_store(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    const char *err;
+    oaip_server_conf *conf = server_directive(cmd, &err);
+    oaip_store_spec *spec = apr_pcalloc(cmd->pool, sizeof(*spec));
+
+    (void)dconf;
+    if (err != NULL) {
+        return err;
+    }
+    /* the message never repeats the value: it may hold a password */
+    err = oaip_store_spec_parse(cmd->pool, arg, spec);
+    if (err != NULL) {
+        return apr_psprintf(cmd->pool, "%s: %s", cmd->cmd->name, err);
+    }
+    conf->store = spec;
+    return NULL;
+}
+
+static const char *set_counter_store_fail(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    const char *err;
+    oaip_server_conf *conf = server_directive(cmd, &err);
+
+    (void)dconf;
+    if (err != NULL) {
+        return err;
+    }
+    if (strcasecmp(arg, "open") == 0 || strcasecmp(arg, "closed") == 0) {
+        conf->store_fail_closed = strcasecmp(arg, "closed") == 0;
+        return NULL;
+    }
+    return apr_psprintf(cmd->pool, "%s: '%s' is not one of open, closed", cmd->cmd->name,
+                        arg);
+}
+
+/* Server, virtual host, <Directory> and <Location>; never .htaccess, where a
+ * site author could point the key at another upstream. */
+#define OAIP_CONTEXT (RSRC_CONF | ACCESS_CONF)
+
+const command_rec oaip_directives[] = {
+    AP_INIT_TAKE1("OpenAIProxyAPIKey", set_api_key, NULL, OAIP_CONTEXT,
+                  "The upstream API key: KEY, env:VARIABLE or file:/path"),
+    AP_INIT_TAKE1("OpenAIProxyUpstream", set_upstream, NULL, OAIP_CONTEXT,
+                  "Base URL of the OpenAI-compatible API (default " OAIP_DEFAULT_UPSTREAM
+                  ")"),
+    AP_INIT_TAKE1("OpenAIProxyUpstreamAuth", set_upstream_auth, NULL, OAIP_CONTEXT,
+                  "How the key goes upstream: bearer (default) or header:NAME"),
+    AP_INIT_ITERATE("OpenAIProxyUpstreamQuery", add_upstream_query, NULL, OAIP_CONTEXT,
+                    "NAME=VALUE parameters added to every upstream URL"),
+    AP_INIT_ITERATE("OpenAIProxyEndpoints", add_endpoint, NULL, OAIP_CONTEXT,
+                    "API paths below the Location that are served (default "
+                    "chat/completions), e.g. models models/* embeddings responses"),
+    AP_INIT_TAKE1("OpenAIProxyCAFile", set_ca_file, NULL, OAIP_CONTEXT,
+                  "CA bundle used to verify the upstream's TLS certificate"),
+    AP_INIT_ITERATE("OpenAIProxyAllowOrigin", add_allow_origin, NULL, OAIP_CONTEXT,
+                    "Origins allowed to call the proxy from a browser: "
+                    "https://host[:port], https://*.domain or *"),
+    AP_INIT_ITERATE("OpenAIProxyAllowModels", add_allow_model, NULL, OAIP_CONTEXT,
+                    "Models a request may ask for (after defaults); a trailing * matches "
+                    "any rest"),
+    AP_INIT_TAKE2("OpenAIProxyDefault", set_default, NULL, OAIP_CONTEXT,
+                  "A default for a request field: NAME JSON-VALUE, or NAME none"),
+    AP_INIT_TAKE1(
+        "OpenAIProxyMaxTokens", set_max_tokens, NULL, OAIP_CONTEXT,
+        "Upper bound for max_tokens / max_completion_tokens / max_output_tokens of a "
+        "request"),
+    AP_INIT_TAKE1(
+        "OpenAIProxyMaxRequestBody", set_max_body, NULL, OAIP_CONTEXT,
+        "Largest accepted request body in bytes (K, M, G suffixes; default 8M)"),
+    AP_INIT_FLAG("OpenAIProxyAllowClientKey", ap_set_flag_slot,
+                 (void *)APR_OFFSETOF(oaip_dir_conf, allow_client_key), OAIP_CONTEXT,
+                 "On: a request header x-openai-key replaces the configured key"),
+    AP_INIT_FLAG("OpenAIProxyAllowCredentials", ap_set_flag_slot,
+                 (void *)APR_OFFSETOF(oaip_dir_conf, allow_credentials), OAIP_CONTEXT,
+                 "On: answers to allowed origins carry "
+                 "Access-Control-Allow-Credentials: true (not with origin *)"),
+    AP_INIT_TAKE1("OpenAIProxyErrorFormat", set_error_format, NULL, OAIP_CONTEXT,
+                  "Shape of the proxy's own error bodies: seed or openai"),
+    AP_INIT_TAKE1("OpenAIProxyConnectTimeout", set_timeout,
+                  (void *)APR_OFFSETOF(oaip_dir_conf, connect_timeout), OAIP_CONTEXT,
+                  "Time to connect to the upstream: 10 (default, seconds), 500ms, 1min"),
+    AP_INIT_TAKE1("OpenAIProxyFirstByteTimeout", set_timeout,
+                  (void *)APR_OFFSETOF(oaip_dir_conf, first_byte_timeout), OAIP_CONTEXT,
+                  "Time until the upstream's answer begins (default 300 seconds)"),
+    AP_INIT_TAKE1("OpenAIProxyIdleTimeout", set_timeout,
+                  (void *)APR_OFFSETOF(oaip_dir_conf, idle_timeout), OAIP_CONTEXT,
+                  "Longest silence within an answer (default 120 seconds)"),
+    AP_INIT_TAKE1("OpenAIProxyHeartbeat", set_heartbeat, NULL, OAIP_CONTEXT,
+                  "Time between SSE keep-alive comments while the upstream is silent "
+                  "(15, 500ms), or Off (default)"),
+    AP_INIT_TAKE1("OpenAIProxyMaxStreams", set_max_streams, NULL, RSRC_CONF,
+                  "Most concurrent streams of this virtual host, over all processes"),
+    AP_INIT_TAKE12("OpenAIProxyRateLimit", add_limit, NULL, OAIP_CONTEXT,
+                   "Requests per caller: N/PERIOD (s, m, h, d) [by=ip|user|header:NAME], "
+                   "or none"),
+    AP_INIT_TAKE12("OpenAIProxyTokenBudget", add_limit, (void *)1, OAIP_CONTEXT,
+                   "Tokens per caller: N/PERIOD (N may end in k or M) "
+                   "[by=ip|user|header:NAME], or none"),
+    AP_INIT_TAKE1(
+        "OpenAIProxyCounterStore", set_counter_store, NULL, RSRC_CONF,
+        "Where limit counters live: shm (default), redis://[:password@]host:port "
+        "or memcache://host:port"),
+    AP_INIT_TAKE1("OpenAIProxyCounterStoreFail", set_counter_store_fail, NULL, RSRC_CONF,
+                  "When the counter store is unreachable: open (default, requests go on) "
+                  "or closed (503)"),
+    {NULL, {NULL}, NULL, 0, RAW_ARGS, NULL},
+};

@@ -1,0 +1,454 @@
+#include "httpd/handler.h"
+
+#include <apr_strings.h>
+#include <http_core.h>
+#include <http_protocol.h>
+#include <http_request.h>
+
+#include "core/cors.h"
+#include "core/endpoint.h"
+#include "core/upstream_url.h"
+#include "core/header_check.h"
+#include "core/multipart.h"
+#include "core/request.h"
+#include "engine/upstream.h"
+#include "httpd/body.h"
+#include "httpd/config.h"
+#include "httpd/cors_headers.h"
+#include "httpd/limits.h"
+#include "httpd/request_record.h"
+#include "httpd/stats.h"
+#include "httpd/streams.h"
+#include "mod_openai_proxy.h"
+
+#define POST_METHODS "POST, OPTIONS"
+#define GET_METHODS "GET, HEAD, OPTIONS"
+
+static int send_error(request_rec *r, const oaip_dir_conf *conf, oaip_error_kind kind,
+                      const char *detail)
+{
+    const oaip_error_info *info = oaip_error_info_get(kind);
+    const char *body =
+        oaip_error_body(r->pool, oaip_conf_error_format(conf), kind, detail);
+    apr_size_t len = strlen(body);
+
+    /* upstream failures were logged where they happened; client mistakes
+     * and limits are the client's business: only our own faults are errors */
+    int level = (kind == OAIP_ERR_NO_API_KEY || kind == OAIP_ERR_INTERNAL) ? APLOG_ERR
+                                                                           : APLOG_INFO;
+
+    ap_log_rerror(APLOG_MARK, level, 0, r, "answering %d %s: %s", info->status,
+                  info->code, detail ? detail : info->title);
+    oaip_request_record_end(r, oaip_outcome_of_error(kind));
+    r->status = info->status;
+    ap_set_content_type(r, "application/json");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    ap_set_content_length(r, (apr_off_t)len);
+    ap_rwrite(body, (int)len, r);
+    return OK;
+}
+
+/* A refused request's body is never read: reading would send the client a
+ * "100 Continue" it is waiting for, and take a 50 MB upload (or a slow one,
+ * up to Timeout) to say no. When a body is announced, the connection is
+ * closed after the answer instead, which also makes httpd's own
+ * ap_discard_request_body skip it (it returns at once for AP_CONN_CLOSE) and
+ * sends "Connection: close". A request without a body keeps its
+ * connection. */
+static void leave_body_unread(request_rec *r)
+{
+    const char *length = apr_table_get(r->headers_in, "Content-Length");
+
+    if (apr_table_get(r->headers_in, "Transfer-Encoding") != NULL ||
+        (length != NULL && strcmp(length, "0") != 0)) {
+        r->connection->keepalive = AP_CONN_CLOSE;
+    }
+}
+
+/* Answers an error before the body was read. */
+static int refuse(request_rec *r, const oaip_dir_conf *conf, oaip_error_kind kind,
+                  const char *detail)
+{
+    leave_body_unread(r);
+    return send_error(r, conf, kind, detail);
+}
+
+/* A refusal of the limits, the stream cap or the engine, with its
+ * Retry-After. */
+static int send_refusal(request_rec *r, const oaip_dir_conf *conf,
+                        const oaip_refusal *refusal)
+{
+    if (refusal->retry_after > 0) {
+        apr_table_setn(r->err_headers_out, "Retry-After",
+                       apr_psprintf(r->pool, "%u", refusal->retry_after));
+    }
+    return send_error(r, conf, refusal->kind, refusal->detail);
+}
+
+static const char *allowed_methods(const oaip_endpoint *endpoint)
+{
+    return endpoint->post ? POST_METHODS : GET_METHODS;
+}
+
+static int answer_options(request_rec *r, const oaip_endpoint *endpoint,
+                          const char *origin)
+{
+    apr_table_setn(r->headers_out, "Allow", allowed_methods(endpoint));
+    if (origin != NULL && apr_table_get(r->headers_in, "Access-Control-Request-Method")) {
+        apr_table_setn(r->err_headers_out, "Access-Control-Allow-Methods",
+                       allowed_methods(endpoint));
+        apr_table_setn(
+            r->err_headers_out, "Access-Control-Allow-Headers",
+            oaip_cors_allow_headers(
+                r->pool, apr_table_get(r->headers_in, "Access-Control-Request-Headers")));
+        apr_table_setn(r->err_headers_out, "Access-Control-Max-Age", OAIP_CORS_MAX_AGE);
+    }
+    leave_body_unread(r);
+    oaip_request_record_end(r, OAIP_OUTCOME_PREFLIGHT);
+    r->status = HTTP_NO_CONTENT;
+    return OK;
+}
+
+/* The <Location> (or other section) the handler was set in: core keeps the
+ * path of the innermost section that applies. NULL for regex sections. */
+static const char *section_path(request_rec *r)
+{
+    const core_dir_config *core = ap_get_core_module_config(r->per_dir_config);
+
+    if (core == NULL || core->d == NULL || core->d[0] != '/' || core->d_is_fnmatch) {
+        return NULL;
+    }
+    return core->d;
+}
+
+/* The request path below the section: "", "/" and "/chat/completions" reach
+ * the chat endpoint (so an SDK's baseURL can be the Location itself); other
+ * paths the endpoints the Location enables. Sets *upstream_path. */
+static const oaip_endpoint *route(request_rec *r, const oaip_dir_conf *conf,
+                                  const char **upstream_path)
+{
+    const char *base = section_path(r);
+    const char *sub = r->uri;
+
+    if (base != NULL) {
+        apr_size_t n = strlen(base);
+        while (n > 0 && base[n - 1] == '/') {
+            n--;
+        }
+        if (strncmp(sub, base, n) == 0 && (sub[n] == '\0' || sub[n] == '/')) {
+            sub += n;
+        }
+    }
+    return oaip_endpoint_route(r->pool, conf->endpoints, sub, upstream_path);
+}
+
+/* The upstream request's auth header line: with the client's own key where
+ * the operator allows it, else the configured key, in the configured auth
+ * style. NULL: no key at all. */
+static const char *choose_auth_line(request_rec *r, const oaip_dir_conf *conf,
+                                    int *bad_client_key)
+{
+    const char *key = apr_table_get(r->headers_in, "x-openai-key");
+
+    *bad_client_key = 0;
+    if (!oaip_conf_allows_client_key(conf) || key == NULL || *key == '\0') {
+        key = conf->api_key;
+    } else if (!oaip_header_value_visible(key)) {
+        *bad_client_key = 1;
+        return NULL;
+    }
+    return key ? oaip_auth_header_line(r->pool, conf->auth_name, key) : NULL;
+}
+
+static int body_error(request_rec *r, const oaip_dir_conf *conf, int status)
+{
+    switch (status) {
+    case HTTP_REQUEST_ENTITY_TOO_LARGE:
+        return send_error(
+            r, conf, OAIP_ERR_BODY_TOO_LARGE,
+            apr_psprintf(r->pool,
+                         "The request body is larger than the %" APR_OFF_T_FMT
+                         " bytes this endpoint accepts",
+                         oaip_conf_max_body(conf)));
+    case HTTP_REQUEST_TIME_OUT:
+        r->connection->keepalive = AP_CONN_CLOSE;
+        return send_error(r, conf, OAIP_ERR_BODY_TIMEOUT,
+                          "The request body did not arrive in time");
+    default:
+        r->connection->keepalive = AP_CONN_CLOSE;
+        return send_error(r, conf, OAIP_ERR_BAD_REQUEST,
+                          "The request body could not be read");
+    }
+}
+
+/* OpenAIProxyMaxTokens, for every JSON body that names a token limit, and
+ * written into the bodies of endpoints that generate tokens when they name
+ * none. */
+static void lower_token_limit(request_rec *r, const oaip_dir_conf *conf,
+                              const oaip_endpoint *endpoint, oaip_json_request *json)
+{
+    int cap = oaip_conf_max_tokens(conf);
+
+    if (cap > 0 &&
+        oaip_json_request_cap_tokens(r->pool, json, cap, endpoint->limit_field)) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "token limit lowered to %d", cap);
+    }
+}
+
+/* Usage is counted for every stream that reports it only when asked; the
+ * client sees the usage chunk only if it asked for it. */
+static void ask_usage(request_rec *r, const oaip_endpoint *endpoint,
+                      oaip_json_request *json, oaip_upstream_request *req)
+{
+    if (endpoint->asks_usage) {
+        oaip_json_request_ask_usage(r->pool, json);
+        req->hide_usage = json->usage_added;
+    }
+}
+
+/* The prepared JSON body is what goes upstream. */
+static void send_json(oaip_upstream_request *req, const oaip_json_request *json)
+{
+    req->content_type = "application/json";
+    req->body = json->body;
+    req->body_len = json->body_len;
+    req->model = json->model;
+    req->stream = json->stream;
+}
+
+/* A JSON body: validated (Chat Completions: its messages, with the
+ * defaults), then the token cap and the usage chunk asked for. Returns 0
+ * after answering an error. */
+static int prepare_json(request_rec *r, const oaip_dir_conf *conf,
+                        const oaip_endpoint *endpoint, const char *body, apr_size_t len,
+                        oaip_upstream_request *req)
+{
+    oaip_json_request json;
+    oaip_error_kind kind;
+    const char *detail;
+    int valid =
+        endpoint->body == OAIP_BODY_CHAT
+            ? oaip_json_request_prepare_chat(r->pool, body, len, conf->defaults, &json,
+                                             &kind, &detail)
+            : oaip_json_request_prepare(r->pool, body, len, &json, &kind, &detail);
+
+    if (!valid) {
+        send_error(r, conf, kind, detail);
+        return 0;
+    }
+    lower_token_limit(r, conf, endpoint, &json);
+    ask_usage(r, endpoint, &json, req);
+    send_json(req, &json);
+    return 1;
+}
+
+/* A form field's "stream" value that asks for no stream; anything else
+ * might to a lenient upstream ("1", "on", "True"), so it counts as one. */
+static int says_no_stream(const char *value)
+{
+    static const char *const no[] = {"", "false", "0", "no", "off", "f", "n"};
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
+        if (strcasecmp(value, no[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* File uploads: forwarded byte for byte with the client's Content-Type (its
+ * boundary); only the model and stream fields are read, each refused when
+ * given twice (which copy an upstream takes depends on its parser). */
+static int prepare_multipart(request_rec *r, const oaip_dir_conf *conf, const char *body,
+                             apr_size_t len, oaip_upstream_request *req)
+{
+    const char *type = apr_table_get(r->headers_in, "Content-Type");
+    const char *boundary = oaip_multipart_boundary(r->pool, type), *stream;
+
+    if (boundary == NULL) {
+        send_error(r, conf, OAIP_ERR_BAD_REQUEST,
+                   "This endpoint takes a multipart/form-data body with a boundary");
+        return 0;
+    }
+    if (oaip_multipart_find(r->pool, body, len, boundary, "model", &req->model) ==
+            OAIP_MULTIPART_DUPLICATE ||
+        oaip_multipart_find(r->pool, body, len, boundary, "stream", &stream) ==
+            OAIP_MULTIPART_DUPLICATE) {
+        send_error(r, conf, OAIP_ERR_BAD_REQUEST,
+                   "The form names the model or stream field more than once");
+        return 0;
+    }
+    req->content_type = type;
+    req->body = body;
+    req->body_len = len;
+    req->stream = stream != NULL && !says_no_stream(stream);
+    return 1;
+}
+
+/* What every endpoint goes through once routed, the method checked and the
+ * key chosen: body, per-endpoint preparation, the model allow-list, the
+ * stream limit, one upstream exchange (which records usage and outcome). */
+static int proxy(request_rec *r, const oaip_dir_conf *conf, const oaip_endpoint *endpoint,
+                 const char *upstream_path, const char *auth_line)
+{
+    oaip_upstream_request req;
+    oaip_upstream_outcome outcome;
+    oaip_request_record *record = oaip_request_record_of(r);
+    oaip_refusal refusal;
+    apr_size_t len = 0;
+    char *body = NULL;
+    int rc, prepared;
+
+    memset(&req, 0, sizeof(req));
+    req.post = endpoint->post;
+    req.auth_line = auth_line;
+    req.url = oaip_upstream_url(r->pool, oaip_conf_upstream(conf), upstream_path,
+                                conf->upstream_query);
+    if (endpoint->body == OAIP_BODY_NONE) {
+        if (ap_discard_request_body(r) != OK) {
+            r->connection->keepalive = AP_CONN_CLOSE;
+        }
+    } else {
+        rc = oaip_body_read(r, oaip_conf_max_body(conf), &body, &len);
+        if (rc == AP_FILTER_ERROR) {
+            return rc; /* an input filter already answered */
+        }
+        if (rc != OK) {
+            return body_error(r, conf, rc);
+        }
+    }
+    switch (endpoint->body) {
+    case OAIP_BODY_CHAT:
+    case OAIP_BODY_JSON:
+        prepared = prepare_json(r, conf, endpoint, body, len, &req);
+        break;
+    case OAIP_BODY_MULTIPART:
+        prepared = prepare_multipart(r, conf, body, len, &req);
+        break;
+    default:
+        prepared = 1;
+        break;
+    }
+    if (!prepared) {
+        return OK; /* the error was answered */
+    }
+    /* the budgets hold this request's worst case from here on; every later
+     * refusal or failure is settled in log_transaction */
+    if (!oaip_limits_reserve(r, &req, &refusal)) {
+        return send_refusal(r, conf, &refusal);
+    }
+    record->model = req.model;
+    record->stream = req.stream;
+    /* a request that names no model (GET models) has nothing to check */
+    if (conf->models != NULL && endpoint->body != OAIP_BODY_NONE &&
+        !oaip_model_allowed(conf->models, req.model)) {
+        return send_error(
+            r, conf, OAIP_ERR_MODEL_NOT_ALLOWED,
+            req.model
+                ? apr_psprintf(r->pool, "The model %s is not available here", req.model)
+                : "model must be a string");
+    }
+    if (req.stream && !oaip_streams_acquire(r, &refusal)) {
+        return send_refusal(r, conf, &refusal);
+    }
+    if (req.stream) {
+        oaip_stats_stream_begin(r);
+    }
+    oaip_upstream_forward(r, conf, &req, &outcome);
+    if (!outcome.responded) {
+        return send_refusal(r, conf, &outcome.refusal);
+    }
+    return OK;
+}
+
+#define FILENAME_PREFIX OAIP_HANDLER_NAME ":"
+
+int oaip_location_is_ours(request_rec *r)
+{
+    const core_dir_config *core = ap_get_core_module_config(r->per_dir_config);
+    const char *handler, *err = NULL;
+
+    if (core == NULL || core->expr_handler == NULL) {
+        return 0;
+    }
+    handler = ap_expr_str_exec(r, core->expr_handler, &err);
+    return err == NULL && handler != NULL && strcmp(handler, OAIP_HANDLER_NAME) == 0;
+}
+
+int oaip_translate_name(request_rec *r)
+{
+    /* nothing of ours is a file: like mod_proxy, take the URI off the file
+     * system so httpd does not stat DocumentRoot paths for every request */
+    if (!oaip_location_is_ours(r)) {
+        return DECLINED;
+    }
+    r->filename = apr_pstrcat(r->pool, FILENAME_PREFIX, r->uri, NULL);
+    return OK;
+}
+
+int oaip_map_to_storage(request_rec *r)
+{
+    if (r->filename != NULL &&
+        strncmp(r->filename, FILENAME_PREFIX, sizeof(FILENAME_PREFIX) - 1) == 0) {
+        return OK; /* no <Directory> or <Files> walk; <Location> still applies */
+    }
+    return DECLINED;
+}
+
+int oaip_handler(request_rec *r)
+{
+    if (r->handler == NULL || strcmp(r->handler, OAIP_HANDLER_NAME) != 0) {
+        return DECLINED;
+    }
+    return oaip_serve(r);
+}
+
+int oaip_serve(request_rec *r)
+{
+    const oaip_dir_conf *conf;
+    const oaip_endpoint *endpoint;
+    oaip_refusal refusal;
+    const char *origin, *upstream_path, *auth_line;
+    int bad_client_key;
+
+    conf = ap_get_module_config(r->per_dir_config, &openai_proxy_module);
+    origin = apr_table_get(r->headers_in, "Origin");
+    oaip_request_record_of(r)->served = 1; /* limits and stats count it */
+    oaip_stats_request_begin(r);
+
+    if (!oaip_cors_apply(r, conf, origin)) {
+        return refuse(r, conf, OAIP_ERR_ORIGIN_FORBIDDEN,
+                      apr_psprintf(r->pool, "Origin %s is not allowed to use this API",
+                                   ap_escape_logitem(r->pool, origin)));
+    }
+    endpoint = route(r, conf, &upstream_path);
+    if (endpoint == NULL) {
+        return refuse(r, conf, OAIP_ERR_NOT_FOUND,
+                      apr_psprintf(r->pool, "No API endpoint at %s",
+                                   ap_escape_logitem(r->pool, r->uri)));
+    }
+    if (r->method_number == M_OPTIONS) {
+        return answer_options(r, endpoint, origin);
+    }
+    if (r->method_number != (endpoint->post ? M_POST : M_GET)) {
+        apr_table_setn(r->err_headers_out, "Allow", allowed_methods(endpoint));
+        return refuse(r, conf, OAIP_ERR_METHOD_NOT_ALLOWED,
+                      apr_psprintf(r->pool, "%s is not allowed; use %s",
+                                   ap_escape_logitem(r->pool, r->method),
+                                   endpoint->post ? "POST" : "GET"));
+    }
+    auth_line = choose_auth_line(r, conf, &bad_client_key);
+    if (bad_client_key) {
+        return refuse(r, conf, OAIP_ERR_BAD_REQUEST,
+                      "The x-openai-key header contains invalid characters");
+    }
+    if (auth_line == NULL) {
+        return refuse(r, conf, OAIP_ERR_NO_API_KEY, "OpenAI API key is not configured");
+    }
+    if (!oaip_limits_check(r, conf, &refusal)) {
+        leave_body_unread(r);
+        return send_refusal(r, conf, &refusal);
+    }
+    return proxy(r, conf, endpoint, upstream_path, auth_line);
+}

@@ -1,0 +1,150 @@
+#include "httpd/relay.h"
+
+#include <apr_portable.h>
+#include <apr_strings.h>
+#include <http_connection.h>
+#include <http_core.h>
+#include <http_protocol.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <util_filter.h>
+
+#include "mod_openai_proxy.h"
+
+void oaip_relay_init(oaip_relay *relay, request_rec *r)
+{
+    memset(relay, 0, sizeof(*relay));
+    relay->r = r;
+    relay->bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    relay->last_write = apr_time_now();
+}
+
+void oaip_relay_start_stream(oaip_relay *relay, int status, const char *content_type,
+                             apr_table_t *headers)
+{
+    request_rec *r = relay->r;
+
+    r->status = status;
+    ap_set_content_type(r, content_type);
+    if (headers != NULL) {
+        apr_table_overlap(r->headers_out, headers, APR_OVERLAP_TABLES_SET);
+    }
+    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+    apr_table_setn(r->headers_out, "X-Accel-Buffering", "no");
+    apr_table_unset(r->headers_out, "Content-Length");
+    /* compression would hold chunks back until its buffer fills */
+    apr_table_setn(r->subprocess_env, "no-gzip", "1");
+    apr_table_setn(r->subprocess_env, "no-brotli", "1");
+    relay->committed = 1;
+}
+
+static void remember_tail(oaip_relay *relay, const char *data, apr_size_t len)
+{
+    apr_size_t keep = sizeof(relay->tail);
+
+    if (len >= keep) {
+        memcpy(relay->tail, data + len - keep, keep);
+    } else {
+        memmove(relay->tail, relay->tail + len, keep - len);
+        memcpy(relay->tail + keep - len, data, len);
+    }
+}
+
+int oaip_relay_write(oaip_relay *relay, const char *data, apr_size_t len)
+{
+    apr_bucket_alloc_t *ba = relay->r->connection->bucket_alloc;
+    apr_status_t rv;
+
+    if (relay->client_gone || relay->r->connection->aborted) {
+        relay->client_gone = 1;
+        return 0;
+    }
+    /* transient: the core output filter copies only what it cannot send now */
+    APR_BRIGADE_INSERT_TAIL(relay->bb, apr_bucket_transient_create(data, len, ba));
+    APR_BRIGADE_INSERT_TAIL(relay->bb, apr_bucket_flush_create(ba));
+    rv = ap_pass_brigade(relay->r->output_filters, relay->bb);
+    apr_brigade_cleanup(relay->bb);
+    if (rv != APR_SUCCESS || relay->r->connection->aborted) {
+        relay->client_gone = 1;
+        return 0;
+    }
+    relay->bytes += len;
+    remember_tail(relay, data, len);
+    relay->last_write = apr_time_now();
+    return 1;
+}
+
+void oaip_relay_write_brigade(oaip_relay *relay, apr_bucket_brigade *data)
+{
+    apr_off_t len = 0;
+
+    apr_brigade_length(data, 0, &len);
+    APR_BRIGADE_INSERT_TAIL(data,
+                            apr_bucket_flush_create(relay->r->connection->bucket_alloc));
+    if (ap_pass_brigade(relay->r->output_filters, data) != APR_SUCCESS) {
+        relay->client_gone = 1;
+    }
+    apr_brigade_cleanup(data);
+    relay->bytes += (apr_size_t)len;
+}
+
+int oaip_relay_at_event_boundary(const oaip_relay *relay)
+{
+    return relay->bytes == 0 || memcmp(relay->tail + 2, "\n\n", 2) == 0 ||
+           memcmp(relay->tail, "\r\n\r\n", 4) == 0;
+}
+
+void oaip_relay_end_with_event(oaip_relay *relay, const char *event)
+{
+    if (!oaip_relay_at_event_boundary(relay)) {
+        oaip_relay_write(relay, "\n\n", 2);
+    }
+    oaip_relay_write(relay, event, strlen(event));
+}
+
+void oaip_relay_whole(oaip_relay *relay, int status, const char *content_type,
+                      apr_table_t *headers, apr_bucket_brigade *body, apr_off_t len)
+{
+    request_rec *r = relay->r;
+
+    r->status = status;
+    ap_set_content_type(r, content_type);
+    if (headers != NULL) {
+        apr_table_overlap(r->headers_out, headers, APR_OVERLAP_TABLES_SET);
+    }
+    ap_set_content_length(r, len);
+    APR_BRIGADE_INSERT_TAIL(body, apr_bucket_eos_create(r->connection->bucket_alloc));
+    if (ap_pass_brigade(r->output_filters, body) != APR_SUCCESS) {
+        relay->client_gone = 1;
+    }
+    apr_brigade_cleanup(body);
+}
+
+int oaip_relay_client_hung_up(oaip_relay *relay)
+{
+    conn_rec *c = relay->r->connection;
+    apr_socket_t *sock;
+    apr_os_sock_t fd;
+    struct pollfd pfd;
+    char byte;
+
+    if (relay->client_gone || c->aborted) {
+        return relay->client_gone = 1;
+    }
+    if (c->master != NULL || (sock = ap_get_conn_socket(c)) == NULL ||
+        apr_os_sock_get(&fd, sock) != APR_SUCCESS) {
+        return 0;
+    }
+    pfd.fd = fd;
+    pfd.events = POLLIN | POLLRDHUP;
+    pfd.revents = 0;
+    if (poll(&pfd, 1, 0) <= 0) {
+        return 0;
+    }
+    /* readable with data is a pipelined request, not a hang-up */
+    if ((pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) ||
+        recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+        relay->client_gone = 1;
+    }
+    return relay->client_gone;
+}
