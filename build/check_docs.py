@@ -77,6 +77,14 @@ def read(path):
         return f.read()
 
 
+def literal_end(text, i):
+    """text[i] opens a C string or character literal: the index after it."""
+    j = i + 1
+    while j < len(text) and text[j] != text[i]:
+        j += 2 if text[j] == "\\" else 1
+    return j + 1
+
+
 def strip_c_comments(text, keep_lines=True):
     """Removes /* */ and // comments, leaving string literals alone."""
     out = []
@@ -84,11 +92,9 @@ def strip_c_comments(text, keep_lines=True):
     while i < n:
         c = text[i]
         if c == '"' or c == "'":
-            j = i + 1
-            while j < n and text[j] != c:
-                j += 2 if text[j] == "\\" else 1
-            out.append(text[i:j + 1])
-            i = j + 1
+            j = literal_end(text, i)
+            out.append(text[i:j])
+            i = j
         elif text.startswith("/*", i):
             j = text.find("*/", i + 2)
             j = n if j < 0 else j + 2
@@ -125,11 +131,9 @@ def split_args(text, start):
     while i < n:
         c = text[i]
         if c == '"' or c == "'":
-            j = i + 1
-            while j < n and text[j] != c:
-                j += 2 if text[j] == "\\" else 1
-            cur.append(text[i:j + 1])
-            i = j + 1
+            j = literal_end(text, i)
+            cur.append(text[i:j])
+            i = j
             continue
         if c == "(":
             depth += 1
