@@ -22,7 +22,14 @@ struct oaip_sse_reader {
     oaip_buffer data; /* the current event's data */
     int has_data, overflow, last_was_cr;
     int skipping_line; /* inside a line too long to keep, until its end */
+    int bom_seen;      /* bytes of a leading byte order mark seen; BOM_PAST after */
 };
+
+/* The UTF-8 byte order mark, and the reader's state once it is past the
+ * place where one may stand (skipped, or the stream began otherwise). */
+static const char utf8_bom[] = "\xEF\xBB\xBF";
+#define BOM_LEN 3
+#define BOM_PAST BOM_LEN
 
 void oaip_usage_init(oaip_usage *usage)
 {
@@ -79,6 +86,12 @@ static int read_usage(json_t *u, oaip_usage *usage)
     usage->completion_tokens = completion;
     usage->total_tokens = total;
     return 1;
+}
+
+/* A usage object with at least one count (NULL or another JSON value: 0). */
+static int read_usage_object(json_t *u, oaip_usage *usage)
+{
+    return json_is_object(u) && read_usage(u, usage);
 }
 
 int oaip_usage_from_json(const char *json, apr_size_t len, oaip_usage *usage)
@@ -148,6 +161,28 @@ static int may_carry_usage(const char *event, apr_size_t len)
         }
     }
     return 0;
+}
+
+int oaip_sse_event_usage(const char *data, apr_size_t len, oaip_usage *usage)
+{
+    json_t *event;
+    int found;
+
+    if (!may_carry_usage(data, len)) {
+        return 0;
+    }
+    /* the first value only: data that goes on after it ("{...}\n[DONE]"
+     * sent as one event) still reports its usage */
+    event = json_loadb(data, len, JSON_DISABLE_EOF_CHECK, NULL);
+    found = json_is_object(event) &&
+            (read_usage_object(json_object_get(event, "usage"), usage) ||
+             read_usage_object(json_object_get(json_object_get(event, "x_groq"), "usage"),
+                               usage) ||
+             read_usage_object(
+                 json_object_get(json_object_get(event, "response"), "usage"), usage));
+    json_decref(event);
+    /* not JSON, or the usage is somewhere else: any usage object it names */
+    return found || oaip_usage_from_json(data, len, usage);
 }
 
 /* An event's data as a client reads it: its data lines' values (one
@@ -289,7 +324,7 @@ static void take_line(oaip_sse_reader *r, const char *line, apr_size_t len)
     r->has_data = 1;
 }
 
-void oaip_sse_feed(oaip_sse_reader *r, const char *bytes, apr_size_t len)
+static void feed_lines(oaip_sse_reader *r, const char *bytes, apr_size_t len)
 {
     apr_size_t i, start = 0;
 
@@ -330,4 +365,47 @@ void oaip_sse_feed(oaip_sse_reader *r, const char *bytes, apr_size_t len)
         }
         r->last_was_cr = 0;
     }
+}
+
+/* The bytes taken for the start of a byte order mark were none: they are
+ * the stream's first bytes after all. */
+static void give_back_bom(oaip_sse_reader *r)
+{
+    apr_size_t held = (apr_size_t)r->bom_seen;
+
+    r->bom_seen = BOM_PAST;
+    if (held > 0) {
+        feed_lines(r, utf8_bom, held);
+    }
+}
+
+void oaip_sse_feed(oaip_sse_reader *r, const char *bytes, apr_size_t len)
+{
+    while (r->bom_seen < BOM_PAST && len > 0) {
+        if (*bytes != utf8_bom[r->bom_seen]) {
+            give_back_bom(r);
+            break;
+        }
+        r->bom_seen++;
+        bytes++;
+        len--;
+    }
+    if (len > 0) {
+        feed_lines(r, bytes, len);
+    }
+}
+
+void oaip_sse_finish(oaip_sse_reader *r)
+{
+    if (r->bom_seen < BOM_PAST) {
+        give_back_bom(r);
+    }
+    if (r->skipping_line) {
+        r->skipping_line = 0; /* its event is dropped (overflow) */
+    } else if (r->line.len > 0) {
+        take_line(r, r->line.data, r->line.len);
+    }
+    r->line.len = 0;
+    r->last_was_cr = 0;
+    dispatch(r);
 }

@@ -24,6 +24,16 @@ int oaip_usage_from_json(const char *json, apr_size_t len, oaip_usage *usage);
  * yet. */
 apr_size_t oaip_sse_event_length(const char *buf, apr_size_t len);
 
+/* The usage one event of a stream reports (its data, as the reader hands
+ * it out), wherever the families of OpenAI-compatible servers put it: the
+ * chunk's own "usage" (a separate usage chunk, the last content chunk, or
+ * every chunk), else Groq's "x_groq"."usage", else a Responses API event's
+ * "response"."usage"; failing those, any "usage" object with a count
+ * (oaip_usage_from_json). Returns 1 and fills *usage when it reports one
+ * with at least one count: a stream's usage is its last report, never a
+ * sum. Events that name no usage (or "usage":null) are not parsed. */
+int oaip_sse_event_usage(const char *data, apr_size_t len, oaip_usage *usage);
+
 /* Whether a raw event is the usage chunk of a stream alone (a JSON object
  * with an empty "choices" array and a "usage" object, however formatted or
  * split over data lines), which the relay may hide. Fills *usage from any
@@ -32,7 +42,9 @@ int oaip_sse_usage_chunk(const char *event, apr_size_t len, oaip_usage *usage);
 
 /* An incremental SSE reader: bytes go in as they arrive, split anywhere;
  * each complete event's data (its data: lines joined by "\n") comes out,
- * never as NULL. */
+ * never as NULL. A UTF-8 byte order mark (EF BB BF) at the very start of
+ * the stream is skipped, as the SSE standard says, also when it arrives
+ * split. */
 typedef void oaip_sse_event_fn(void *ctx, const char *data, apr_size_t len);
 
 typedef struct oaip_sse_reader oaip_sse_reader;
@@ -40,5 +52,10 @@ typedef struct oaip_sse_reader oaip_sse_reader;
 oaip_sse_reader *oaip_sse_reader_make(apr_pool_t *p, oaip_sse_event_fn *on_event,
                                       void *ctx);
 void oaip_sse_feed(oaip_sse_reader *reader, const char *bytes, apr_size_t len);
+
+/* The stream ended (cleanly, without the blank line after its last event):
+ * that event is handed out as if the blank line had come, so that its
+ * usage counts (a browser drops it; the proxy relays it as it came). */
+void oaip_sse_finish(oaip_sse_reader *reader);
 
 #endif

@@ -51,6 +51,9 @@ typedef struct {
      * a stream is relayed event by event, the unfinished one kept here */
     int hide_usage;
     oaip_buffer pending;
+    /* bytes of a UTF-8 byte order mark matched at the body's start (held
+     * back), or BOM_DECIDED */
+    int bom_seen;
     apr_time_t first_byte;
     /* timing */
     apr_time_t started;
@@ -91,13 +94,15 @@ static apr_status_t free_headers(void *list)
     return APR_SUCCESS;
 }
 
-/* The request headers: no "Expect: 100-continue" wait, the key's line and
- * the body's Content-Type, freed with the request. NULL: no memory. */
+/* The request headers: no "Expect: 100-continue" wait, no Accept-Encoding
+ * (libcurl decodes what comes compressed anyway, see configure), the key's
+ * line and the body's Content-Type, freed with the request. NULL: no
+ * memory. */
 static struct curl_slist *request_headers(apr_pool_t *pool,
                                           const oaip_upstream_request *req)
 {
     const char *lines[] = {
-        "Expect:", req->auth_line,
+        "Expect:", "Accept-Encoding:", req->auth_line,
         req->content_type ? apr_pstrcat(pool, "Content-Type: ", req->content_type, NULL)
                           : NULL};
     struct curl_slist *list = NULL, *next;
@@ -235,16 +240,33 @@ static const char *content_type_or_json(const exchange *x)
     return x->content_type ? x->content_type : "application/json";
 }
 
-/* The usage of a stream comes in its last chunk; oaip_usage_from_json
- * parses nothing unless an event carries a usage object. The content is
- * counted too, for a stream that ends without that chunk (the client left,
- * the upstream ignores stream_options). */
+/* Each event's usage replaces what an earlier one reported: servers put it
+ * in a separate last chunk, in the last content chunk, in every chunk
+ * (growing: the last report counts, never a sum), under Groq's x_groq, or
+ * in the Responses API's response.completed (oaip_sse_event_usage parses
+ * nothing unless an event names a usage). The content is counted too, for
+ * a stream that ends without any (the client left, the upstream ignores
+ * stream_options). */
 static void on_event(void *ctx, const char *data, apr_size_t len)
 {
     exchange *x = ctx;
 
-    oaip_usage_from_json(data, len, &x->usage);
+    oaip_sse_event_usage(data, len, &x->usage);
     oaip_content_count_event(&x->content, data, len);
+}
+
+#define BOM_DECIDED 3
+static const char utf8_bom[] = "\xEF\xBB\xBF";
+
+/* A UTF-8 byte order mark before an event stream's first event or a JSON
+ * answer is dropped: the SSE standard and RFC 8259 let readers ignore one,
+ * but many clients do not ("\xEF\xBB\xBFdata: ..." is no data line to a
+ * hand-written SSE parser; Python's json.loads refuses the answer). Other
+ * bodies (audio, text) are relayed as they are. */
+static int drops_bom(const exchange *x)
+{
+    return is_event_stream(x->content_type) || x->content_type == NULL ||
+           strncasecmp(x->content_type, "application/json", 16) == 0;
 }
 
 /* On the first byte of the body: a successful event stream is relayed as it
@@ -255,6 +277,7 @@ static void choose_mode(exchange *x)
         x->status >= 200 && x->status < 300 && is_event_stream(x->content_type);
 
     x->mode = streamed ? BODY_STREAMED : BODY_BUFFERED;
+    x->bom_seen = drops_bom(x) ? 0 : BOM_DECIDED;
     if (streamed && !x->relay.committed) {
         oaip_relay_start_stream(&x->relay, (int)x->status, x->content_type,
                                 x->pass_headers);
@@ -266,17 +289,19 @@ static void choose_mode(exchange *x)
 #define MAX_PENDING_EVENT ((apr_size_t)1024 * 1024)
 
 /* Relays the complete events among what arrived, in one write, without
- * the usage chunk (whose usage is recorded); keeps the unfinished rest. */
+ * the usage chunk (on_event records every event's usage); keeps the
+ * unfinished rest. */
 static int relay_events(exchange *x, const char *data, apr_size_t len)
 {
     apr_size_t pos = 0, kept = 0, n;
+    oaip_usage ignored;
     char *buf;
 
     oaip_sse_feed(x->events, data, len); /* counts what was generated */
     oaip_buffer_append(x->r->pool, &x->pending, data, len);
     buf = x->pending.data;
     while ((n = oaip_sse_event_length(buf + pos, x->pending.len - pos)) > 0) {
-        if (!oaip_sse_usage_chunk(buf + pos, n, &x->usage)) {
+        if (!oaip_sse_usage_chunk(buf + pos, n, &ignored)) {
             memmove(buf + kept, buf + pos, n);
             kept += n;
         }
@@ -295,24 +320,19 @@ static int relay_events(exchange *x, const char *data, apr_size_t len)
     return 1;
 }
 
-static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
+/* Bytes of the body (decoded: libcurl undoes a Content-Encoding), relayed
+ * as they come or kept for the whole answer. 0: stop the transfer. */
+static int take_body(exchange *x, const char *data, apr_size_t len)
 {
-    exchange *x = userdata;
-    size_t len = size * nmemb;
-
-    x->last_upstream_byte = apr_time_now();
-    if (x->mode == BODY_UNDECIDED) {
-        choose_mode(x);
-    }
     if (x->mode == BODY_STREAMED && x->hide_usage) {
-        return relay_events(x, data, len) ? len : 0;
+        return relay_events(x, data, len);
     }
     if (x->mode == BODY_STREAMED) {
         if (!oaip_relay_write(&x->relay, data, len)) {
             return 0;
         }
         oaip_sse_feed(x->events, data, len);
-        return len;
+        return 1;
     }
     if (x->buffered + len > MAX_BUFFERED_ANSWER) {
         x->answer_too_large = 1;
@@ -320,6 +340,42 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
     }
     x->buffered += len;
     apr_brigade_write(x->buffer, NULL, NULL, data, len);
+    return 1;
+}
+
+/* The bytes held as the start of a byte order mark were none: they go on. */
+static int give_back_bom(exchange *x)
+{
+    apr_size_t held = (apr_size_t)x->bom_seen;
+
+    x->bom_seen = BOM_DECIDED;
+    return held == 0 || take_body(x, utf8_bom, held);
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    exchange *x = userdata;
+    size_t len = size * nmemb, skip = 0;
+
+    x->last_upstream_byte = apr_time_now();
+    if (x->mode == BODY_UNDECIDED) {
+        choose_mode(x);
+    }
+    /* a byte order mark, whole or split over reads, is held until it is
+     * complete (dropped) or turns out to be none (relayed) */
+    while (x->bom_seen < BOM_DECIDED && skip < len) {
+        if (data[skip] != utf8_bom[x->bom_seen]) {
+            if (!give_back_bom(x)) {
+                return 0;
+            }
+            break;
+        }
+        x->bom_seen++;
+        skip++;
+    }
+    if (skip < len && !take_body(x, data + skip, len - skip)) {
+        return 0;
+    }
     return len;
 }
 
@@ -398,6 +454,12 @@ static void configure(CURL *h, exchange *x, const oaip_upstream_request *req,
         curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     }
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    /* an upstream may compress its answer though nobody asked (the request
+     * says no Accept-Encoding): libcurl decodes every encoding it knows, so
+     * that neither compressed bytes nor their Content-Encoding reach the
+     * client, the Content-Length is the decoded one, and error answers are
+     * masked in clear; one it cannot decode fails the transfer (502) */
+    curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(h, CURLOPT_USERAGENT, "mod_openai_proxy/" OAIP_VERSION);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
                      (long)apr_time_as_msec(oaip_conf_connect_timeout(conf)));
@@ -563,8 +625,19 @@ static void finish(exchange *x, CURLcode code, const char *errbuf,
         return;
     }
     if (code == CURLE_OK) {
+        if (x->bom_seen < BOM_DECIDED) { /* a body of 1 or 2 bytes of a mark */
+            give_back_bom(x);
+        }
         if (x->mode == BODY_STREAMED) {
-            if (x->pending.len > 0) { /* a last event without its blank line */
+            oaip_usage ignored;
+            /* the stream ended without [DONE], or without the blank line
+             * after its last event: no error, the client's stream just ends.
+             * That event's usage counts; it is relayed as it came, unless it
+             * is the usage chunk the proxy asked for itself */
+            oaip_sse_finish(x->events);
+            if (x->pending.len > 0 &&
+                !(x->hide_usage &&
+                  oaip_sse_usage_chunk(x->pending.data, x->pending.len, &ignored))) {
                 oaip_relay_write(&x->relay, x->pending.data, x->pending.len);
             }
             outcome->responded = 1;

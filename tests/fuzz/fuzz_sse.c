@@ -12,7 +12,13 @@
  * event is taken for the usage chunk exactly when the reference reader's one
  * event is a JSON object with an empty "choices" array and a "usage" object,
  * whatever its formatting (issue 9); usage reading never reads outside what
- * it is given (ASan). */
+ * it is given (ASan). At the end of the stream (oaip_sse_finish), each
+ * feeding adds what the reference finds once an unfinished last event is
+ * taken as ended. A UTF-8 byte order mark in front of a stream that has
+ * none, whole or split, changes none of its events. An event whose data is
+ * a JSON object with a "usage" object holding a count reports exactly that
+ * usage (oaip_sse_event_usage: a chunk's own usage comes before any nested
+ * one, such as Groq's x_groq). */
 #include "fuzz.h"
 
 #include <apr_strings.h>
@@ -36,6 +42,44 @@ typedef struct {
     apr_array_header_t *events;
 } collector;
 
+/* What read_usage takes from a usage object: an integer count, -1 when
+ * there is none; input/output_tokens stand in for a prompt/completion
+ * count below 0. */
+static long count_of(json_t *u, const char *name, const char *instead)
+{
+    json_t *v = json_object_get(u, name);
+    long n = json_is_integer(v) ? (long)json_integer_value(v) : -1;
+
+    if (n < 0 && instead != NULL) {
+        v = json_object_get(u, instead);
+        n = json_is_integer(v) ? (long)json_integer_value(v) : -1;
+    }
+    return n;
+}
+
+static void check_event_usage(const char *data, size_t len)
+{
+    json_t *event = fuzz_json(data, len, JSON_DISABLE_EOF_CHECK);
+    json_t *own = json_object_get(event, "usage");
+    oaip_usage usage;
+    int found;
+
+    oaip_usage_init(&usage);
+    found = oaip_sse_event_usage(data, len, &usage);
+    if (json_is_object(event) && json_is_object(own)) {
+        long prompt = count_of(own, "prompt_tokens", "input_tokens");
+        long completion = count_of(own, "completion_tokens", "output_tokens");
+        long total = count_of(own, "total_tokens", NULL);
+        if (prompt >= 0 || completion >= 0 || total >= 0) {
+            FUZZ_CHECK(
+                found && usage.prompt_tokens == prompt &&
+                    usage.completion_tokens == completion && usage.total_tokens == total,
+                "the chunk's own usage was not the one read: \"%.*s\"", (int)len, data);
+        }
+    }
+    json_decref(event);
+}
+
 static void collect(void *ctx, const char *data, apr_size_t len)
 {
     collector *c = ctx;
@@ -46,8 +90,9 @@ static void collect(void *ctx, const char *data, apr_size_t len)
     e->data = fuzz_pool_copy(c->pool, data, len);
     e->len = len;
     oaip_usage_init(&usage);
-    /* the relay reads usage from each event's data (upstream.c on_event) */
     (void)oaip_usage_from_json(exact, len, &usage);
+    /* the relay reads usage from each event's data (upstream.c on_event) */
+    check_event_usage(exact, len);
     free(exact);
 }
 
@@ -60,56 +105,83 @@ static collector *collector_make(apr_pool_t *p)
     return c;
 }
 
+/* How the reference reads a text: SKIP_MARK, as a whole stream (a leading
+ * byte order mark skipped), else as it is (one raw event cut out of a
+ * stream: the relay cuts events after the engine dropped the stream's
+ * mark); ENDED: the stream ended there (oaip_sse_finish). */
+enum { AS_IS = 0, SKIP_MARK = 1, ENDED = 2 };
+
+typedef struct {
+    apr_pool_t *pool;
+    apr_array_header_t *events;
+    char *data;
+    size_t data_len, max;
+    int has_data, overflow;
+} reference;
+
+/* One line, without its end; an empty one ends the event. */
+static void reference_line(reference *ref, const char *line, size_t len)
+{
+    if (len == 0) {
+        if (ref->has_data && !ref->overflow) {
+            event *e = apr_array_push(ref->events);
+            e->data = fuzz_pool_copy(ref->pool, ref->data, ref->data_len);
+            e->len = ref->data_len;
+        }
+        ref->data_len = 0;
+        ref->has_data = ref->overflow = 0;
+    } else if (len > ref->max) {
+        ref->overflow = 1; /* too long a line drops its event, whatever its field */
+    } else if (len >= 4 && memcmp(line, "data", 4) == 0 && (len == 4 || line[4] == ':')) {
+        const char *value = line + (len > 4 ? 5 : 4);
+        size_t value_len = len - (size_t)(value - line);
+        if (value_len > 0 && *value == ' ') {
+            value++;
+            value_len--;
+        }
+        if (ref->data_len + value_len + 1 > ref->max) {
+            ref->overflow = 1;
+            return;
+        }
+        if (ref->has_data) {
+            ref->data[ref->data_len++] = '\n';
+        }
+        memcpy(ref->data + ref->data_len, value, value_len);
+        ref->data_len += value_len;
+        ref->has_data = 1;
+    }
+}
+
 /* The reference: the whole text at once, written for clarity, not speed. */
 static apr_array_header_t *reference_events(apr_pool_t *p, const char *s, size_t len,
-                                            size_t max)
+                                            size_t max, int how)
 {
-    apr_array_header_t *events = apr_array_make(p, 8, sizeof(event));
-    char *data = apr_palloc(p, len + 1);
-    size_t data_len = 0, i = 0;
-    int has_data = 0, overflow = 0;
+    reference ref = {
+        p, apr_array_make(p, 8, sizeof(event)), apr_palloc(p, len + 1), 0, max, 0, 0};
+    size_t i = 0;
 
-    while (i < len) {
-        size_t start = i, line_len;
+    if ((how & SKIP_MARK) && len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0) {
+        i = 3;
+    }
+    for (;;) {
+        size_t start = i;
         while (i < len && s[i] != '\r' && s[i] != '\n') {
             i++;
         }
         if (i == len) {
-            break; /* an unfinished line is no line yet */
+            /* an unfinished line is no line yet; at the end of the stream it
+             * is one, and the blank line after the last event comes */
+            if (how & ENDED) {
+                if (i > start) {
+                    reference_line(&ref, s + start, i - start);
+                }
+                reference_line(&ref, "", 0);
+            }
+            return ref.events;
         }
-        line_len = i - start;
+        reference_line(&ref, s + start, i - start);
         i += (s[i] == '\r' && i + 1 < len && s[i + 1] == '\n') ? 2 : 1;
-        if (line_len == 0) {
-            if (has_data && !overflow) {
-                event *e = apr_array_push(events);
-                e->data = fuzz_pool_copy(p, data, data_len);
-                e->len = data_len;
-            }
-            data_len = 0;
-            has_data = overflow = 0;
-        } else if (line_len > max) {
-            overflow = 1; /* too long a line drops its event, whatever its field */
-        } else if (line_len >= 4 && memcmp(s + start, "data", 4) == 0 &&
-                   (line_len == 4 || s[start + 4] == ':')) {
-            const char *value = s + start + (line_len > 4 ? 5 : 4);
-            size_t value_len = line_len - (size_t)(value - (s + start));
-            if (value_len > 0 && *value == ' ') {
-                value++;
-                value_len--;
-            }
-            if (data_len + value_len + 1 > max) {
-                overflow = 1;
-                continue;
-            }
-            if (has_data) {
-                data[data_len++] = '\n';
-            }
-            memcpy(data + data_len, value, value_len);
-            data_len += value_len;
-            has_data = 1;
-        }
     }
-    return events;
 }
 
 static void check_same(const apr_array_header_t *a, const apr_array_header_t *b,
@@ -167,7 +239,7 @@ static void check_raw_events(apr_pool_t *p, const char *s, size_t len,
                    "an event does not end with a line end");
         oaip_usage_init(&usage);
         {
-            apr_array_header_t *one = reference_events(p, copy, n, (size_t)-1);
+            apr_array_header_t *one = reference_events(p, copy, n, (size_t)-1, AS_IS);
             int reference =
                 one->nelts == 1 && is_usage_chunk(APR_ARRAY_IDX(one, 0, event).data,
                                                   APR_ARRAY_IDX(one, 0, event).len);
@@ -194,7 +266,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     collector *whole, *split, *bytes;
     const char *s;
     size_t len;
-    oaip_sse_reader *r;
+    oaip_sse_reader *r, *readers[3];
 
     if (size == 0) {
         return 0;
@@ -214,26 +286,53 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     qsort(splits, n_splits, sizeof(splits[0]), compare_size);
 
     whole = collector_make(p);
-    r = oaip_sse_reader_make(p, collect, whole);
+    r = readers[0] = oaip_sse_reader_make(p, collect, whole);
     oaip_sse_feed(r, s, len);
 
     split = collector_make(p);
-    r = oaip_sse_reader_make(p, collect, split);
+    r = readers[1] = oaip_sse_reader_make(p, collect, split);
     for (i = 0, start = 0; i < n_splits; i++) {
         oaip_sse_feed(r, s + start, splits[i] - start); /* may be an empty read */
         start = splits[i];
     }
 
     bytes = collector_make(p);
-    r = oaip_sse_reader_make(p, collect, bytes);
+    r = readers[2] = oaip_sse_reader_make(p, collect, bytes);
     for (i = 0; i < len; i++) {
         oaip_sse_feed(r, s + i, 1);
     }
 
-    check_same(reference_events(p, s, len, OAIP_SSE_MAX_EVENT_DATA), whole->events,
-               "one read vs reference");
+    check_same(reference_events(p, s, len, OAIP_SSE_MAX_EVENT_DATA, SKIP_MARK),
+               whole->events, "one read vs reference");
     check_same(whole->events, split->events, "split reads vs one read");
     check_same(whole->events, bytes->events, "byte reads vs one read");
     check_raw_events(p, s, len, whole->events);
+
+    /* the stream ends there: an unfinished last event is handed out */
+    for (i = 0; i < 3; i++) {
+        oaip_sse_finish(readers[i]);
+    }
+    check_same(reference_events(p, s, len, OAIP_SSE_MAX_EVENT_DATA, SKIP_MARK | ENDED),
+               whole->events, "one read, ended, vs reference");
+    check_same(whole->events, split->events, "split reads, ended, vs one read");
+    check_same(whole->events, bytes->events, "byte reads, ended, vs one read");
+
+    /* a byte order mark in front, split where byte 0 says: skipped, and
+     * only that one (a mark the text starts with is data then) */
+    {
+        char *marked = apr_palloc(p, len + 3);
+        size_t cut = (size_t)(data[0] >> 4) % 4;
+        collector *c = collector_make(p);
+        memcpy(marked, "\xEF\xBB\xBF", 3);
+        memcpy(marked + 3, s, len);
+        r = oaip_sse_reader_make(p, collect, c);
+        oaip_sse_feed(r, marked, cut);
+        oaip_sse_feed(r, marked + cut, len + 3 - cut);
+        check_same(reference_events(p, s, len, OAIP_SSE_MAX_EVENT_DATA, AS_IS), c->events,
+                   "after a byte order mark vs reference");
+        oaip_sse_finish(r);
+        check_same(reference_events(p, s, len, OAIP_SSE_MAX_EVENT_DATA, ENDED), c->events,
+                   "after a byte order mark, ended, vs reference");
+    }
     return 0;
 }

@@ -13,6 +13,7 @@ import base64
 import collections
 import email.parser
 import email.policy
+import gzip
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ import threading
 import time
 import traceback
 import urllib.parse
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEFAULT_MODEL = "gpt-3.5-turbo"
@@ -152,8 +154,12 @@ def usage_object(messages, pieces):
             "total_tokens": prompt + len(pieces)}
 
 
-def completion_object(model, content, usage):
-    return {
+def completion_object(model, content, usage, d=None):
+    """A chat.completion; the directives `d` add what a family adds (Azure's
+    content filter results, llama.cpp's timings, Groq's usage timings and
+    x_groq)."""
+    d = d or {}
+    answer = {
         "id": completion_id(),
         "object": "chat.completion",
         "created": int(time.time()),
@@ -165,28 +171,155 @@ def completion_object(model, content, usage):
         "usage": usage,
         "system_fingerprint": SYSTEM_FINGERPRINT,
     }
+    if "fingerprint" in d:
+        answer.pop("system_fingerprint")
+        if d["fingerprint"] is not None:
+            answer["system_fingerprint"] = d["fingerprint"]
+    if d.get("azure_filters"):
+        answer["prompt_filter_results"] = [{"prompt_index": 0,
+                                            "content_filter_results": AZURE_FILTERS}]
+        answer["choices"][0]["content_filter_results"] = AZURE_FILTERS
+    if d.get("timings"):
+        answer["timings"] = llamacpp_timings(usage)
+    if d.get("x_groq"):
+        answer["usage"] = groq_usage(usage)
+        answer["x_groq"] = {"id": "req_" + secrets.token_hex(13)}
+    return answer
 
 
-def stream_events(model, pieces, usage, include_usage):
-    """chat.completion.chunk objects in order; None stands for `data: [DONE]`."""
+# Upstream families ("profile"): each is the defaults of some directives, as
+# a family of OpenAI-compatible servers answers; a directive sent with the
+# request overrides its profile's value (README.md, "Profiles").
+PROFILES = {
+    "openai": {},
+    "azure": {"event_format": "sorted", "body_format": "sorted", "azure_filters": True,
+              "usage_null": False},
+    "vllm": {"event_format": "compact", "body_format": "compact", "usage_null": False,
+             "continuous_usage": True},
+    "llamacpp": {"event_format": "compact", "body_format": "compact", "usage_null": False,
+                 "usage": "last", "usage_when": "always", "timings": True,
+                 "data_prefix": "data:", "line_end": "crlf"},
+    "groq": {"event_format": "compact", "body_format": "compact", "usage_null": False,
+             "usage": "x_groq", "usage_when": "always", "x_groq": True},
+    "ollama": {"event_format": "compact", "body_format": "compact", "usage_null": False,
+               "fingerprint": "fp_ollama", "role_every": True},
+    "mistral": {"event_format": "compact", "body_format": "compact", "usage_null": False,
+                "usage": "last", "usage_when": "always", "fingerprint": None},
+    "openrouter": {"event_format": "compact", "body_format": "compact", "usage_null": False,
+                   "usage_when": "always", "comment": "OPENROUTER PROCESSING"},
+}
+USAGE_PLACEMENTS = ("chunk", "last", "every", "x_groq", "none")
+AZURE_FILTERS = {name: {"filtered": False, "severity": "safe"}
+                 for name in ("hate", "self_harm", "sexual", "violence")}
+UTF8_BOM = b"\xef\xbb\xbf"
+LINE_ENDS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
+
+
+def usage_placements(d, asked):
+    """Where a stream reports its usage (`usage`: one placement or a list),
+    or () when it reports none: `usage_when` "asked" (the default) reports
+    only if stream_options.include_usage asked for it, "always" whatever it
+    says; `no_usage` never."""
+    placements = d.get("usage", "chunk")
+    placements = [placements] if isinstance(placements, str) else list(placements)
+    for placement in placements:
+        if placement not in USAGE_PLACEMENTS:
+            raise ValueError(f"usage must be one of {USAGE_PLACEMENTS}, not {placement!r}")
+    when = d.get("usage_when", "asked")
+    if when not in ("asked", "always"):
+        raise ValueError(f"usage_when must be asked or always, not {when!r}")
+    if d.get("no_usage") or not (asked or when == "always"):
+        return ()
+    return tuple(p for p in placements if p != "none")
+
+
+def groq_usage(usage):
+    """Groq's usage object: the counts and its timings (floats)."""
+    return {"queue_time": 0.0123, "prompt_tokens": usage["prompt_tokens"],
+            "prompt_time": 0.0021, "completion_tokens": usage["completion_tokens"],
+            "completion_time": 0.0345, "total_tokens": usage["total_tokens"],
+            "total_time": 0.0366}
+
+
+def llamacpp_timings(usage):
+    return {"prompt_n": usage["prompt_tokens"], "prompt_ms": 12.5,
+            "prompt_per_token_ms": 3.1, "prompt_per_second": 320.0,
+            "predicted_n": usage["completion_tokens"], "predicted_ms": 40.25,
+            "predicted_per_token_ms": 8.05, "predicted_per_second": 124.2}
+
+
+def stream_events(model, pieces, usage, include_usage, d=None, stream_options=None):
+    """chat.completion.chunk objects in order, shaped by the directives `d`
+    (a profile's and the request's); None stands for `data: [DONE]`."""
+    d = d or {}
+    stream_options = stream_options if isinstance(stream_options, dict) else {}
+    placements = set(usage_placements(d, include_usage))
+    if (d.get("continuous_usage") and "chunk" in placements
+            and stream_options.get("continuous_usage_stats")):
+        placements.add("every")  # vLLM: usage in every chunk when asked so
+    fingerprint = d.get("fingerprint", SYSTEM_FINGERPRINT)
     base = {"id": completion_id(), "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": model,
-            "system_fingerprint": SYSTEM_FINGERPRINT}
+            "created": int(time.time()), "model": model}
+    if fingerprint is not None:
+        base["system_fingerprint"] = fingerprint
+    usage_null = include_usage and d.get("usage_null", True) and not d.get("no_usage")
 
-    def chunk(delta, finish_reason=None):
-        obj = dict(base, choices=[{"index": 0, "delta": delta, "logprobs": None,
-                                   "finish_reason": finish_reason}])
-        if include_usage:
+    def so_far(completion):
+        return {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": completion,
+                "total_tokens": usage["prompt_tokens"] + completion}
+
+    def chunk(delta, done, finish_reason=None):
+        choice = {"index": 0, "delta": delta, "logprobs": None,
+                  "finish_reason": finish_reason}
+        if d.get("azure_filters"):
+            choice["content_filter_results"] = ({} if finish_reason or "role" in delta
+                                                else AZURE_FILTERS)
+        if d.get("role_every") and "role" not in delta and finish_reason is None:
+            delta = choice["delta"] = dict(delta, role="assistant")
+        obj = dict(base, choices=[choice])
+        if usage_null:
             obj["usage"] = None
+        if "every" in placements:
+            obj["usage"] = so_far(done)
+        if finish_reason is not None:
+            if "last" in placements:
+                obj["usage"] = usage
+            if "x_groq" in placements:
+                obj["x_groq"] = {"id": "req_" + secrets.token_hex(13),
+                                 "usage": groq_usage(usage)}
+            if d.get("timings"):
+                obj["timings"] = llamacpp_timings(usage)
         return obj
 
-    events = [chunk({"role": "assistant", "content": "", "refusal": None})]
-    events += [chunk({"content": piece}) for piece in pieces]
-    events.append(chunk({}, "stop"))
-    if include_usage:
-        events.append(dict(base, choices=[], usage=usage))
-    events.append(None)
+    events = []
+    if d.get("azure_filters"):
+        events.append({"choices": [], "created": 0, "id": "", "model": "", "object": "",
+                       "prompt_filter_results": [{"prompt_index": 0,
+                                                  "content_filter_results": AZURE_FILTERS}]})
+    events.append(chunk({"role": "assistant", "content": "", "refusal": None}, 0))
+    events += [chunk({"content": piece}, i + 1) for i, piece in enumerate(pieces)]
+    events.append(chunk({}, len(pieces), "stop"))
+    if "chunk" in placements:
+        final = dict(base, choices=[], usage=usage)
+        if d.get("timings"):
+            final["timings"] = llamacpp_timings(usage)
+        events.append(final)
+    if not d.get("no_done"):
+        events.append(None)
     return events
+
+
+def reported_usage(event):
+    """The usage an answer or event reports (its own, Groq's x_groq one or
+    a Responses API response's), or None."""
+    if isinstance(event, tuple):
+        event = event[1]
+    if not isinstance(event, dict):
+        return None
+    for holder in (event, event.get("x_groq"), event.get("response")):
+        if isinstance(holder, dict) and isinstance(holder.get("usage"), dict):
+            return holder["usage"]
+    return None
 
 
 def text_completion_events(model, pieces, usage, include_usage):
@@ -207,16 +340,24 @@ def text_completion_events(model, pieces, usage, include_usage):
 
 def format_json(event, style):
     """An event's JSON as upstreams other than OpenAI write it (`event_format`):
-    spaced (`"choices": []`), reordered (keys reversed), multiline (indented,
-    one data: line per line), escaped (`"\\u0075sage"` for usage)."""
+    compact (the default), spaced (`"choices": []`), reordered (keys
+    reversed), sorted (keys in alphabetical order, as Azure), multiline
+    (indented, one data: line per line), escaped (`"\\u0075sage"` for usage),
+    pretty (indent=2, the non-streamed default)."""
     if style == "spaced":
         return json.dumps(event, separators=(", ", ": ")).encode()
     if style == "reordered":
         return json_compact(dict(reversed(list(event.items()))))
+    if style == "sorted":
+        return json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
     if style == "multiline":
-        return json.dumps(event, indent=1).encode().replace(b"\n", b"\ndata: ")
+        return json.dumps(event, indent=1).encode()
     if style == "escaped":
         return json_compact(event).replace(b'"usage"', b'"\\u0075sage"')
+    if style == "pretty":
+        return json_pretty(event)
+    if style not in (None, "compact"):
+        raise ValueError(f"unknown event_format {style!r}")
     return json_compact(event)
 
 
@@ -229,18 +370,20 @@ def shown_to_client(group):
                                       and "usage" in e) for e in group)
 
 
-def render_event(event, timestamps, style=None):
+def render_event(event, timestamps, style=None, prefix=b"data: ", eol=b"\n"):
     """None: `data: [DONE]`; a (name, object) pair: a named event (Responses
-    API); an object: a data-only event (Chat Completions)."""
+    API); an object: a data-only event (Chat Completions). `prefix` is what
+    each data line starts with, `eol` its line end."""
     if event is None:
-        return b"data: [DONE]\n\n"
+        return prefix + b"[DONE]" + eol + eol
     name = None
     if isinstance(event, tuple):
         name, event = event
     if timestamps:
         event = dict(event, mock_sent_at=time.time())
-    head = b"event: " + name.encode() + b"\n" if name else b""
-    return head + b"data: " + format_json(event, style) + b"\n\n"
+    head = b"event: " + name.encode() + eol if name else b""
+    lines = format_json(event, style).split(b"\n")
+    return head + b"".join(prefix + line + eol for line in lines) + eol
 
 
 def models_list():
@@ -416,8 +559,9 @@ class MockState:
     only the connections of the client under test.
     """
 
-    def __init__(self):
+    def __init__(self, profile="openai"):
         self._lock = threading.Lock()
+        self.default_profile = profile  # --profile: what a reset restores
         self._last_connection_id = 0  # never reset: ids stay unique across resets
         self._generation = 0  # bumped by reset()
         self.connections_open = 0
@@ -430,11 +574,18 @@ class MockState:
         self.gates = collections.Counter()  # gate name -> permits not yet used
         self.connections_accepted = 0
         self.requests = 0
+        self.profile = getattr(self, "default_profile", "openai")
 
     def reset(self):
         with self._lock:
             self._generation += 1
             self._clear()
+
+    def set_profile(self, name):
+        if name not in PROFILES:
+            raise ValueError(f"unknown profile {name!r}")
+        with self._lock:
+            self.profile = name
 
     def connection_opened(self):
         """Count a new connection; returns (connection id, reset generation)."""
@@ -514,6 +665,7 @@ class MockHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     timeout = 300  # idle keep-alive connections are closed after this
     chunked = True  # stream with chunked framing; False for HTTP/1.0 clients
+    compressor = None  # the gzip stream of a `gzip` stream
 
     # -- connection lifecycle and logging ----------------------------------
 
@@ -547,6 +699,7 @@ class MockHandler(BaseHTTPRequestHandler):
 
     def dispatch(self):
         self.started = time.monotonic()
+        self.protocol_version = MockHandler.protocol_version  # http10 changes it
         try:
             raw = self.read_body()
         except (ValueError, OSError) as exc:
@@ -570,7 +723,7 @@ class MockHandler(BaseHTTPRequestHandler):
             body_len=len(raw), body_sha256=hashlib.sha256(raw).hexdigest(),
             body_raw=raw.decode("utf-8", "replace"),
             body=parse_json(raw), connection_id=self.connection_id, status=None,
-            outcome=None, ended_at=None, chunks_sent=0, gate_timeouts=0)
+            outcome=None, ended_at=None, chunks_sent=0, gate_timeouts=0, usage_sent=None)
         try:
             outcome = self.handle_api(record)
         except OSError:
@@ -636,6 +789,11 @@ class MockHandler(BaseHTTPRequestHandler):
             state.reset()
         elif route == ("GET", "stats"):
             payload = state.stats_json()
+        elif route[0] == "POST" and route[1].startswith("profile/"):
+            try:
+                state.set_profile(urllib.parse.unquote(route[1][len("profile/"):]))
+            except ValueError as exc:
+                status, payload = 400, json_compact({"error": str(exc)})
         elif route[0] == "POST" and route[1].startswith("gate/"):
             query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
             state.open_gate(urllib.parse.unquote(route[1][len("gate/"):]),
@@ -663,7 +821,10 @@ class MockHandler(BaseHTTPRequestHandler):
             directives.update(parsed)
         if isinstance(body, dict) and isinstance(body.get("mock"), dict):
             directives.update(body["mock"])
-        return directives
+        name = directives.get("profile", self.server.state.profile)
+        if name not in PROFILES:
+            raise ValueError(f"unknown profile {name!r}; one of {', '.join(PROFILES)}")
+        return dict(PROFILES[name], **directives)
 
     def handle_api(self, record):
         """Answer an API request; returns the outcome."""
@@ -763,8 +924,8 @@ class MockHandler(BaseHTTPRequestHandler):
         pieces = content_pieces(d, messages)
         usage = responses_usage(messages, pieces)
         if not d.get("stream", body.get("stream")):
-            return self.send_body(record, d, 200,
-                                  json_pretty(response_object(model, "".join(pieces), usage)))
+            return self.send_body(record, d, 200, self.body_json(
+                d, response_object(model, "".join(pieces), usage)))
         return self.stream(record, d, responses_stream_events(model, pieces, usage))
 
     def moderations(self, record, d, body, model):
@@ -794,14 +955,14 @@ class MockHandler(BaseHTTPRequestHandler):
         pieces = content_pieces(d, messages)
         usage = usage_object(messages, pieces)
         if not d.get("stream", body.get("stream")):
-            completion = completion_object(model, "".join(pieces), usage)
+            completion = completion_object(model, "".join(pieces), usage, d)
             if d.get("no_usage"):
                 del completion["usage"]
-            return self.send_body(record, d, 200, json_pretty(completion))
+            return self.send_body(record, d, 200, self.body_json(d, completion))
         options = body.get("stream_options")
-        include_usage = (isinstance(options, dict) and bool(options.get("include_usage"))
-                         and not d.get("no_usage"))
-        return self.stream(record, d, stream_events(model, pieces, usage, include_usage))
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        return self.stream(record, d, stream_events(model, pieces, usage, include_usage, d,
+                                                    options))
 
     def completions(self, record, d, body, model):
         prompt = body.get("prompt", "")
@@ -822,13 +983,27 @@ class MockHandler(BaseHTTPRequestHandler):
 
     # -- response writing --------------------------------------------------
 
+    @staticmethod
+    def body_json(d, obj):
+        """A whole answer's JSON: pretty-printed as OpenAI sends it, or in the
+        profile's `body_format`."""
+        return format_json(obj, d.get("body_format", "pretty"))
+
     def send_api_headers(self, record, d, status, content_type, length=None):
-        """Status line and OpenAI-like headers; length None means a streamed body."""
+        """Status line and OpenAI-like headers; length None means a streamed
+        body. `http10` answers HTTP/1.0 and `close_delimited` HTTP/1.1 with
+        Connection: close, both without Content-Length or chunking: the body
+        ends when the connection closes. `gzip` says Content-Encoding: gzip."""
         self.server.state.update(record, status=status)
+        close_delimited = bool(d.get("http10") or d.get("close_delimited"))
+        if d.get("http10"):
+            self.protocol_version = "HTTP/1.0"
         self.send_response(status)
         for name, value in openai_headers(self.started):
             self.send_header(name, value)
         self.send_header("Content-Type", content_type)
+        if d.get("gzip"):
+            self.send_header("Content-Encoding", "gzip")
         # raw_headers [[name, value], ...]: written as given, CR, LF, NUL and
         # all (send_header does not check them), after the usual ones; with a
         # third item "escaped", the value's backslash escapes (\x00) are decoded
@@ -837,37 +1012,56 @@ class MockHandler(BaseHTTPRequestHandler):
             if how == ["escaped"]:
                 value = value.encode("latin-1").decode("unicode_escape")
             self._headers_buffer.append(f"{name}: {value}\r\n".encode("latin-1"))
-        if length is not None:
+        if length is not None and not close_delimited:
             self.send_header("Content-Length", str(length))
-        elif self.chunked:
+        elif length is None and self.chunked:
             self.send_header("Transfer-Encoding", "chunked")
-        if d.get("close") or (length is None and not self.chunked):
+        if not d.get("http10") and (d.get("close") or close_delimited or
+                                    (length is None and not self.chunked)):
             self.send_header("Connection", "close")
+        if close_delimited:
+            self.close_connection = True
         self.end_headers()
 
     def send_body(self, record, d, status, payload):
+        if d.get("bom"):
+            payload = UTF8_BOM + payload
+        reported = reported_usage(parse_json(payload.removeprefix(UTF8_BOM)))
+        self.server.state.update(record, sent_sha256=hashlib.sha256(payload).hexdigest(),
+                                 usage_sent=reported)
+        if d.get("gzip"):
+            payload = gzip.compress(payload)
         self.send_api_headers(record, d, status, d.get("content_type", JSON_CONTENT_TYPE),
                               len(payload))
-        self.server.state.update(record, sent_sha256=hashlib.sha256(payload).hexdigest())
         self.wfile.write(payload)
         return "ok"
 
     def write_chunk(self, data):
-        """One HTTP chunk (raw bytes for HTTP/1.0 clients), sent in one write."""
+        """One HTTP chunk (raw bytes for HTTP/1.0 clients and close-delimited
+        answers), sent in one write; with `gzip`, the compressed bytes of
+        `data`, flushed so that each write decodes on its own."""
+        if self.compressor is not None and data:
+            data = self.compressor.compress(data) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
         if data:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
             self.wfile.flush()
 
     def stream(self, record, d, events):
-        self.chunked = self.request_version != "HTTP/1.0"
+        close_delimited = bool(d.get("http10") or d.get("close_delimited"))
+        self.chunked = self.request_version != "HTTP/1.0" and not close_delimited
+        self.compressor = zlib.compressobj(wbits=31) if d.get("gzip") else None
         hangup_after = d.get("hangup_after")
         if hangup_after is not None:
             events = events[:int(hangup_after)]
         coalesce = max(1, int(d.get("coalesce", 1)))
         groups = [events[i:i + coalesce] for i in range(0, len(events), coalesce)]
         chunk_delay = float(d.get("chunk_delay", DEFAULT_CHUNK_DELAY))
+        prefix = str(d.get("data_prefix", "data: ")).encode()
+        if d.get("line_end", "lf") not in LINE_ENDS:
+            raise ValueError(f"line_end must be one of {', '.join(LINE_ENDS)}")
+        eol = LINE_ENDS[d.get("line_end", "lf")]
         state = self.server.state
-        sent = hashlib.sha256()  # of the body bytes written so far
+        sent = hashlib.sha256()  # of the body bytes written so far (before gzip)
         self.send_api_headers(record, d, 200, d.get("content_type", SSE_CONTENT_TYPE))
         state.adjust_streams(+1)
         try:
@@ -877,10 +1071,25 @@ class MockHandler(BaseHTTPRequestHandler):
             for index, group in enumerate(groups):
                 if index and self.pause(record, d, chunk_delay, gated=shown_to_client(group)):
                     return "client_gone"
-                payload = b"".join(render_event(e, d.get("timestamps"), d.get("event_format"))
-                                   for e in group)
+                payload = b"".join(render_event(e, d.get("timestamps"), d.get("event_format"),
+                                                prefix, eol) for e in group)
+                if index == len(groups) - 1 and d.get("unterminated"):
+                    payload = payload[:-len(eol)]  # no blank line after the last event
+                if index == 0 and d.get("comment"):
+                    payload = b": " + str(d["comment"]).encode() + eol + eol + payload
+                if index == 0 and d.get("bom"):
+                    payload = UTF8_BOM + payload
+                    if d["bom"] == "split":  # the mark in two writes of its own
+                        sent.update(UTF8_BOM)
+                        self.write_chunk(UTF8_BOM[:1])
+                        time.sleep(SPLIT_PAUSE)
+                        self.write_chunk(UTF8_BOM[1:])
+                        time.sleep(SPLIT_PAUSE)
+                        payload = payload[len(UTF8_BOM):]
                 sent.update(payload)
-                state.update(record, sent_sha256=sent.hexdigest())
+                usage = next((u for u in map(reported_usage, reversed(group)) if u), None)
+                state.update(record, sent_sha256=sent.hexdigest(),
+                             **({"usage_sent": usage} if usage else {}))
                 if d.get("split_events"):
                     middle = len(payload) // 2
                     self.write_chunk(payload[:middle])
@@ -892,6 +1101,9 @@ class MockHandler(BaseHTTPRequestHandler):
             if hangup_after is not None:
                 self.hang_up()
                 return "hangup"
+            if self.compressor is not None:
+                tail, self.compressor = self.compressor.flush(), None
+                self.write_chunk(tail)
             if self.chunked:
                 self.wfile.write(b"0\r\n\r\n")
             return "ok"
@@ -956,10 +1168,10 @@ class MockServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
 
-    def __init__(self, address, quiet):
+    def __init__(self, address, quiet, profile="openai"):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        self.state = MockState()
+        self.state = MockState(profile)
         self.quiet = quiet
         super().__init__(address, MockHandler)
 
@@ -987,6 +1199,8 @@ def parse_args(argv):
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--port-file", help="write the port number here once listening")
     parser.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    parser.add_argument("--profile", default="openai", choices=sorted(PROFILES),
+                        help="the upstream family requests get unless they name one")
     return parser.parse_args(argv)
 
 
@@ -1016,7 +1230,7 @@ def main(argv=None):
     args = parse_args(argv)
     threading.stack_size(256 * 1024)
     raise_fd_limit()
-    server = MockServer((args.host, args.port), args.quiet)
+    server = MockServer((args.host, args.port), args.quiet, args.profile)
     port = server.server_address[1]
     if args.port_file:
         write_port_file(args.port_file, port)

@@ -355,6 +355,206 @@ static void test_usage_key_at_end(void **state)
     }
 }
 
+/* A stream as the engine reads it (upstream.c on_event): every event's
+ * usage replaces the one before. */
+typedef struct {
+    oaip_usage usage;
+    int reports;
+} stream_usage;
+
+static void count_usage(void *ctx, const char *data, apr_size_t len)
+{
+    stream_usage *s = ctx;
+
+    s->reports += oaip_sse_event_usage(data, len, &s->usage);
+}
+
+static stream_usage usage_of_stream(apr_pool_t *p, const char *text)
+{
+    stream_usage s;
+    oaip_sse_reader *reader = oaip_sse_reader_make(p, count_usage, &s);
+
+    oaip_usage_init(&s.usage);
+    s.reports = 0;
+    oaip_sse_feed(reader, text, strlen(text));
+    oaip_sse_finish(reader);
+    return s;
+}
+
+/* A content chunk with `rest` after its choices. */
+#define CHUNK(rest) "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]" rest "}\n\n"
+
+/* Where the families of OpenAI-compatible servers put a stream's usage: a
+ * separate chunk (OpenAI, vLLM, Ollama), the last content chunk (llama.cpp,
+ * Mistral), every chunk (vLLM's continuous_usage_stats: the last report
+ * counts, never the sum), Groq's x_groq, the Responses API's
+ * response.completed. */
+static void test_usage_where_each_family_puts_it(void **state)
+{
+    static const struct {
+        const char *stream;
+        long prompt, completion, total;
+        int reports;
+    } cases[] = {
+        {CHUNK(",\"usage\":null")
+             CHUNK(",\"usage\":null") "data: "
+                                      "{\"choices\":[],\"usage\":{\"prompt_tokens\":3,"
+                                      "\"completion_tokens\":2,"
+                                      "\"total_tokens\":5}}\n\ndata: [DONE]\n\n",
+         3, 2, 5, 1},
+        {CHUNK("") "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],"
+                   "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_"
+                   "tokens\":5},"
+                   "\"timings\":{\"prompt_n\":3,\"predicted_n\":2}}\r\n\r\ndata:[DONE]"
+                   "\r\n\r\n",
+         3, 2, 5, 1},
+        {CHUNK(",\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":"
+               "4}") CHUNK(",\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,"
+                           "\"total_tokens\":5}")
+             CHUNK(",\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":3,\"total_"
+                   "tokens\":6}") "data: [DONE]\n\n",
+         3, 3, 6, 3},
+        {CHUNK(
+             "") "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],"
+                 "\"x_groq\":{\"id\":\"req_1\",\"usage\":{\"queue_time\":0.01,"
+                 "\"prompt_tokens\":3,\"prompt_time\":0.002,\"completion_tokens\":2,"
+                 "\"completion_time\":0.03,\"total_tokens\":5,\"total_time\":0.04}}}\n\n",
+         3, 2, 5, 1},
+        /* a chunk's own usage before Groq's, whatever the key order */
+        {"data: {\"x_groq\":{\"usage\":{\"total_tokens\":1}},\"choices\":[],"
+         "\"usage\":{\"total_tokens\":2}}\n\n",
+         -1, -1, 2, 1},
+        {"event: response.created\ndata: {\"type\":\"response.created\",\"response\":"
+         "{\"usage\":null}}\n\nevent: response.completed\ndata: {\"type\":"
+         "\"response.completed\",\"response\":{\"output\":[],\"usage\":{\"input_tokens\":"
+         "4,"
+         "\"output_tokens\":6,\"total_tokens\":10}}}\n\n",
+         4, 6, 10, 1},
+        /* elsewhere (an unknown vendor's field), or no JSON object: any
+         * usage object with a count, as before */
+        {"data: {\"meta\":{\"usage\":{\"total_tokens\":7}}}\n\n", -1, -1, 7, 1},
+        {"data: {\"choices\":[],\"usage\":{\"total_tokens\":8}}\ndata: [DONE]\n\n", -1,
+         -1, 8, 1},
+        {"data: [{\"usage\":{\"total_tokens\":9}}]\n\n", -1, -1, 9, 1},
+        /* a stream that reports none */
+        {CHUNK(",\"usage\":null") CHUNK("") "data: [DONE]\n\n", -1, -1, -1, 0},
+        /* the last event without its blank line (no [DONE]) still counts */
+        {CHUNK("") "data: {\"choices\":[],\"usage\":{\"total_tokens\":11}}", -1, -1, 11,
+         1},
+    };
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(cases); i++) {
+        stream_usage s = usage_of_stream(*state, cases[i].stream);
+        if (s.usage.total_tokens != cases[i].total || s.reports != cases[i].reports) {
+            fail_msg("case %zu: total %ld in %d reports, not %ld in %d", i,
+                     s.usage.total_tokens, s.reports, cases[i].total, cases[i].reports);
+        }
+        assert_int_equal(s.usage.prompt_tokens, cases[i].prompt);
+        assert_int_equal(s.usage.completion_tokens, cases[i].completion);
+    }
+}
+
+/* The last content chunk carrying usage (llama.cpp, Mistral) is content:
+ * never taken for the usage chunk the relay may hide. */
+static void test_last_content_chunk_with_usage_is_no_usage_chunk(void **state)
+{
+    static const char last[] =
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],"
+        "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n";
+    static const char groq[] =
+        "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],"
+        "\"x_groq\":{\"usage\":{\"total_tokens\":5}}}\n\n";
+    static const char azure_first[] =
+        "data: {\"choices\":[],\"created\":0,\"id\":\"\",\"prompt_filter_results\":"
+        "[{\"prompt_index\":0,\"content_filter_results\":{}}]}\n\n";
+    oaip_usage usage;
+
+    (void)state;
+    oaip_usage_init(&usage);
+    assert_false(oaip_sse_usage_chunk(last, strlen(last), &usage));
+    assert_int_equal(usage.total_tokens, 5);
+    assert_false(oaip_sse_usage_chunk(groq, strlen(groq), &usage));
+    assert_false(oaip_sse_usage_chunk(azure_first, strlen(azure_first), &usage));
+}
+
+/* A UTF-8 byte order mark before the first event is skipped (SSE standard),
+ * whole or split; anywhere else, or when the bytes are no mark, it is data
+ * as before. */
+static void test_byte_order_mark(void **state)
+{
+    static const char marked[] = "\xEF\xBB\xBF"
+                                 "data: a\n\ndata: b\n\n";
+    static const char later[] = "data: a\n\n\xEF\xBB\xBF"
+                                "data: b\n\n";
+    static const char not_one[] = "\xEF\xBB"
+                                  "x\ndata: a\n\n";
+    size_t cut;
+
+    for (cut = 0; cut <= 4; cut++) {
+        collected c = {*state, 0, {0}};
+        oaip_sse_reader *reader = oaip_sse_reader_make(*state, collect, &c);
+        size_t i;
+        /* the mark byte by byte up to `cut`, then the rest in one read */
+        for (i = 0; i < cut; i++) {
+            oaip_sse_feed(reader, marked + i, 1);
+        }
+        oaip_sse_feed(reader, marked + cut, strlen(marked) - cut);
+        assert_int_equal(c.count, 2);
+        assert_string_equal(c.events[0], "a");
+        assert_string_equal(c.events[1], "b");
+    }
+    {
+        collected c = {*state, 0, {0}};
+        oaip_sse_reader *reader = oaip_sse_reader_make(*state, collect, &c);
+        oaip_sse_feed(reader, later, strlen(later));
+        assert_int_equal(c.count, 1); /* "\xEF\xBB\xBFdata" is no data field */
+        assert_string_equal(c.events[0], "a");
+    }
+    {
+        collected c = {*state, 0, {0}};
+        oaip_sse_reader *reader = oaip_sse_reader_make(*state, collect, &c);
+        oaip_sse_feed(reader, not_one, 1);
+        oaip_sse_feed(reader, not_one + 1, strlen(not_one) - 1);
+        assert_int_equal(c.count, 1);
+        assert_string_equal(c.events[0], "a");
+    }
+}
+
+/* The end of a stream without the blank line after its last event: that
+ * event is handed out once, as if it had come; a line too long to keep, or
+ * the start of a mark alone, is none. */
+static void test_finish(void **state)
+{
+    static const struct {
+        const char *text;
+        int events;
+        const char *last;
+    } cases[] = {
+        {"data: a\n\ndata: b", 2, "b"},
+        {"data: a\n\ndata: b\n", 2, "b"},
+        {"data: a\r\ndata: b\r", 1, "a\nb"},
+        {"data: a\n\n", 1, "a"},
+        {": comment", 0, NULL},
+        {"\xEF\xBB", 0, NULL},
+        {"", 0, NULL},
+    };
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(cases); i++) {
+        collected c = {*state, 0, {0}};
+        oaip_sse_reader *reader = oaip_sse_reader_make(*state, collect, &c);
+        oaip_sse_feed(reader, cases[i].text, strlen(cases[i].text));
+        oaip_sse_finish(reader);
+        assert_int_equal(c.count, cases[i].events);
+        if (cases[i].last != NULL) {
+            assert_string_equal(c.events[c.count - 1], cases[i].last);
+        }
+        oaip_sse_finish(reader); /* nothing more */
+        assert_int_equal(c.count, cases[i].events);
+    }
+}
+
 int run_sse_tests(void)
 {
     const struct CMUnitTest tests[] = {
@@ -371,6 +571,10 @@ int run_sse_tests(void)
         POOL_TEST(test_usage_chunk_any_formatting),
         POOL_TEST(test_empty_data_value),
         POOL_TEST(test_usage_key_at_end),
+        POOL_TEST(test_usage_where_each_family_puts_it),
+        POOL_TEST(test_last_content_chunk_with_usage_is_no_usage_chunk),
+        POOL_TEST(test_byte_order_mark),
+        POOL_TEST(test_finish),
     };
 
     return cmocka_run_group_tests_name("sse", tests, NULL, NULL);
