@@ -134,6 +134,18 @@ const char *oaip_default_value_parse(apr_pool_t *p, const char *name, const char
                         error.text);
 }
 
+/* Whether `configured` sets or removes the built-in `d`: the built-in
+ * output token limit is max_tokens or max_completion_tokens by the model's
+ * family, so either name overrides it ("none" too). */
+static int overridden(const apr_array_header_t *configured, const oaip_default *d)
+{
+    const char *other;
+
+    return find_default(configured, d->name) != NULL ||
+           (oaip_chat_limit_field(d->name, &other) &&
+            find_default(configured, other) != NULL);
+}
+
 /* The defaults as configured: built-ins not overridden, then the
  * configured ones, skipping removed entries (the model default is read
  * from this list before the family's rules apply). */
@@ -145,7 +157,7 @@ static apr_array_header_t *configured_defaults(apr_pool_t *p,
     int j;
 
     for (i = 0; i < sizeof(builtin_defaults) / sizeof(builtin_defaults[0]); i++) {
-        if (find_default(configured, builtin_defaults[i].name) == NULL) {
+        if (!overridden(configured, &builtin_defaults[i])) {
             *(oaip_default *)apr_array_push(list) = builtin_defaults[i];
         }
     }

@@ -138,12 +138,19 @@ static int is_limit(const char *name)
     return strcmp(name, "max_tokens") == 0 || strcmp(name, "max_completion_tokens") == 0;
 }
 
+static int configured_has(const apr_array_header_t *configured, const char *name);
+
 /* The token limit default that applies: max_completion_tokens over
- * max_tokens, as configured or built in. */
+ * max_tokens as configured; the built-in one unless either name is
+ * configured (set or "none"). */
 static const oaip_default *limit_default(const apr_array_header_t *configured)
 {
     const oaip_default *d = effective_default(configured, "max_completion_tokens");
 
+    if (d == NULL && !configured_has(configured, "max_tokens") &&
+        configured_has(configured, "max_completion_tokens")) {
+        return NULL; /* max_completion_tokens none removed the built-in */
+    }
     return d ? d : effective_default(configured, "max_tokens");
 }
 

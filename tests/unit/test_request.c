@@ -1220,6 +1220,28 @@ static void test_both_limits_configured(void **state)
     assert_int_equal(json_integer_value(member(&r, "max_completion_tokens")), 300);
 }
 
+/* The built-in limit is max_tokens or max_completion_tokens by family:
+ * either name removes it. */
+static void test_builtin_limit_removed_by_either_name(void **state)
+{
+    apr_pool_t *p = *state;
+    static const char *const names[] = {"max_tokens", "max_completion_tokens"};
+    static const char *const models[] = {"gpt-4o", "o3"};
+    size_t i, j;
+
+    for (i = 0; i < N_ELEMS(names); i++) {
+        apr_array_header_t *configured = no_defaults(p);
+        oaip_defaults_set(configured, names[i], NULL);
+        for (j = 0; j < N_ELEMS(models); j++) {
+            prepared r = expect_accepted(
+                p, apr_psprintf(p, "{\"messages\":[],\"model\":\"%s\"}", models[j]),
+                configured);
+            assert_no_member(&r, "max_tokens");
+            assert_no_member(&r, "max_completion_tokens");
+        }
+    }
+}
+
 /* The client's own fields go as sent, whatever the model. */
 static void test_reasoning_client_fields_kept(void **state)
 {
@@ -1499,6 +1521,7 @@ int run_request_tests(void)
         POOL_TEST(test_reasoning_default_model),
         POOL_TEST(test_reasoning_configured_defaults),
         POOL_TEST(test_both_limits_configured),
+        POOL_TEST(test_builtin_limit_removed_by_either_name),
         POOL_TEST(test_reasoning_client_fields_kept),
         POOL_TEST(test_refused_defaults_left_out),
         POOL_TEST(test_both_limit_fields_refused),
