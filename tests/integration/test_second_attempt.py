@@ -12,8 +12,8 @@ import uuid
 import pytest
 
 from harness import (KEEP_ALIVE, MESSAGES, REPO, STATUS_LOCATION, config_test, bare_location,
-                     log_line, proxy_location, settled, sse_data_lines, sse_error_event,
-                     usage_fields)
+                     log_line, parallel_posts, proxy_location, settled, sse_data_lines,
+                     sse_error_event, usage_fields)
 
 REASONING_MODELS = ["o1", "o3", "o3-2025-04-16", "o4-mini", "gpt-5", "gpt-5-mini",
                     "gpt-5-nano"]
@@ -21,7 +21,7 @@ CHAT_MODELS = ["gpt-4o", "gpt-4.1", "gpt-4o-mini", "gpt-3.5-turbo"]
 RETRY_LINE = "which the proxy added, not the client"
 
 
-def server(own_httpd, mock, *directives, status=False):
+def server(own_httpd, mock, *directives, status=False, mpm="event"):
     """An httpd of the test's own (a fresh refusal memory) whose /v1 has
     `directives`, with the usage log format of conf/openai_proxy_log.conf
     in NAME-usage.log."""
@@ -30,7 +30,7 @@ def server(own_httpd, mock, *directives, status=False):
                 f'CustomLog "{usage_log(httpd)}" openai_proxy\n'
                 + proxy_location(mock, *directives)
                 + (STATUS_LOCATION if status else ""))
-    return own_httpd(body)
+    return own_httpd(body, mpm=mpm)
 
 
 def usage_log(httpd):
@@ -143,6 +143,17 @@ def test_an_operator_temperature_refused_is_taken_back_and_remembered(own_httpd,
     assert client.post("/v1", chat("o4-mini")).status == 200
     assert client.post("/v1", chat("gpt-4o")).status == 200
     assert [b.get("temperature") for b in bodies(mock)] == [0.2, None, 0.2]
+
+
+def test_the_memory_is_shared_by_every_process(own_httpd, mock):
+    # prefork: parallel requests are served by different processes
+    _, client = server(own_httpd, mock, "OpenAIProxyDefault temperature 0.2", mpm="prefork")
+    assert client.post("/v1", chat("o3")).status == 200
+    assert len(mock.requests()) == 2
+    resps = parallel_posts(client, "/v1", 8, chat("o3"))
+    assert [r.status for r in resps] == [200] * 8
+    sent = bodies(mock)[2:]
+    assert len(sent) == 8 and not any("temperature" in b for b in sent)
 
 
 def test_each_refused_field_is_taken_back_in_turn(own_httpd, mock):
