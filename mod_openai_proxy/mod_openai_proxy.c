@@ -13,6 +13,7 @@
 #include "httpd/handler.h"
 #include "httpd/limits.h"
 #include "httpd/preflight.h"
+#include "httpd/refusal_memory.h"
 #include "httpd/request_record.h"
 #include "httpd/stats.h"
 #include "httpd/status.h"
@@ -37,6 +38,7 @@ static int oaip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
         oaip_counter_stores_post_config(pconf, s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    oaip_refusal_memory_post_config(pconf, s);
     return OK;
 }
 

@@ -1,5 +1,6 @@
 #include "engine/upstream.h"
 
+#include <apr_atomic.h>
 #include <apr_strings.h>
 #include <http_protocol.h>
 #include <http_request.h>
@@ -13,6 +14,7 @@
 #include "engine/curl_pool.h"
 #include "httpd/relay.h"
 #include "httpd/request_record.h"
+#include "httpd/stats.h"
 #include "mod_openai_proxy.h"
 
 /* A non-streamed answer larger than this is not relayed (chat answers are a
@@ -705,9 +707,12 @@ static void estimate_usage(exchange *x, const oaip_upstream_request *req,
     record->usage_estimated = 1;
 }
 
-/* How the exchange went and what it cost, in the request's record. */
+/* How the exchange went and what it cost, in the request's record: the
+ * last attempt's answer, its first byte counted from the first attempt's
+ * start (what the client waited). */
 static void record_exchange(exchange *x, const oaip_upstream_request *req, CURLcode code,
-                            const oaip_upstream_outcome *outcome)
+                            const oaip_upstream_outcome *outcome, apr_time_t started,
+                            int attempts)
 {
     oaip_request_record *record = oaip_request_record_of(x->r);
     oaip_outcome how;
@@ -725,9 +730,143 @@ static void record_exchange(exchange *x, const oaip_upstream_request *req, CURLc
     oaip_request_record_end(x->r, how);
     record->upstream_status = x->status;
     record->first_byte_ms =
-        x->first_byte ? (long)apr_time_as_msec(x->first_byte - x->started) : -1;
+        x->first_byte ? (long)apr_time_as_msec(x->first_byte - started) : -1;
+    record->attempts = attempts;
     record->usage = x->usage;
     estimate_usage(x, req, record);
+}
+
+/* The keys an exchange sends (configured, or the client's own): masked in
+ * the upstream's error answers and in the headers passed on. */
+static oaip_secret_mask *keys_of(request_rec *r, const oaip_dir_conf *conf)
+{
+    oaip_secret_mask *mask = oaip_secret_mask_make(r->pool);
+
+    oaip_secret_mask_add(mask, conf->api_key);
+    if (oaip_conf_allows_client_key(conf)) { /* the key the client may have sent */
+        oaip_secret_mask_add(mask, apr_table_get(r->headers_in, "x-openai-key"));
+    }
+    return mask;
+}
+
+/* A fresh exchange for one attempt. `relay` is the client side so far
+ * (NULL for the first attempt): a later attempt goes on where it is. */
+static void exchange_init(exchange *x, request_rec *r, const oaip_dir_conf *conf,
+                          const oaip_upstream_request *req, const oaip_relay *relay,
+                          oaip_secret_mask *mask)
+{
+    memset(x, 0, sizeof(*x));
+    x->r = r;
+    x->conf = conf;
+    x->stream_requested = req->stream;
+    x->hide_usage = req->hide_usage;
+    if (relay != NULL) {
+        x->relay = *relay;
+    } else {
+        oaip_relay_init(&x->relay, r);
+    }
+    x->buffer = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    x->pass_headers = apr_table_make(r->pool, 12);
+    x->started = x->last_upstream_byte = x->last_hangup_check = apr_time_now();
+    oaip_usage_init(&x->usage);
+    x->events = oaip_sse_reader_make(r->pool, on_event, x);
+    x->mask = mask;
+}
+
+/* One attempt through a pooled handle. 0: no memory for it. */
+static int perform(exchange *x, const oaip_upstream_request *req, int number,
+                   char *errbuf, CURLcode *code)
+{
+    request_rec *r = x->r;
+    struct curl_slist *headers = request_headers(r->pool, req);
+    CURL *h = headers ? oaip_curl_acquire() : NULL;
+
+    if (h == NULL) {
+        return 0;
+    }
+    errbuf[0] = '\0';
+    configure(h, x, req, headers, errbuf);
+    /* without the configured query: some APIs take a key there */
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                  "upstream %s %.*s model=%s stream=%d attempt=%d",
+                  req->post ? "POST" : "GET", (int)strcspn(req->url, "?"), req->url,
+                  req->model ? ap_escape_logitem(r->pool, req->model) : "(none)",
+                  req->stream, number);
+    *code = curl_easy_perform(h);
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                  "upstream answered %ld (%s) in %" APR_TIME_T_FMT " ms, curl: %s",
+                  x->status, x->mode == BODY_STREAMED ? "streamed" : "whole",
+                  apr_time_as_msec(apr_time_now() - x->started),
+                  curl_easy_strerror(*code));
+    /* the handle points into this request's memory: unhook it before another
+     * request may take it */
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+    oaip_curl_release(h);
+    return 1;
+}
+
+/* Failures before any byte of the request went out. */
+static int never_sent(CURLcode code)
+{
+    switch (code) {
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT: /* only the connect phase has a curl timeout */
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Whether the attempt may be sent again, and what it got: nothing of the
+ * upstream's answer reached the client (an error answer is held whole; a
+ * stream, even cut, was relayed as it came), the client is still there,
+ * and the upstream cannot be generating (an answer that ended, or a
+ * request that never left; not a timeout after the request was sent, not
+ * a connection closed without an answer). Heartbeat comments that went
+ * out are no part of any answer: the next attempt's events follow them. */
+static int offer(exchange *x, CURLcode code, int number, oaip_attempt *attempt)
+{
+    apr_size_t len = x->buffered;
+    char *body;
+
+    memset(attempt, 0, sizeof(*attempt));
+    attempt->number = number;
+    if (x->relay.client_gone || x->relay.r->connection->aborted) {
+        return 0;
+    }
+    if (code == CURLE_OK) {
+        if (x->mode == BODY_STREAMED || x->status < 300 || x->status > 599) {
+            return 0;
+        }
+        attempt->kind = OAIP_ATTEMPT_ANSWERED;
+        attempt->status = x->status;
+        attempt->content_type = x->content_type;
+        if (len > OAIP_UPSTREAM_MAX_OFFERED) {
+            return 1;
+        }
+        /* a masked copy: the relay still has the answer if it goes out */
+        body = apr_palloc(x->r->pool, len + 1);
+        if (apr_brigade_flatten(x->buffer, body, &len) != APR_SUCCESS) {
+            len = 0;
+        }
+        body[len] = '\0';
+        oaip_secret_mask_apply(x->mask, body, len);
+        attempt->body = body;
+        attempt->body_len = len;
+        return 1;
+    }
+    if (x->status != 0 || x->timed_out != NO_TIMEOUT || x->bad_content_type ||
+        x->answer_too_large || !never_sent(code)) {
+        return 0;
+    }
+    attempt->kind = OAIP_ATTEMPT_NOT_SENT;
+    return 1;
 }
 
 void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
@@ -735,51 +874,37 @@ void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
                            oaip_upstream_outcome *outcome)
 {
     char errbuf[CURL_ERROR_SIZE] = "";
-    struct curl_slist *headers;
+    oaip_secret_mask *mask = keys_of(r, conf);
+    apr_time_t started = apr_time_now();
+    const oaip_upstream_request *next;
+    oaip_attempt attempt;
+    oaip_relay relay;
     exchange x;
-    CURL *h;
-    CURLcode code;
+    CURLcode code = CURLE_OK;
+    int number;
 
     memset(outcome, 0, sizeof(*outcome));
-    memset(&x, 0, sizeof(x));
-    x.r = r;
-    x.conf = conf;
-    x.stream_requested = req->stream;
-    x.hide_usage = req->hide_usage;
-    oaip_relay_init(&x.relay, r);
-    x.buffer = apr_brigade_create(r->pool, r->connection->bucket_alloc);
-    x.pass_headers = apr_table_make(r->pool, 12);
-    x.started = x.last_upstream_byte = x.last_hangup_check = apr_time_now();
-    oaip_usage_init(&x.usage);
-    x.events = oaip_sse_reader_make(r->pool, on_event, &x);
-    x.mask = oaip_secret_mask_make(r->pool);
-    oaip_secret_mask_add(x.mask, conf->api_key);
-    if (oaip_conf_allows_client_key(conf)) { /* the key the client may have sent */
-        oaip_secret_mask_add(x.mask, apr_table_get(r->headers_in, "x-openai-key"));
+    for (number = 1;; number++) {
+        exchange_init(&x, r, conf, req, number > 1 ? &relay : NULL, mask);
+        if (!perform(&x, req, number, errbuf, &code)) {
+            fail(outcome, OAIP_ERR_INTERNAL, "Out of memory");
+            if (x.relay.committed) { /* by heartbeats of an attempt before */
+                oaip_relay_end_with_event(&x.relay,
+                                          oaip_error_sse_event(r->pool, OAIP_ERR_INTERNAL,
+                                                               outcome->refusal.detail));
+                outcome->responded = 1;
+            }
+            return;
+        }
+        if (number >= OAIP_UPSTREAM_MAX_ATTEMPTS || req->again == NULL ||
+            !offer(&x, code, number, &attempt) ||
+            (next = req->again(req->again_ctx, r, &attempt)) == NULL) {
+            break;
+        }
+        OAIP_STATS_ADD(second_attempts, 1);
+        relay = x.relay;
+        req = next;
     }
-
-    headers = request_headers(r->pool, req);
-    h = headers ? oaip_curl_acquire() : NULL;
-    if (h == NULL) {
-        fail(outcome, OAIP_ERR_INTERNAL, "Out of memory");
-        return;
-    }
-    configure(h, &x, req, headers, errbuf);
-    /* without the configured query: some APIs take a key there */
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "upstream %s %.*s model=%s stream=%d",
-                  req->post ? "POST" : "GET", (int)strcspn(req->url, "?"), req->url,
-                  req->model ? ap_escape_logitem(r->pool, req->model) : "(none)",
-                  req->stream);
-    code = curl_easy_perform(h);
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
-                  "upstream answered %ld (%s) in %" APR_TIME_T_FMT " ms, curl: %s",
-                  x.status, x.mode == BODY_STREAMED ? "streamed" : "whole",
-                  apr_time_as_msec(apr_time_now() - x.started), curl_easy_strerror(code));
-    /* the handle points into this request's memory: unhook it before another
-     * request may take it */
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
-    oaip_curl_release(h);
     finish(&x, code, errbuf, outcome);
-    record_exchange(&x, req, code, outcome);
+    record_exchange(&x, req, code, outcome, started, number);
 }

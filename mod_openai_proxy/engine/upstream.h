@@ -21,8 +21,42 @@ typedef struct {
     oaip_refusal refusal; /* when !responded: the error to answer with */
 } oaip_upstream_outcome;
 
-/* One request to the upstream, whatever the endpoint. */
+/* Most attempts of one exchange: a policy that keeps answering "again"
+ * stops here. */
+#define OAIP_UPSTREAM_MAX_ATTEMPTS 4
+#define OAIP_UPSTREAM_MAX_OFFERED ((apr_size_t)64 * 1024)
+
+/* What an attempt got, offered to the request's `again` policy before
+ * any byte of it reaches the client (README "Second attempts"). Only
+ * attempts after which the upstream cannot be generating are offered. */
+typedef enum {
+    /* a whole non-2xx answer, held back: nothing was generated */
+    OAIP_ATTEMPT_ANSWERED,
+    /* no connection (DNS, TCP connect, TLS handshake, connect timeout): the
+     * request never left */
+    OAIP_ATTEMPT_NOT_SENT
+} oaip_attempt_kind;
+
 typedef struct {
+    oaip_attempt_kind kind;
+    int number;               /* 1 for the first attempt */
+    long status;              /* ANSWERED: the upstream's status */
+    const char *content_type; /* ANSWERED: its Content-Type; may be NULL */
+    /* ANSWERED: the answer, keys masked; NULL when it is larger than
+     * OAIP_UPSTREAM_MAX_OFFERED (error answers are a few hundred bytes) */
+    const char *body;
+    apr_size_t body_len;
+} oaip_attempt;
+
+typedef struct oaip_upstream_request oaip_upstream_request;
+
+/* A retry policy: the request of the next attempt (another body, another
+ * URL, another key), or NULL to give the client what `attempt` got. */
+typedef const oaip_upstream_request *(*oaip_upstream_again)(void *ctx, request_rec *r,
+                                                            const oaip_attempt *attempt);
+
+/* One request to the upstream, whatever the endpoint. */
+struct oaip_upstream_request {
     const char *url;          /* with the configured query, never the client's */
     const char *auth_line;    /* the key's header line (core/header_check.h) */
     int post;                 /* 0: GET */
@@ -32,13 +66,22 @@ typedef struct {
     int stream;        /* the client asked for a stream (heartbeats apply) */
     int hide_usage;    /* the proxy asked for the usage chunk: keep it back */
     const char *model; /* for the debug log; may be NULL */
-} oaip_upstream_request;
+    /* asked after an attempt that may be sent again (see oaip_attempt);
+     * NULL: one attempt */
+    oaip_upstream_again again;
+    void *again_ctx;
+};
 
 /* Sends `req` with its key's header line and relays the answer: a stream
  * chunk by chunk with a flush each, anything else whole, with the
  * upstream's status, content type and pass-through headers. Applies the
  * timeouts and heartbeats of `conf`; writes the request's record
- * (httpd/request_record.h): outcome, upstream status, first byte, usage. */
+ * (httpd/request_record.h): outcome, upstream status, first byte, usage,
+ * attempts. An attempt that got a whole error answer, or no connection,
+ * is offered to req->again before anything of it is relayed; when that
+ * returns a request, it is sent instead (on the same relay: heartbeats
+ * that went out stay the stream's), up to OAIP_UPSTREAM_MAX_ATTEMPTS.
+ * The record and the client see the last attempt only. */
 void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
                            const oaip_upstream_request *req,
                            oaip_upstream_outcome *outcome);

@@ -23,6 +23,7 @@ void *oaip_create_dir_conf(apr_pool_t *p, char *dir)
     conf->idle_timeout = OAIP_UNSET;
     conf->heartbeat = OAIP_UNSET;
     conf->max_tokens = OAIP_UNSET;
+    conf->stream_usage = OAIP_UNSET;
     return conf;
 }
 
@@ -57,6 +58,7 @@ void *oaip_merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
     MERGE_INT(idle_timeout);
     MERGE_INT(heartbeat);
     MERGE_INT(max_tokens);
+    MERGE_INT(stream_usage);
     /* an inner section's limits replace the outer ones ("none": no limit) */
     MERGE_PTR(rate_limits);
     MERGE_PTR(token_budgets);
@@ -117,6 +119,11 @@ apr_interval_time_t oaip_conf_heartbeat(const oaip_dir_conf *conf)
 int oaip_conf_max_tokens(const oaip_dir_conf *conf)
 {
     return OR_DEFAULT(conf->max_tokens, 0);
+}
+
+oaip_stream_usage oaip_conf_stream_usage(const oaip_dir_conf *conf)
+{
+    return (oaip_stream_usage)OR_DEFAULT(conf->stream_usage, OAIP_STREAM_USAGE_AUTO);
 }
 
 int oaip_conf_allows_client_key(const oaip_dir_conf *conf)

@@ -37,6 +37,7 @@ typedef struct {
     apr_interval_time_t idle_timeout;       /* silence allowed within an answer */
     apr_interval_time_t heartbeat;          /* between SSE comments; 0: Off */
     int max_tokens;                         /* OpenAIProxyMaxTokens; OAIP_UNSET: no cap */
+    int stream_usage; /* OpenAIProxyStreamUsage: oaip_stream_usage; OAIP_UNSET: auto */
     /* oaip_configured_limit; NULL: unset; empty: "none" */
     apr_array_header_t *rate_limits;
     apr_array_header_t *token_budgets;
@@ -48,6 +49,13 @@ typedef struct {
     /* OpenAIProxyUpstreamQuery: encoded name=value; NULL: unset */
     apr_array_header_t *upstream_query;
 } oaip_dir_conf;
+
+/* OpenAIProxyStreamUsage: whether streams ask for the usage chunk. */
+typedef enum {
+    OAIP_STREAM_USAGE_AUTO, /* ask, unless the upstream is known to refuse it */
+    OAIP_STREAM_USAGE_ON,   /* always ask; a refusal is relayed */
+    OAIP_STREAM_USAGE_OFF   /* never ask: usage of streams is estimated */
+} oaip_stream_usage;
 
 /* Per virtual host. */
 typedef struct {
@@ -74,6 +82,7 @@ apr_interval_time_t oaip_conf_first_byte_timeout(const oaip_dir_conf *conf);
 apr_interval_time_t oaip_conf_idle_timeout(const oaip_dir_conf *conf);
 apr_interval_time_t oaip_conf_heartbeat(const oaip_dir_conf *conf); /* 0: Off */
 int oaip_conf_max_tokens(const oaip_dir_conf *conf);                /* 0: no cap */
+oaip_stream_usage oaip_conf_stream_usage(const oaip_dir_conf *conf);
 int oaip_conf_allows_client_key(const oaip_dir_conf *conf);
 int oaip_conf_allows_credentials(const oaip_dir_conf *conf);
 int oaip_server_max_streams(const oaip_server_conf *conf); /* 0: no limit */

@@ -350,6 +350,26 @@ static const char *set_max_tokens(cmd_parms *cmd, void *dconf, const char *arg)
     return parse_count(cmd, arg, 100000000, "a number of tokens", &conf->max_tokens);
 }
 
+static const char *set_stream_usage(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    static const char *const names[] = {"auto", "on", "off"};
+    static const oaip_stream_usage values[] = {
+        OAIP_STREAM_USAGE_AUTO, OAIP_STREAM_USAGE_ON, OAIP_STREAM_USAGE_OFF};
+    oaip_dir_conf *conf = dconf;
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (strcasecmp(arg, names[i]) == 0) {
+            conf->stream_usage = (int)values[i];
+            return NULL;
+        }
+    }
+    return apr_psprintf(cmd->pool,
+                        "%s: '%s' is not one of auto (ask streams for their usage unless "
+                        "the upstream refuses it), on (always ask), off (never ask)",
+                        cmd->cmd->name, arg);
+}
+
 /* A per-virtual-host directive: its configuration, and in `err` why it is
  * not allowed where it was written. */
 static oaip_server_conf *server_directive(cmd_parms *cmd, const char **err)
@@ -469,6 +489,9 @@ const command_rec oaip_directives[] = {
         "OpenAIProxyMaxTokens", set_max_tokens, NULL, OAIP_CONTEXT,
         "Upper bound for max_tokens / max_completion_tokens / max_output_tokens of a "
         "request"),
+    AP_INIT_TAKE1("OpenAIProxyStreamUsage", set_stream_usage, NULL, OAIP_CONTEXT,
+                  "Whether streams ask the upstream for their usage chunk: auto "
+                  "(default; not where the upstream refuses stream_options), on, off"),
     AP_INIT_TAKE1(
         "OpenAIProxyMaxRequestBody", set_max_body, NULL, OAIP_CONTEXT,
         "Largest accepted request body in bytes (K, M, G suffixes; default 8M)"),

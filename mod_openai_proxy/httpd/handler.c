@@ -16,6 +16,7 @@
 #include "httpd/config.h"
 #include "httpd/cors_headers.h"
 #include "httpd/limits.h"
+#include "httpd/refusal_memory.h"
 #include "httpd/request_record.h"
 #include "httpd/stats.h"
 #include "httpd/streams.h"
@@ -181,29 +182,87 @@ static int body_error(request_rec *r, const oaip_dir_conf *conf, int status)
     }
 }
 
+/* A JSON request and what its next attempt needs: the client's body as it
+ * came, and the fields the proxy takes back because the upstream refused
+ * them (README "Second attempts"). The fields the proxy adds are rebuilt
+ * from the client's bytes for each attempt, through the same defaults,
+ * cap and usage request as the first: a later body keeps every rule the
+ * first kept (guarded fields, OpenAIProxyMaxTokens). */
+typedef struct {
+    request_rec *r;
+    const oaip_dir_conf *conf;
+    const oaip_endpoint *endpoint;
+    const char *body; /* the client's */
+    apr_size_t len;
+    const char *memory_key;         /* the upstream's URL: what is remembered */
+    apr_array_header_t *taken_back; /* fields refused in this request */
+    oaip_json_request json;         /* the attempt in flight */
+    oaip_upstream_request *req;     /* the attempt in flight */
+} json_exchange;
+
+static int listed(const apr_array_header_t *names, const char *name)
+{
+    int i;
+
+    for (i = 0; names != NULL && i < names->nelts; i++) {
+        if (strcmp(APR_ARRAY_IDX(names, i, const char *), name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* stream_options is remembered per upstream: an API version refuses it
+ * whatever the model. */
+static const char *memory_model(const char *model, const char *field)
+{
+    return strcmp(field, "stream_options") == 0 ? NULL : model;
+}
+
+/* oaip_refused_fields: taken back in this request, or remembered. */
+static int field_refused(void *ctx, const char *model, const char *field)
+{
+    const json_exchange *jx = ctx;
+
+    return listed(jx->taken_back, field) ||
+           oaip_refusal_memory_known(jx->memory_key, memory_model(model, field), field);
+}
+
 /* OpenAIProxyMaxTokens, for every JSON body that names a token limit, and
  * written into the bodies of endpoints that generate tokens when they name
- * none. */
-static void lower_token_limit(request_rec *r, const oaip_dir_conf *conf,
-                              const oaip_endpoint *endpoint, oaip_json_request *json)
+ * none, in the field the model takes. */
+static void lower_token_limit(json_exchange *jx, const oaip_refused_fields *refused)
 {
-    int cap = oaip_conf_max_tokens(conf);
+    int cap = oaip_conf_max_tokens(jx->conf);
+    const char *field;
 
-    if (cap > 0 &&
-        oaip_json_request_cap_tokens(r->pool, json, cap, endpoint->limit_field)) {
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "token limit lowered to %d", cap);
+    if (cap <= 0) {
+        return;
+    }
+    field = oaip_json_request_limit_field(&jx->json, jx->endpoint->limit_field, refused);
+    if (oaip_json_request_cap_tokens(jx->r->pool, &jx->json, cap, field)) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, jx->r, "token limit lowered to %d",
+                      cap);
     }
 }
 
 /* Usage is counted for every stream that reports it only when asked; the
- * client sees the usage chunk only if it asked for it. */
-static void ask_usage(request_rec *r, const oaip_endpoint *endpoint,
-                      oaip_json_request *json, oaip_upstream_request *req)
+ * client sees the usage chunk only if it asked for it. OpenAIProxyStreamUsage
+ * off never asks; auto does not where the upstream refused it (the usage
+ * is estimated then), and leaves the client's own stream_options as sent
+ * there. */
+static void ask_usage(json_exchange *jx, oaip_upstream_request *req)
 {
-    if (endpoint->asks_usage) {
-        oaip_json_request_ask_usage(r->pool, json);
-        req->hide_usage = json->usage_added;
+    oaip_stream_usage mode = oaip_conf_stream_usage(jx->conf);
+
+    req->hide_usage = 0;
+    if (!jx->endpoint->asks_usage || mode == OAIP_STREAM_USAGE_OFF ||
+        (mode == OAIP_STREAM_USAGE_AUTO && jx->json.stream &&
+         field_refused(jx, NULL, "stream_options"))) {
+        return;
     }
+    oaip_json_request_ask_usage(jx->r->pool, &jx->json);
+    req->hide_usage = jx->json.usage_added;
 }
 
 /* The prepared JSON body is what goes upstream. */
@@ -216,29 +275,139 @@ static void send_json(oaip_upstream_request *req, const oaip_json_request *json)
     req->stream = json->stream;
 }
 
-/* A JSON body: validated (Chat Completions: its messages, with the
- * defaults), then the token cap and the usage chunk asked for. Returns 0
- * after answering an error. */
+/* The body of an attempt: validated (Chat Completions: its messages, with
+ * the defaults), then the token cap and the usage chunk asked for. */
+static int build_json(json_exchange *jx, oaip_upstream_request *req,
+                      oaip_error_kind *kind, const char **detail)
+{
+    oaip_refused_fields refused = {field_refused, jx};
+    request_rec *r = jx->r;
+    int valid = jx->endpoint->body == OAIP_BODY_CHAT
+                    ? oaip_json_request_prepare_chat(r->pool, jx->body, jx->len,
+                                                     jx->conf->defaults, &refused,
+                                                     &jx->json, kind, detail)
+                    : oaip_json_request_prepare(r->pool, jx->body, jx->len, &jx->json,
+                                                kind, detail);
+
+    if (!valid) {
+        return 0;
+    }
+    lower_token_limit(jx, &refused);
+    ask_usage(jx, req);
+    send_json(req, &jx->json);
+    return 1;
+}
+
+static const char *name_list(apr_pool_t *p, const apr_array_header_t *names)
+{
+    const char *list = "";
+    int i;
+
+    for (i = 0; i < names->nelts; i++) {
+        list = apr_pstrcat(p, list, i ? ", " : "",
+                           ap_escape_logitem(p, APR_ARRAY_IDX(names, i, const char *)),
+                           NULL);
+    }
+    return list;
+}
+
+/* What of the fields the proxy added an upstream's refusal names, and
+ * what may be taken back: never model or stream (the allow-list and the
+ * stream limit checked them), stream_options only under
+ * OpenAIProxyStreamUsage auto. */
+static apr_array_header_t *refused_additions(json_exchange *jx, const oaip_attempt *a)
+{
+    apr_pool_t *p = jx->r->pool;
+    apr_array_header_t *candidates = apr_array_make(p, 4, sizeof(const char *));
+    int i;
+
+    for (i = 0; jx->json.added != NULL && i < jx->json.added->nelts; i++) {
+        const char *name = APR_ARRAY_IDX(jx->json.added, i, const char *);
+        if (strcmp(name, "model") == 0 || strcmp(name, "stream") == 0 ||
+            (strcmp(name, "stream_options") == 0 &&
+             oaip_conf_stream_usage(jx->conf) != OAIP_STREAM_USAGE_AUTO) ||
+            listed(jx->taken_back, name)) {
+            continue;
+        }
+        APR_ARRAY_PUSH(candidates, const char *) = name;
+    }
+    return oaip_refusal_names(p, a->body, a->body_len, candidates);
+}
+
+/* oaip_upstream_again: a 400 (or a validator's 422) that names a field the
+ * proxy added, not the client, is sent again without it (a token limit in
+ * the other field), and the refusal is remembered for this upstream and
+ * model. Any other answer, and a request that never left (with one
+ * upstream, a second connection would fail the same way), goes to the
+ * client. A later failover plugs in here. */
+static const oaip_upstream_request *send_again(void *ctx, request_rec *r,
+                                               const oaip_attempt *a)
+{
+    json_exchange *jx = ctx;
+    const char *before = jx->json.body, *detail;
+    apr_size_t before_len = jx->json.body_len;
+    oaip_upstream_request *next;
+    apr_array_header_t *named;
+    oaip_error_kind kind;
+    int i;
+
+    if (a->kind != OAIP_ATTEMPT_ANSWERED || (a->status != 400 && a->status != 422)) {
+        return NULL;
+    }
+    named = refused_additions(jx, a);
+    if (named->nelts == 0) {
+        return NULL; /* the client's own fields, or something else: as it is */
+    }
+    for (i = 0; i < named->nelts; i++) {
+        const char *field = APR_ARRAY_IDX(named, i, const char *);
+        APR_ARRAY_PUSH(jx->taken_back, const char *) = field;
+        oaip_refusal_memory_remember(jx->memory_key, memory_model(jx->json.model, field),
+                                     field);
+    }
+    next = apr_pmemdup(r->pool, jx->req, sizeof(*next));
+    if (!build_json(jx, next, &kind, &detail) ||
+        (jx->json.body_len == before_len &&
+         memcmp(jx->json.body, before, before_len) == 0)) {
+        return NULL; /* nothing left to take back */
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  "upstream refused %s (%ld), which the proxy added, not the client "
+                  "(model %s, %s family): attempt %d goes without it (a token limit in "
+                  "the other field); remembered for %d seconds",
+                  name_list(r->pool, named), a->status,
+                  jx->json.model ? ap_escape_logitem(r->pool, jx->json.model) : "(none)",
+                  oaip_model_family_name(jx->json.family), a->number + 1,
+                  OAIP_REFUSAL_MEMORY_SECONDS);
+    jx->req = next;
+    return next;
+}
+
+/* A JSON body: the first attempt's, with what a second one needs. Returns
+ * 0 after answering an error. */
 static int prepare_json(request_rec *r, const oaip_dir_conf *conf,
                         const oaip_endpoint *endpoint, const char *body, apr_size_t len,
                         oaip_upstream_request *req)
 {
-    oaip_json_request json;
+    json_exchange *jx = apr_pcalloc(r->pool, sizeof(*jx));
     oaip_error_kind kind;
     const char *detail;
-    int valid =
-        endpoint->body == OAIP_BODY_CHAT
-            ? oaip_json_request_prepare_chat(r->pool, body, len, conf->defaults, &json,
-                                             &kind, &detail)
-            : oaip_json_request_prepare(r->pool, body, len, &json, &kind, &detail);
 
-    if (!valid) {
+    jx->r = r;
+    jx->conf = conf;
+    jx->endpoint = endpoint;
+    jx->body = body;
+    jx->len = len;
+    jx->memory_key = req->url;
+    jx->taken_back = apr_array_make(r->pool, 2, sizeof(const char *));
+    jx->req = req;
+    if (!build_json(jx, req, &kind, &detail)) {
         send_error(r, conf, kind, detail);
         return 0;
     }
-    lower_token_limit(r, conf, endpoint, &json);
-    ask_usage(r, endpoint, &json, req);
-    send_json(req, &json);
+    if (jx->json.added != NULL) { /* else nothing can be taken back */
+        req->again = send_again;
+        req->again_ctx = jx;
+    }
     return 1;
 }
 

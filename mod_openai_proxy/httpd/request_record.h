@@ -19,6 +19,7 @@ typedef struct {
     int stream;               /* 1/0; -1: not known (refused before the body was read) */
     long upstream_status;     /* 0: no answer from the upstream */
     long first_byte_ms;       /* until the upstream's first byte; -1: none came */
+    int attempts;             /* upstream attempts made (engine/upstream.h); 0: none */
     oaip_usage usage;         /* reported (or estimated) tokens; -1: none */
     int usage_estimated;      /* usage is the proxy's estimate, not the upstream's */
     /* what the token budgets hold of this request until it is settled */

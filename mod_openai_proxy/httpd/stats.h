@@ -39,8 +39,9 @@ typedef struct {
     apr_uint64_t rate_limited;
     apr_uint64_t budget_exhausted;
     apr_uint64_t store_errors;
-    oaip_histogram duration;   /* whole request, as the client sees it */
-    oaip_histogram first_byte; /* until the upstream's first byte */
+    apr_uint64_t second_attempts; /* upstream attempts after a request's first */
+    oaip_histogram duration;      /* whole request, as the client sees it */
+    oaip_histogram first_byte;    /* until the upstream's first byte */
     oaip_model_stats models[OAIP_STATS_MODELS];
 } oaip_stats;
 

@@ -47,6 +47,7 @@ static void take_snapshot(oaip_stats *live, snapshot *snap)
     s->rate_limited = apr_atomic_read64(&live->rate_limited);
     s->budget_exhausted = apr_atomic_read64(&live->budget_exhausted);
     s->store_errors = apr_atomic_read64(&live->store_errors);
+    s->second_attempts = apr_atomic_read64(&live->second_attempts);
     copy_histogram(&s->duration, &live->duration);
     copy_histogram(&s->first_byte, &live->first_byte);
     for (i = 0; i < OAIP_STATS_MODELS; i++) {
@@ -142,7 +143,7 @@ static char *render_json(request_rec *r, const snapshot *snap)
         "{s:s,s:I,s:I,"
         "s:{s:I,s:i,s:i,s:o,s:o},"
         "s:{s:I,s:I,s:o},"
-        "s:{s:I,s:I},"
+        "s:{s:I,s:I,s:I},"
         "s:{s:I,s:I,s:I},"
         "s:{s:o,s:o}}",
         "version", OAIP_VERSION, "started", (json_int_t)apr_time_sec(s->started),
@@ -152,7 +153,8 @@ static char *render_json(request_rec *r, const snapshot *snap)
         statuses, "tokens", "prompt", (json_int_t)prompt, "completion",
         (json_int_t)completion, "by_model", models, "upstream", "errors",
         (json_int_t)OUTCOME_SUM(snap, upstream_errors), "timeouts",
-        (json_int_t)OUTCOME_SUM(snap, upstream_timeouts), "limits", "rate_limited",
+        (json_int_t)OUTCOME_SUM(snap, upstream_timeouts), "second_attempts",
+        (json_int_t)s->second_attempts, "limits", "rate_limited",
         (json_int_t)s->rate_limited, "budget_exhausted", (json_int_t)s->budget_exhausted,
         "store_errors", (json_int_t)s->store_errors, "latency_seconds", "request",
         histogram_json(&s->duration), "first_byte", histogram_json(&s->first_byte));
@@ -262,6 +264,11 @@ static void render_prometheus(request_rec *r, const snapshot *snap)
     metric_head(r, "upstream_timeouts_total", "counter", "Upstream timeouts.");
     ap_rprintf(r, "openai_proxy_upstream_timeouts_total %" APR_UINT64_T_FMT "\n",
                OUTCOME_SUM(snap, upstream_timeouts));
+    metric_head(
+        r, "upstream_second_attempts_total", "counter",
+        "Upstream attempts after a request's first (a refused field taken back).");
+    ap_rprintf(r, "openai_proxy_upstream_second_attempts_total %" APR_UINT64_T_FMT "\n",
+               s->second_attempts);
     metric_head(r, "limited_total", "counter", "Requests refused by a limit.");
     ap_rprintf(r,
                "openai_proxy_limited_total{limit=\"rate\"} %" APR_UINT64_T_FMT "\n"

@@ -1,23 +1,32 @@
 /* Fuzzes the Chat Completions request path of the core: validation and
  * defaults (oaip_json_request_prepare_chat) under several sets of configured
  * defaults, then OpenAIProxyMaxTokens (cap_tokens) and the stream usage
- * request (ask_usage) on every accepted body, as the handler chains them;
- * and the check of other JSON endpoints' bodies (oaip_json_request_prepare).
+ * request (ask_usage) on every accepted body, as the handler chains them,
+ * each set once as it is and once with fields an upstream refused (as a
+ * second attempt builds its body); the check of other JSON endpoints'
+ * bodies (oaip_json_request_prepare); and the input as an upstream's error
+ * answer (oaip_refusal_names).
  *
  * Invariants: a refused body gets one of the validation errors and a
  * sentence that makes a valid JSON error body; an accepted body becomes valid
  * JSON without duplicate keys that keeps the client's bytes and values,
  * gains exactly the defaults that apply and reports stream/model as they end
- * up; every accepted body has its limit fields (max_tokens & co., n,
- * best_of) null or whole numbers from 1, stream and stream_options of their
+ * up, by the model's family (no built-in temperature and the token limit
+ * as max_completion_tokens for reasoning models), with `added` naming
+ * exactly the fields the client did not send; a refused field is never
+ * added (model and stream always are), a refused token limit moves to the
+ * other field and is never dropped; every accepted body has its limit fields (max_tokens
+ * & co., n, best_of) null or whole numbers from 1, stream and stream_options of their
  * types and no case-folded look-alike of them (issue 9); cap_tokens leaves
  * no token limit above the cap or null, writes the cap where the endpoint
  * has no limit and the body names none, and changes nothing else;
  * ask_usage gets the usage chunk for every stream request (chat and legacy
- * completions), whatever stream_options said, and for no other. */
+ * completions), whatever stream_options said, and for no other; a refusal
+ * names only candidates, each once. */
 #include "fuzz.h"
 
 #include "core/errors.h"
+#include "core/model_family.h"
 #include "core/request.h"
 
 #define CAP 1000
@@ -99,6 +108,76 @@ static const oaip_default *effective_default(const apr_array_header_t *configure
     return NULL;
 }
 
+/* The fields the refusing pass says an upstream refused. */
+static const char *const refused_names[] = {"temperature", "max_tokens", "user",
+                                            "metadata",    "model",      "stream"};
+
+static int is_refused_name(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(refused_names); i++) {
+        if (strcmp(refused_names[i], name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int refuse_listed(void *ctx, const char *model, const char *field)
+{
+    (void)ctx;
+    (void)model;
+    return is_refused_name(field);
+}
+
+static const oaip_refused_fields refusing = {refuse_listed, NULL};
+
+static int is_limit(const char *name)
+{
+    return strcmp(name, "max_tokens") == 0 || strcmp(name, "max_completion_tokens") == 0;
+}
+
+static int configured_has(const apr_array_header_t *configured, const char *name);
+
+/* The token limit default that applies: max_completion_tokens over
+ * max_tokens as configured; the built-in one unless either name is
+ * configured (set or "none"). */
+static const oaip_default *limit_default(const apr_array_header_t *configured)
+{
+    const oaip_default *d = effective_default(configured, "max_completion_tokens");
+
+    if (d == NULL && !configured_has(configured, "max_tokens") &&
+        configured_has(configured, "max_completion_tokens")) {
+        return NULL; /* max_completion_tokens none removed the built-in */
+    }
+    return d ? d : effective_default(configured, "max_tokens");
+}
+
+static int configured_has(const apr_array_header_t *configured, const char *name)
+{
+    int i;
+
+    for (i = 0; configured != NULL && i < configured->nelts; i++) {
+        if (strcmp(APR_ARRAY_IDX(configured, i, oaip_default).name, name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int in_added(const oaip_json_request *req, const char *name)
+{
+    int i;
+
+    for (i = 0; req->added != NULL && i < req->added->nelts; i++) {
+        if (strcmp(APR_ARRAY_IDX(req->added, i, const char *), name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void check_refusal(apr_pool_t *p, oaip_error_kind kind, const char *detail)
 {
     const char *body;
@@ -144,7 +223,8 @@ static json_t *parse_body(const oaip_json_request *req, const char *what)
 }
 
 static void check_prepared(const char *input, size_t len, const apr_array_header_t *conf,
-                           json_t *client, const oaip_json_request *req)
+                           const oaip_refused_fields *refused, json_t *client,
+                           const oaip_json_request *req)
 {
     json_t *prepared = parse_body(req, "prepare"), *value, *stream, *model;
     const char *key;
@@ -158,7 +238,9 @@ static void check_prepared(const char *input, size_t len, const apr_array_header
                    memcmp(req->body, input, close - 1) == 0,
                "the client's bytes were not kept");
     check_kept(client, prepared, NULL, NULL, "prepare");
-    /* what was added is exactly a default that applies */
+    FUZZ_CHECK(req->family == oaip_model_family_of(req->model), "the family is wrong");
+    /* what was added is exactly a default that applies, in the family's
+     * field; `added` names exactly these */
     json_object_foreach(prepared, key, value)
     {
         const oaip_default *d;
@@ -166,15 +248,42 @@ static void check_prepared(const char *input, size_t len, const apr_array_header
         if (json_object_get(client, key) != NULL) {
             continue;
         }
-        d = effective_default(conf, key);
+        FUZZ_CHECK(in_added(req, key), "\"%s\" added but not noted", key);
+        d = is_limit(key) ? limit_default(conf) : effective_default(conf, key);
         FUZZ_CHECK(d != NULL, "prepare added \"%s\", which is no default", key);
         expected = fuzz_json(d->json, strlen(d->json), 0);
         FUZZ_CHECK(json_equal(expected, value), "default \"%s\" has the wrong value",
                    key);
         json_decref(expected);
+        if (refused != NULL && strcmp(key, "model") != 0 && strcmp(key, "stream") != 0 &&
+            !is_limit(key)) {
+            FUZZ_CHECK(!is_refused_name(key), "the refused \"%s\" was added", key);
+        }
+        if (req->family == OAIP_FAMILY_REASONING && refused == NULL) {
+            FUZZ_CHECK(strcmp(key, "max_tokens") != 0,
+                       "max_tokens added for the reasoning model %s", req->model);
+        }
+        if (req->family == OAIP_FAMILY_REASONING) {
+            FUZZ_CHECK(strcmp(key, "temperature") != 0 || configured_has(conf, key),
+                       "the built-in temperature added for the reasoning model %s",
+                       req->model);
+        } else if (refused == NULL && is_limit(key)) {
+            FUZZ_CHECK(strcmp(key, d->name) == 0, "%s added as %s", d->name, key);
+        } else if (refused != NULL && is_limit(key)) {
+            FUZZ_CHECK(strcmp(key, "max_completion_tokens") == 0,
+                       "the refused max_tokens was not moved");
+        }
     }
+    FUZZ_CHECK((req->added ? req->added->nelts : 0) ==
+                   (int)(json_object_size(prepared) - json_object_size(client)),
+               "added lists %d fields", req->added ? req->added->nelts : 0);
+    /* a limit is moved, never dropped */
     if (json_object_get(client, "max_tokens") == NULL &&
         json_object_get(client, "max_completion_tokens") == NULL) {
+        FUZZ_CHECK((limit_default(conf) != NULL) ==
+                       (json_object_get(prepared, "max_tokens") != NULL ||
+                        json_object_get(prepared, "max_completion_tokens") != NULL),
+                   "a token limit default went missing or appeared");
         FUZZ_CHECK(json_object_get(prepared, "max_tokens") == NULL ||
                        json_object_get(prepared, "max_completion_tokens") == NULL,
                    "both token limits added by defaults");
@@ -420,6 +529,35 @@ static void check_json_endpoint(apr_pool_t *p, const char *input, size_t size)
     json_decref(object);
 }
 
+/* The input as an upstream's error answer: only candidates are named,
+ * each once. */
+static void check_refusal_names(apr_pool_t *p, const char *input, size_t size)
+{
+    static const char *const names[] = {"temperature", "max_tokens",
+                                        "max_completion_tokens", "stream_options", "t"};
+    apr_array_header_t *candidates = apr_array_make(p, 5, sizeof(const char *));
+    apr_array_header_t *named;
+    size_t i;
+    int j, k;
+
+    for (i = 0; i < N_ELEMS(names); i++) {
+        APR_ARRAY_PUSH(candidates, const char *) = names[i];
+    }
+    named = oaip_refusal_names(p, input, size, candidates);
+    for (j = 0; j < named->nelts; j++) {
+        const char *name = APR_ARRAY_IDX(named, j, const char *);
+        int found = 0;
+        for (i = 0; i < N_ELEMS(names); i++) {
+            found |= strcmp(name, names[i]) == 0;
+        }
+        FUZZ_CHECK(found, "named \"%s\", which is no candidate", name);
+        for (k = 0; k < j; k++) {
+            FUZZ_CHECK(strcmp(name, APR_ARRAY_IDX(named, k, const char *)) != 0,
+                       "\"%s\" named twice", name);
+        }
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     apr_pool_t *p = fuzz_pool();
@@ -428,14 +566,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     check_json_endpoint(p, input, size);
 
-    for (i = 0; i < N_ELEMS(default_sets); i++) {
+    for (i = 0; i < 2 * N_ELEMS(default_sets); i++) {
+        const apr_array_header_t *conf = default_sets[i / 2];
+        const oaip_refused_fields *refused = i % 2 ? &refusing : NULL;
         oaip_json_request req;
         oaip_error_kind kind = OAIP_ERR__COUNT;
         const char *detail = NULL;
         json_t *client;
 
         memset(&req, 0, sizeof(req));
-        if (!oaip_json_request_prepare_chat(p, input, size, default_sets[i], &req, &kind,
+        if (!oaip_json_request_prepare_chat(p, input, size, conf, refused, &req, &kind,
                                             &detail)) {
             check_refusal(p, kind, detail);
             check_bad_request(input, size, kind);
@@ -445,11 +585,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(json_is_object(client) &&
                        json_is_array(json_object_get(client, "messages")),
                    "an invalid body was accepted");
-        check_prepared(input, size, default_sets[i], client, &req);
+        check_prepared(input, size, conf, refused, client, &req);
         check_guarded(client, "chat");
         json_decref(client);
-        check_cap_tokens(p, &req, i % 2 ? "max_tokens" : NULL);
+        check_cap_tokens(p, &req, (i / 2) % 2 ? "max_tokens" : NULL);
         check_ask_usage(p, &req);
     }
+    check_refusal_names(p, input, size);
     return 0;
 }

@@ -182,8 +182,8 @@ static void check_default(apr_pool_t *p, const char *arg)
         FUZZ_CHECK(strcmp(value, "none") == 0, "\"%s\" read as none", value);
     }
     oaip_defaults_set(defaults, name, json);
-    FUZZ_CHECK(oaip_json_request_prepare_chat(p, body, sizeof(body) - 1, defaults, &req,
-                                              &kind, &detail),
+    FUZZ_CHECK(oaip_json_request_prepare_chat(p, body, sizeof(body) - 1, defaults, NULL,
+                                              &req, &kind, &detail),
                "a valid request refused with the default %s %s", name, value);
     prepared = fuzz_json(req.body, req.body_len, JSON_REJECT_DUPLICATES);
     FUZZ_CHECK(json_is_object(prepared), "default %s %s makes invalid JSON: %s", name,

@@ -69,7 +69,7 @@ def test_json_counts_every_request_of_every_process(traffic):
         ODD_MODEL: {"requests": 1, "prompt_tokens": 3, "completion_tokens": 1},
     }
     assert doc["tokens"]["prompt"] == 21 and doc["tokens"]["completion"] == 39
-    assert doc["upstream"] == {"errors": 1, "timeouts": 0}
+    assert doc["upstream"] == {"errors": 1, "timeouts": 0, "second_attempts": 0}
     assert doc["limits"] == {"rate_limited": 1, "budget_exhausted": 0, "store_errors": 0}
     latency = doc["latency_seconds"]
     assert latency["request"]["count"] == 10

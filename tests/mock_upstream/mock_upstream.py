@@ -107,6 +107,58 @@ def canned_error(status, model):
     return error_body(message.format(model=model), etype, code)
 
 
+def is_reasoning_model(model):
+    """OpenAI's reasoning models (o1, o3, o4-mini, gpt-5 and later, their
+    variants and dated names), by the rule the proxy uses: a fine-tune's
+    "ft:" and a router's "vendor/" prefix are left out."""
+    if not isinstance(model, str):
+        return False
+    name = model[3:] if model.lower().startswith("ft:") else model
+    name = name.rsplit("/", 1)[-1].lower()
+    if re.match(r"o\d+(?:$|[-:])", name):
+        return True
+    found = re.match(r"gpt-(\d+)(?:$|[-.:])", name)
+    return bool(found) and int(found.group(1)) >= 5
+
+
+def unsupported_parameter(param, message, code):
+    return json_pretty({"error": {"message": message, "type": "invalid_request_error",
+                                  "param": param, "code": code}})
+
+
+def openai_refusal(body, directives):
+    """The 400 body OpenAI answers for a field the model does not take, or
+    None: a reasoning model with max_tokens, or with a temperature other
+    than 1; with the directive refuse_stream_options, any stream_options
+    (as older OpenAI-compatible servers and some Azure API versions
+    answer): "param" names it in param, anything else only in the message;
+    with refuse_params [names], the first of them the body has, for any
+    model (as an Azure deployment of a reasoning model answers)."""
+    for name in directives.get("refuse_params", []):
+        if name in body:
+            return unsupported_parameter(name, f"Unsupported parameter: '{name}' is not "
+                                         "supported with this model.", "unsupported_parameter")
+    if "stream_options" in body and directives.get("refuse_stream_options"):
+        if directives["refuse_stream_options"] == "param":
+            return unsupported_parameter("stream_options", "Unsupported parameter: "
+                                         "'stream_options'.", "unsupported_parameter")
+        return unsupported_parameter(None, "Unrecognized request argument supplied: "
+                                     "stream_options", None)
+    if not is_reasoning_model(body.get("model")):
+        return None
+    if "max_tokens" in body:
+        return unsupported_parameter(
+            "max_tokens", "Unsupported parameter: 'max_tokens' is not supported with this "
+            "model. Use 'max_completion_tokens' instead.", "unsupported_parameter")
+    temperature = body.get("temperature")
+    if temperature is not None and (temperature != 1 or isinstance(temperature, bool)):
+        shown = json.dumps(temperature)
+        return unsupported_parameter(
+            "temperature", f"Unsupported value: 'temperature' does not support {shown} "
+            "with this model. Only the default (1) value is supported.", "unsupported_value")
+    return None
+
+
 def completion_id():
     return "chatcmpl-" + "".join(random.choices(string.ascii_letters + string.digits, k=29))
 
@@ -951,6 +1003,9 @@ class MockHandler(BaseHTTPRequestHandler):
         return self.send_body(record, d, 200, json_pretty(embeddings_response(body)))
 
     def chat_completions(self, record, d, body, model):
+        refusal = openai_refusal(body, d)
+        if refusal is not None:
+            return self.send_body(record, d, 400, refusal)
         messages = request_messages(body)
         pieces = content_pieces(d, messages)
         usage = usage_object(messages, pieces)
@@ -965,6 +1020,9 @@ class MockHandler(BaseHTTPRequestHandler):
                                                     options))
 
     def completions(self, record, d, body, model):
+        refusal = openai_refusal(body, d)
+        if refusal is not None:
+            return self.send_body(record, d, 400, refusal)
         prompt = body.get("prompt", "")
         text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
         messages = [{"role": "user", "content": text}]

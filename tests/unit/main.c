@@ -47,7 +47,8 @@ int main(void)
                                    run_request_tests,      run_sse_tests,
                                    run_limit_spec_tests,   run_endpoint_tests,
                                    run_values_tests,       run_secret_mask_tests,
-                                   run_header_check_tests, run_token_estimate_tests};
+                                   run_header_check_tests, run_token_estimate_tests,
+                                   run_model_family_tests};
     int failed = 0, broken = 0;
     size_t i;
 

@@ -49,7 +49,7 @@ static int prepare(apr_pool_t *p, const char *body, const apr_array_header_t *co
 
     *detail = NULL;
     return oaip_json_request_prepare_chat(p, unterminated(p, body, len), len, configured,
-                                          out, kind, detail);
+                                          NULL, out, kind, detail);
 }
 
 /* Prepares `body`, which must be accepted, and parses the result. */
@@ -433,11 +433,11 @@ static void test_body_length_is_respected(void **state)
     size_t len = strlen("{\"messages\":[]}");
 
     assert_true(oaip_json_request_prepare_chat(p, unterminated(p, text, strlen(text)),
-                                               len, NULL, &out, &kind, &detail));
+                                               len, NULL, NULL, &out, &kind, &detail));
     assert_null(strstr(out.body, "garbage"));
     unit_json_parse(p, out.body, out.body_len);
     assert_int_equal(oaip_json_request_prepare_chat(p, unterminated(p, text, 0), 0, NULL,
-                                                    &out, &kind, &detail),
+                                                    NULL, &out, &kind, &detail),
                      0);
     assert_int_equal(kind, OAIP_ERR_EMPTY_BODY);
 }
@@ -879,7 +879,7 @@ static void test_model_allow_list(void **state)
 static int cap_as(apr_pool_t *p, const char *body, json_int_t limit, const char *missing,
                   json_t **result)
 {
-    oaip_json_request req = {body, strlen(body), 0, NULL, 0, 0};
+    oaip_json_request req = {body, strlen(body), 0, NULL, 0, 0, OAIP_FAMILY_CHAT, NULL};
     int changed = oaip_json_request_cap_tokens(p, &req, limit, missing);
 
     *result = unit_json_parse(p, req.body, req.body_len);
@@ -1016,8 +1016,14 @@ static void test_limit_field_lookalikes_refused(void **state)
 static json_t *ask_usage(apr_pool_t *p, const char *body, int stream, int *added)
 {
     /* as oaip_json_request_prepare_chat would have found it */
-    oaip_json_request req = {
-        body, strlen(body), stream, NULL, 0, strstr(body, "stream_options") != NULL};
+    oaip_json_request req = {body,
+                             strlen(body),
+                             stream,
+                             NULL,
+                             0,
+                             strstr(body, "stream_options") != NULL,
+                             OAIP_FAMILY_CHAT,
+                             NULL};
 
     *added = oaip_json_request_ask_usage(p, &req);
     assert_int_equal(req.usage_added, *added);
@@ -1087,6 +1093,382 @@ static void test_ask_usage_with_configured_stream_options(void **state)
     assert_false(added); /* the operator asked for it: clients see the chunk */
 }
 
+/* ---- model families, refused fields, what the proxy added ---- */
+
+static prepared expect_prepared(apr_pool_t *p, const char *body,
+                                const apr_array_header_t *configured,
+                                const oaip_refused_fields *refused)
+{
+    prepared result;
+    oaip_error_kind kind;
+    const char *detail = NULL;
+    size_t len = strlen(body);
+
+    memset(&result, 0, sizeof(result));
+    if (!oaip_json_request_prepare_chat(p, unterminated(p, body, len), len, configured,
+                                        refused, &result.req, &kind, &detail)) {
+        fail_msg("body refused (%s): %s", detail, body);
+    }
+    result.json = unit_json_parse(p, result.req.body, result.req.body_len);
+    return result;
+}
+
+static int added(const oaip_json_request *req, const char *name)
+{
+    int i;
+
+    for (i = 0; req->added != NULL && i < req->added->nelts; i++) {
+        if (strcmp(APR_ARRAY_IDX(req->added, i, const char *), name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int added_count(const oaip_json_request *req)
+{
+    return req->added ? req->added->nelts : 0;
+}
+
+static void test_reasoning_builtin_defaults(void **state)
+{
+    apr_pool_t *p = *state;
+    static const char *const models[] = {
+        "o1", "o3", "o3-2025-04-16", "o4-mini", "gpt-5", "gpt-5-mini", "gpt-5-nano"};
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(models); i++) {
+        const char *body =
+            apr_psprintf(p, "{\"messages\":[],\"model\":\"%s\"}", models[i]);
+        prepared r = expect_accepted(p, body, NULL);
+        assert_int_equal(r.req.family, OAIP_FAMILY_REASONING);
+        assert_no_member(&r, "temperature");
+        assert_no_member(&r, "max_tokens");
+        assert_int_equal(json_integer_value(member(&r, "max_completion_tokens")), 1000);
+        assert_true(json_is_false(member(&r, "stream")));
+        assert_keeps_client_bytes(body, &r);
+        assert_int_equal(added_count(&r.req), 2); /* stream, max_completion_tokens */
+        assert_true(added(&r.req, "max_completion_tokens"));
+        assert_true(added(&r.req, "stream"));
+    }
+}
+
+static void test_chat_builtin_defaults_added(void **state)
+{
+    prepared r = expect_accepted(*state, "{\"messages\":[],\"model\":\"gpt-4.1\"}", NULL);
+
+    assert_int_equal(r.req.family, OAIP_FAMILY_CHAT);
+    assert_true(json_is_real(member(&r, "temperature")));
+    assert_int_equal(json_integer_value(member(&r, "max_tokens")), 1000);
+    assert_no_member(&r, "max_completion_tokens");
+    assert_int_equal(added_count(&r.req), 3);
+    assert_true(added(&r.req, "temperature") && added(&r.req, "max_tokens") &&
+                added(&r.req, "stream"));
+    assert_false(added(&r.req, "model")); /* the client's */
+}
+
+/* The model default decides the family. */
+static void test_reasoning_default_model(void **state)
+{
+    apr_pool_t *p = *state;
+    apr_array_header_t *configured = no_defaults(p);
+    prepared r;
+
+    oaip_defaults_set(configured, "model", "\"o4-mini\"");
+    r = expect_accepted(p, "{\"messages\":[]}", configured);
+    assert_string_equal(r.req.model, "o4-mini");
+    assert_int_equal(r.req.family, OAIP_FAMILY_REASONING);
+    assert_no_member(&r, "temperature");
+    assert_int_equal(json_integer_value(member(&r, "max_completion_tokens")), 1000);
+    assert_true(added(&r.req, "model"));
+}
+
+/* An operator's temperature is the operator's choice (taken back only when
+ * an upstream refuses it); an operator's max_tokens goes in the field the
+ * model takes. */
+static void test_reasoning_configured_defaults(void **state)
+{
+    apr_pool_t *p = *state;
+    apr_array_header_t *configured = no_defaults(p);
+    prepared r, chat;
+
+    oaip_defaults_set(configured, "temperature", "0.2");
+    oaip_defaults_set(configured, "max_tokens", "256");
+    r = expect_accepted(p, "{\"messages\":[],\"model\":\"o3\"}", configured);
+    assert_true(json_real_value(member(&r, "temperature")) == 0.2);
+    assert_no_member(&r, "max_tokens");
+    assert_int_equal(json_integer_value(member(&r, "max_completion_tokens")), 256);
+    chat = expect_accepted(p, "{\"messages\":[],\"model\":\"gpt-4o\"}", configured);
+    assert_int_equal(json_integer_value(member(&chat, "max_tokens")), 256);
+    assert_no_member(&chat, "max_completion_tokens");
+}
+
+/* Both configured: max_completion_tokens wins, as it always did. */
+static void test_both_limits_configured(void **state)
+{
+    apr_pool_t *p = *state;
+    apr_array_header_t *configured = no_defaults(p);
+    prepared r;
+
+    oaip_defaults_set(configured, "max_tokens", "500");
+    oaip_defaults_set(configured, "max_completion_tokens", "300");
+    r = expect_accepted(p, "{\"messages\":[],\"model\":\"gpt-4o\"}", configured);
+    assert_no_member(&r, "max_tokens");
+    assert_int_equal(json_integer_value(member(&r, "max_completion_tokens")), 300);
+    r = expect_accepted(p, "{\"messages\":[],\"model\":\"o3\"}", configured);
+    assert_no_member(&r, "max_tokens");
+    assert_int_equal(json_integer_value(member(&r, "max_completion_tokens")), 300);
+}
+
+/* The built-in limit is max_tokens or max_completion_tokens by family:
+ * either name removes it. */
+static void test_builtin_limit_removed_by_either_name(void **state)
+{
+    apr_pool_t *p = *state;
+    static const char *const names[] = {"max_tokens", "max_completion_tokens"};
+    static const char *const models[] = {"gpt-4o", "o3"};
+    size_t i, j;
+
+    for (i = 0; i < N_ELEMS(names); i++) {
+        apr_array_header_t *configured = no_defaults(p);
+        oaip_defaults_set(configured, names[i], NULL);
+        for (j = 0; j < N_ELEMS(models); j++) {
+            prepared r = expect_accepted(
+                p, apr_psprintf(p, "{\"messages\":[],\"model\":\"%s\"}", models[j]),
+                configured);
+            assert_no_member(&r, "max_tokens");
+            assert_no_member(&r, "max_completion_tokens");
+        }
+    }
+}
+
+/* The client's own fields go as sent, whatever the model. */
+static void test_reasoning_client_fields_kept(void **state)
+{
+    apr_pool_t *p = *state;
+    const char *body = "{\"messages\":[],\"model\":\"o3\",\"temperature\":0.5,"
+                       "\"max_tokens\":10}";
+    prepared r = expect_accepted(p, body, NULL);
+
+    assert_true(json_real_value(member(&r, "temperature")) == 0.5);
+    assert_int_equal(json_integer_value(member(&r, "max_tokens")), 10);
+    assert_no_member(&r, "max_completion_tokens");
+    assert_false(added(&r.req, "temperature"));
+    assert_false(added(&r.req, "max_tokens"));
+    assert_keeps_client_bytes(body, &r);
+}
+
+typedef struct {
+    const char *const *fields; /* refused, NULL-terminated */
+    const char *model_seen;
+    int calls;
+} refusal_list;
+
+static int refuses(void *ctx, const char *model, const char *field)
+{
+    refusal_list *list = ctx;
+    const char *const *f;
+
+    list->model_seen = model;
+    list->calls++;
+    for (f = list->fields; *f; f++) {
+        if (strcmp(*f, field) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void test_refused_defaults_left_out(void **state)
+{
+    apr_pool_t *p = *state;
+    static const char *const fields[] = {"temperature", "max_tokens", "model",
+                                         "stream",      "user",       NULL};
+    apr_array_header_t *configured = no_defaults(p);
+    refusal_list list = {fields, NULL, 0};
+    oaip_refused_fields refused = {refuses, &list};
+    prepared r;
+
+    oaip_defaults_set(configured, "user", "\"proxy\"");
+    oaip_defaults_set(configured, "top_p", "0.9");
+    r = expect_prepared(p, "{\"messages\":[],\"model\":\"my-deployment\"}", configured,
+                        &refused);
+    assert_string_equal(list.model_seen, "my-deployment");
+    assert_no_member(&r, "temperature");
+    assert_no_member(&r, "user");
+    assert_true(json_real_value(member(&r, "top_p")) == 0.9);
+    /* a token limit moves to the other field, never goes */
+    assert_no_member(&r, "max_tokens");
+    assert_int_equal(json_integer_value(member(&r, "max_completion_tokens")), 1000);
+    /* what the allow-list and the stream limit checked always goes */
+    assert_true(json_is_false(member(&r, "stream")));
+    r = expect_prepared(p, "{\"messages\":[]}", configured, &refused);
+    assert_string_member(&r, "model", "gpt-3.5-turbo");
+}
+
+static void test_both_limit_fields_refused(void **state)
+{
+    apr_pool_t *p = *state;
+    static const char *const fields[] = {"max_tokens", "max_completion_tokens", NULL};
+    refusal_list list = {fields, NULL, 0};
+    oaip_refused_fields refused = {refuses, &list};
+    prepared r;
+
+    r = expect_prepared(p, "{\"messages\":[],\"model\":\"gpt-4o\"}", NULL, &refused);
+    assert_int_equal(json_integer_value(member(&r, "max_tokens")), 1000);
+    r = expect_prepared(p, "{\"messages\":[],\"model\":\"o3\"}", NULL, &refused);
+    assert_int_equal(json_integer_value(member(&r, "max_completion_tokens")), 1000);
+}
+
+static void test_limit_field_of_the_cap(void **state)
+{
+    apr_pool_t *p = *state;
+    static const char *const fields[] = {"max_completion_tokens", NULL};
+    refusal_list list = {fields, NULL, 0};
+    oaip_refused_fields refused = {refuses, &list};
+    prepared chat = expect_accepted(p, "{\"messages\":[],\"model\":\"gpt-4o\"}", NULL);
+    prepared reasoning = expect_accepted(p, "{\"messages\":[],\"model\":\"o3\"}", NULL);
+
+    assert_string_equal(oaip_json_request_limit_field(&chat.req, "max_tokens", NULL),
+                        "max_tokens");
+    assert_string_equal(oaip_json_request_limit_field(&reasoning.req, "max_tokens", NULL),
+                        "max_completion_tokens");
+    assert_string_equal(
+        oaip_json_request_limit_field(&reasoning.req, "max_tokens", &refused),
+        "max_tokens");
+    assert_string_equal(
+        oaip_json_request_limit_field(&reasoning.req, "max_output_tokens", &refused),
+        "max_output_tokens");
+    assert_null(oaip_json_request_limit_field(&reasoning.req, NULL, &refused));
+}
+
+/* The cap written where no limit is named, and the usage chunk asked for,
+ * are the proxy's too; the client's own stream_options are not. */
+static void test_cap_and_usage_noted_as_added(void **state)
+{
+    apr_pool_t *p = *state;
+    apr_array_header_t *configured = no_defaults(p);
+    prepared r;
+
+    oaip_defaults_set(configured, "max_tokens", NULL);
+    r = expect_accepted(p, "{\"messages\":[],\"model\":\"o3\",\"stream\":true}",
+                        configured);
+    assert_false(added(&r.req, "max_completion_tokens"));
+    assert_true(oaip_json_request_cap_tokens(p, &r.req, 64, "max_completion_tokens"));
+    assert_true(added(&r.req, "max_completion_tokens"));
+    assert_true(oaip_json_request_ask_usage(p, &r.req));
+    assert_true(added(&r.req, "stream_options"));
+
+    r = expect_accepted(p,
+                        "{\"messages\":[],\"stream\":true,"
+                        "\"stream_options\":{\"include_usage\":false}}",
+                        NULL);
+    assert_true(oaip_json_request_ask_usage(p, &r.req));
+    assert_false(added(&r.req, "stream_options"));
+}
+
+static apr_array_header_t *names(apr_pool_t *p, const char *const *list)
+{
+    apr_array_header_t *a = apr_array_make(p, 4, sizeof(const char *));
+
+    for (; *list; list++) {
+        APR_ARRAY_PUSH(a, const char *) = *list;
+    }
+    return a;
+}
+
+/* "a,b" of what oaip_refusal_names found. */
+static const char *named_in(apr_pool_t *p, const char *body, const char *const *list)
+{
+    apr_array_header_t *found = oaip_refusal_names(p, unterminated(p, body, strlen(body)),
+                                                   strlen(body), names(p, list));
+    const char *text = "";
+    int i;
+
+    for (i = 0; i < found->nelts; i++) {
+        text = apr_pstrcat(p, text, i ? "," : "", APR_ARRAY_IDX(found, i, const char *),
+                           NULL);
+    }
+    return text;
+}
+
+static void test_refusal_names(void **state)
+{
+    apr_pool_t *p = *state;
+    static const char *const all[] = {
+        "max_completion_tokens", "temperature", "max_tokens",
+        "stream_options",        "top_p",       NULL};
+    static const char *const only_max_tokens[] = {"max_tokens", NULL};
+
+    /* OpenAI's: the param, not the replacement the message names */
+    assert_string_equal(
+        named_in(p,
+                 "{\"error\":{\"message\":\"Unsupported parameter: 'max_tokens' is not "
+                 "supported with this model. Use 'max_completion_tokens' instead.\","
+                 "\"type\":\"invalid_request_error\",\"param\":\"max_tokens\","
+                 "\"code\":\"unsupported_parameter\"}}",
+                 all),
+        "max_tokens");
+    assert_string_equal(
+        named_in(p,
+                 "{\"error\":{\"message\":\"Unsupported value: 'temperature' does not "
+                 "support 0.7 with this model. Only the default (1) value is "
+                 "supported.\",\"type\":\"invalid_request_error\",\"param\":"
+                 "\"temperature\",\"code\":\"unsupported_value\"}}",
+                 all),
+        "temperature");
+    assert_string_equal(
+        named_in(p, "{\"error\":{\"param\":\"stream_options.include_usage\"}}", all),
+        "stream_options");
+    assert_string_equal(named_in(p, "{\"error\":{\"param\":\"top_p[0]\"}}", all),
+                        "top_p");
+    /* a param that names another field: the message is not searched */
+    assert_string_equal(named_in(p,
+                                 "{\"error\":{\"param\":\"messages\",\"message\":"
+                                 "\"temperature\"}}",
+                                 all),
+                        "");
+    assert_string_equal(named_in(p, "{\"error\":{\"param\":\"temperaturex\"}}", all), "");
+    /* Azure's: param null, the field in the message */
+    assert_string_equal(
+        named_in(p,
+                 "{\"error\":{\"message\":\"Unrecognized request argument "
+                 "supplied: stream_options\",\"param\":null}}",
+                 all),
+        "stream_options");
+    /* an error string; vLLM's top-level message; FastAPI's 422 detail */
+    assert_string_equal(named_in(p, "{\"error\":\"unknown field `temperature`\"}", all),
+                        "temperature");
+    assert_string_equal(named_in(p,
+                                 "{\"object\":\"error\",\"message\":\"max_tokens must be "
+                                 "at most 4096\",\"param\":null,\"code\":400}",
+                                 all),
+                        "max_tokens");
+    assert_string_equal(named_in(p,
+                                 "{\"detail\":[{\"type\":\"extra_forbidden\",\"loc\":"
+                                 "[\"body\",\"top_p\"],\"msg\":\"Extra inputs are not "
+                                 "permitted\"}]}",
+                                 all),
+                        "top_p");
+    assert_string_equal(named_in(p, "{\"detail\":\"stream_options: extra field\"}", all),
+                        "stream_options");
+    /* a text answer */
+    assert_string_equal(
+        named_in(p, "Bad Request: unknown parameter 'stream_options'", all),
+        "stream_options");
+    assert_string_equal(named_in(p, "[\"temperature\"]", all), "temperature");
+    /* whole words only */
+    assert_string_equal(named_in(p,
+                                 "{\"error\":{\"message\":\"max_completion_tokens is "
+                                 "required; my_max_tokens, max_tokens2\"}}",
+                                 only_max_tokens),
+                        "");
+    assert_string_equal(named_in(p, "{\"error\":{\"message\":\"bad\"}}", all), "");
+    assert_string_equal(named_in(p, "", all), "");
+    assert_int_equal(oaip_refusal_names(p, "x", 1, NULL)->nelts, 0);
+    assert_int_equal(oaip_refusal_names(p, NULL, 0, names(p, all))->nelts, 0);
+}
+
 int run_request_tests(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1134,6 +1516,18 @@ int run_request_tests(void)
         POOL_TEST(test_ask_usage_with_configured_stream_options),
         POOL_TEST(test_json_endpoint_bodies),
         POOL_TEST(test_json_endpoint_errors),
+        POOL_TEST(test_reasoning_builtin_defaults),
+        POOL_TEST(test_chat_builtin_defaults_added),
+        POOL_TEST(test_reasoning_default_model),
+        POOL_TEST(test_reasoning_configured_defaults),
+        POOL_TEST(test_both_limits_configured),
+        POOL_TEST(test_builtin_limit_removed_by_either_name),
+        POOL_TEST(test_reasoning_client_fields_kept),
+        POOL_TEST(test_refused_defaults_left_out),
+        POOL_TEST(test_both_limit_fields_refused),
+        POOL_TEST(test_limit_field_of_the_cap),
+        POOL_TEST(test_cap_and_usage_noted_as_added),
+        POOL_TEST(test_refusal_names),
     };
 
     return cmocka_run_group_tests_name("request", tests, NULL, NULL);

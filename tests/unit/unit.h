@@ -36,5 +36,6 @@ int run_values_tests(void);
 int run_secret_mask_tests(void);
 int run_header_check_tests(void);
 int run_token_estimate_tests(void);
+int run_model_family_tests(void);
 
 #endif
