@@ -49,30 +49,48 @@ static void oaip_child_init(apr_pool_t *pchild, server_rec *s)
     oaip_counter_stores_child_init(pchild, s);
 }
 
-/* After the answer, before mod_log_config writes its line: the record of
- * each request of the chain as notes for the access log; for the one the
- * handler served (`r` or, after an internal redirect, a later request of
- * the chain), what it cost (token budgets) and how it went (the status
- * page). */
-static int oaip_log_transaction(request_rec *r)
+/* The request of the chain `r` starts that the handler served: `r` or,
+ * after an internal redirect, a later one. NULL: none. */
+static request_rec *served_request(request_rec *r, oaip_request_record **record)
 {
-    request_rec *one, *last = r;
-    int counted = 0;
+    for (; r != NULL; r = r->next) {
+        *record = oaip_request_record_find(r);
+        if (*record != NULL && (*record)->served) {
+            return r;
+        }
+    }
+    return NULL;
+}
+
+/* Before mod_log_config writes its line: the record of each request of the
+ * chain as OPENAI_* notes for the access log. */
+static int oaip_log_notes(request_rec *r)
+{
+    request_rec *one;
+
+    for (one = r; one != NULL; one = one->next) {
+        oaip_request_record *record = oaip_request_record_find(one);
+        if (record != NULL) {
+            oaip_request_record_notes(one, record);
+        }
+    }
+    return DECLINED;
+}
+
+/* After the access log line: what the served request cost (token budgets)
+ * and how it went (the status page), so that a client that sees it
+ * counted there also finds its log line. */
+static int oaip_log_accounting(request_rec *r)
+{
+    oaip_request_record *record = NULL;
+    request_rec *served = served_request(r, &record), *last = r;
 
     while (last->next != NULL) {
         last = last->next;
     }
-    for (one = r; one != NULL; one = one->next) {
-        oaip_request_record *record = oaip_request_record_find(one);
-        if (record == NULL) {
-            continue;
-        }
-        oaip_request_record_notes(one, record);
-        if (record->served && !counted) {
-            counted = 1;
-            oaip_limits_charge(one, record);
-            oaip_stats_request_end(one, record, last);
-        }
+    if (served != NULL) {
+        oaip_limits_charge(served, record);
+        oaip_stats_request_end(served, record, last);
     }
     return DECLINED;
 }
@@ -91,7 +109,8 @@ static void oaip_register_hooks(apr_pool_t *p)
     ap_hook_insert_error_filter(oaip_error_pages_insert, NULL, NULL, APR_HOOK_MIDDLE);
     oaip_error_pages_register(p);
     ap_hook_handler(oaip_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_log_transaction(oaip_log_transaction, NULL, NULL, APR_HOOK_FIRST);
+    ap_hook_log_transaction(oaip_log_notes, NULL, NULL, APR_HOOK_FIRST);
+    ap_hook_log_transaction(oaip_log_accounting, NULL, NULL, APR_HOOK_LAST);
 }
 
 AP_DECLARE_MODULE(openai_proxy) = {

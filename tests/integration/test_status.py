@@ -9,7 +9,8 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import STATUS_LOCATION, THREE_TOKEN_MESSAGES, proxy_location, settled
+from harness import (STATUS_LOCATION, THREE_TOKEN_MESSAGES, proxy_location, settled,
+                     wait_for)
 
 ODD_MODEL = 'we"ird\\model\nname'
 
@@ -54,9 +55,20 @@ def traffic(own_httpd, mock):
     return server, client
 
 
+def idle(client):
+    """The status once no request is active: the gauges drop when a
+    request's pool is freed, just after its log phase."""
+    def read():
+        doc = client.request("GET", "/proxy-status").json()
+        return doc if doc["requests"]["active"] == doc["requests"]["active_streams"] == 0 \
+            else None
+    return wait_for(read, 10, "the requests to leave the gauges")
+
+
 def test_json_counts_every_request_of_every_process(traffic):
     server, client = traffic
-    doc = settled(client, 10, timeout=10)
+    settled(client, 10, timeout=10)
+    doc = idle(client)
     requests = doc["requests"]
     assert requests["total"] == 10
     assert requests["by_outcome"] == {"ok": 7, "invalid_json": 1, "upstream_error": 1,
@@ -126,7 +138,8 @@ def test_open_streams_show_as_active(own_httpd, mock):
     mock.open_gate(gate, permits=10)
     thread.join(15)
     assert doc["requests"]["active"] == 1 and doc["requests"]["active_streams"] == 1
-    doc = settled(client, 1, timeout=10)
+    settled(client, 1, timeout=10)
+    doc = idle(client)
     assert doc["requests"]["active"] == 0 and doc["requests"]["active_streams"] == 0
 
 
