@@ -63,6 +63,10 @@ typedef struct {
     field_kind last_field;
     const char *last_field_name;
     int bad_content_type; /* the transfer was stopped: answered 502 */
+    /* the error events the proxy writes: the endpoint's shape, and for the
+     * Responses API the sequence_number of the last event passed on */
+    oaip_sse_error_shape error_events;
+    apr_int64_t last_sequence; /* -1: none yet */
 } exchange;
 
 apr_status_t oaip_upstream_global_init(apr_pool_t *pconf, server_rec *s)
@@ -235,6 +239,24 @@ static const char *content_type_or_json(const exchange *x)
     return x->content_type ? x->content_type : "application/json";
 }
 
+/* A Responses API stream numbers its events: an error event of the proxy's
+ * continues the count. */
+static void note_sequence(exchange *x, const char *data, apr_size_t len)
+{
+    apr_int64_t n;
+
+    if (x->error_events == OAIP_SSE_ERRORS_RESPONSES &&
+        (n = oaip_error_sse_sequence_of(data, len)) >= 0) {
+        x->last_sequence = n;
+    }
+}
+
+/* The sequence_number of an error event written now. */
+static apr_int64_t next_sequence(const exchange *x)
+{
+    return x->last_sequence < APR_INT64_MAX ? x->last_sequence + 1 : x->last_sequence;
+}
+
 /* The usage of a stream comes in its last chunk; oaip_usage_from_json
  * parses nothing unless an event carries a usage object. The content is
  * counted too, for a stream that ends without that chunk (the client left,
@@ -245,6 +267,7 @@ static void on_event(void *ctx, const char *data, apr_size_t len)
 
     oaip_usage_from_json(data, len, &x->usage);
     oaip_content_count_event(&x->content, data, len);
+    note_sequence(x, data, len);
 }
 
 /* On the first byte of the body: a successful event stream is relayed as it
@@ -542,9 +565,10 @@ static void relay_buffered_answer(exchange *x, oaip_upstream_outcome *outcome)
          * with JSON escapes is plain text by now */
         oaip_relay_end_with_event(
             &x->relay,
-            oaip_secret_mask_string(
-                x->r->pool, x->mask,
-                oaip_error_sse_from_upstream(x->r->pool, (int)x->status, body, len)));
+            oaip_secret_mask_string(x->r->pool, x->mask,
+                                    oaip_error_sse_from_upstream(
+                                        x->r->pool, x->error_events, next_sequence(x),
+                                        (int)x->status, body, len)));
     }
     outcome->responded = 1;
 }
@@ -577,9 +601,10 @@ static void finish(exchange *x, CURLcode code, const char *errbuf,
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "upstream request failed: %s [%s]",
                   outcome->refusal.detail, errbuf[0] ? errbuf : curl_easy_strerror(code));
     if (x->relay.committed) {
-        oaip_relay_end_with_event(&x->relay,
-                                  oaip_error_sse_event(r->pool, outcome->refusal.kind,
-                                                       outcome->refusal.detail));
+        oaip_relay_end_with_event(
+            &x->relay,
+            oaip_error_sse_event(r->pool, x->error_events, next_sequence(x),
+                                 outcome->refusal.kind, outcome->refusal.detail));
         outcome->responded = 1;
     }
 }
@@ -673,6 +698,8 @@ void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
     x.conf = conf;
     x.stream_requested = req->stream;
     x.hide_usage = req->hide_usage;
+    x.error_events = req->error_events;
+    x.last_sequence = -1;
     oaip_relay_init(&x.relay, r);
     x.buffer = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     x.pass_headers = apr_table_make(r->pool, 12);

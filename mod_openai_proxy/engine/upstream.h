@@ -32,6 +32,9 @@ typedef struct {
     int stream;        /* the client asked for a stream (heartbeats apply) */
     int hide_usage;    /* the proxy asked for the usage chunk: keep it back */
     const char *model; /* for the debug log; may be NULL */
+    /* the endpoint's shape of the SSE error events the proxy writes into a
+     * stream that started (core/errors.h) */
+    oaip_sse_error_shape error_events;
 } oaip_upstream_request;
 
 /* Sends `req` with its key's header line and relays the answer: a stream
