@@ -64,9 +64,11 @@ typedef struct {
     const char *last_field_name;
     int bad_content_type; /* the transfer was stopped: answered 502 */
     /* the error events the proxy writes: the endpoint's shape, and for the
-     * Responses API the sequence_number of the last event passed on */
+     * Responses API the sequence_number of the last event passed on and the
+     * number of events (for an upstream that numbers none) */
     oaip_sse_error_shape error_events;
     apr_int64_t last_sequence; /* -1: none yet */
+    apr_int64_t events_passed;
 } exchange;
 
 apr_status_t oaip_upstream_global_init(apr_pool_t *pconf, server_rec *s)
@@ -245,16 +247,24 @@ static void note_sequence(exchange *x, const char *data, apr_size_t len)
 {
     apr_int64_t n;
 
-    if (x->error_events == OAIP_SSE_ERRORS_RESPONSES &&
-        (n = oaip_error_sse_sequence_of(data, len)) >= 0) {
+    if (x->error_events != OAIP_SSE_ERRORS_RESPONSES) {
+        return;
+    }
+    x->events_passed++;
+    if ((n = oaip_error_sse_sequence_of(data, len)) >= 0) {
         x->last_sequence = n;
     }
 }
 
-/* The sequence_number of an error event written now. */
+/* The sequence_number of an error event written now: one after the last
+ * one relayed, and never below the number of events relayed (an upstream
+ * that numbers none, or not from 0). */
 static apr_int64_t next_sequence(const exchange *x)
 {
-    return x->last_sequence < APR_INT64_MAX ? x->last_sequence + 1 : x->last_sequence;
+    apr_int64_t next =
+        x->last_sequence < APR_INT64_MAX ? x->last_sequence + 1 : x->last_sequence;
+
+    return next > x->events_passed ? next : x->events_passed;
 }
 
 /* The usage of a stream comes in its last chunk; oaip_usage_from_json
