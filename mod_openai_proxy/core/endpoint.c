@@ -8,22 +8,28 @@
  * endpoint. Client query strings are not forwarded, so list endpoints that
  * need them (pagination of files, batches) are not here. */
 static const oaip_endpoint catalog[] = {
-    {"chat/completions", 1, OAIP_BODY_CHAT, 1, "max_tokens", 1},
-    {"completions", 1, OAIP_BODY_JSON, 1, "max_tokens", 1},
-    /* its stream reports usage in response.completed, unasked */
-    {"responses", 1, OAIP_BODY_JSON, 1, "max_output_tokens", 0},
-    {"embeddings", 1, OAIP_BODY_JSON, 0, NULL, 0},
-    {"moderations", 1, OAIP_BODY_JSON, 0, NULL, 0},
-    {"images/generations", 1, OAIP_BODY_JSON, 0, NULL, 0},
-    {"images/edits", 1, OAIP_BODY_MULTIPART, 0, NULL, 0},
-    {"audio/speech", 1, OAIP_BODY_JSON, 0, NULL, 0},
-    {"audio/transcriptions", 1, OAIP_BODY_MULTIPART, 0, NULL, 0},
-    {"audio/translations", 1, OAIP_BODY_MULTIPART, 0, NULL, 0},
-    {"models", 0, OAIP_BODY_NONE, 0, NULL, 0},
-    {"models/*", 0, OAIP_BODY_NONE, 0, NULL, 0},
+    {"chat/completions", 1, OAIP_BODY_CHAT, 1, "max_tokens", 1, OAIP_SSE_ERRORS_CHAT},
+    {"completions", 1, OAIP_BODY_JSON, 1, "max_tokens", 1, OAIP_SSE_ERRORS_CHAT},
+    /* its stream reports usage in response.completed, unasked; its errors
+     * are events of their own type */
+    {"responses", 1, OAIP_BODY_JSON, 1, "max_output_tokens", 0,
+     OAIP_SSE_ERRORS_RESPONSES},
+    {"embeddings", 1, OAIP_BODY_JSON, 0, NULL, 0, OAIP_SSE_ERRORS_CHAT},
+    {"moderations", 1, OAIP_BODY_JSON, 0, NULL, 0, OAIP_SSE_ERRORS_CHAT},
+    {"images/generations", 1, OAIP_BODY_JSON, 0, NULL, 0, OAIP_SSE_ERRORS_CHAT},
+    {"images/edits", 1, OAIP_BODY_MULTIPART, 0, NULL, 0, OAIP_SSE_ERRORS_CHAT},
+    {"audio/speech", 1, OAIP_BODY_JSON, 0, NULL, 0, OAIP_SSE_ERRORS_CHAT},
+    {"audio/transcriptions", 1, OAIP_BODY_MULTIPART, 0, NULL, 0, OAIP_SSE_ERRORS_CHAT},
+    {"audio/translations", 1, OAIP_BODY_MULTIPART, 0, NULL, 0, OAIP_SSE_ERRORS_CHAT},
+    {"models", 0, OAIP_BODY_NONE, 0, NULL, 0, OAIP_SSE_ERRORS_CHAT},
+    {"models/*", 0, OAIP_BODY_NONE, 0, NULL, 0, OAIP_SSE_ERRORS_CHAT},
 };
 
 #define CATALOG_SIZE (sizeof(catalog) / sizeof(catalog[0]))
+
+/* OAIP_DEFAULT_ENDPOINTS, one by one */
+static const char *const default_endpoints[] = {"chat/completions", "responses"};
+
 #define MAX_SEGMENT 256
 
 const oaip_endpoint *oaip_endpoint_find(const char *pattern)
@@ -65,6 +71,11 @@ static int is_safe_segment(const char *s)
     return n > 0 && n <= MAX_SEGMENT && !only_dots;
 }
 
+int oaip_endpoint_path_is_location(const char *sub_path)
+{
+    return sub_path[0] == '\0' || strcmp(sub_path, "/") == 0;
+}
+
 int oaip_endpoint_pattern_matches(const char *pattern, const char *path)
 {
     apr_size_t n = strlen(pattern);
@@ -96,10 +107,14 @@ const oaip_endpoint *oaip_endpoint_route(apr_pool_t *p, const apr_array_header_t
         path = OAIP_DEFAULT_ENDPOINT;
     }
     if (enabled == NULL) {
+        apr_size_t d;
         *upstream_path = path;
-        return strcmp(path, OAIP_DEFAULT_ENDPOINT) == 0
-                   ? oaip_endpoint_find(OAIP_DEFAULT_ENDPOINT)
-                   : NULL;
+        for (d = 0; d < sizeof(default_endpoints) / sizeof(default_endpoints[0]); d++) {
+            if (strcmp(default_endpoints[d], path) == 0) {
+                return oaip_endpoint_find(path);
+            }
+        }
+        return NULL;
     }
     for (i = 0; i < enabled->nelts; i++) {
         const oaip_endpoint *e = APR_ARRAY_IDX(enabled, i, const oaip_endpoint *);

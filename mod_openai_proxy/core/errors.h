@@ -62,15 +62,40 @@ const char *oaip_error_body(apr_pool_t *p, oaip_error_format fmt, oaip_error_kin
 const char *oaip_error_body_info(apr_pool_t *p, oaip_error_format fmt,
                                  const oaip_error_info *info, const char *detail);
 
-/* The same error as one Server-Sent Event ("event: error" + one data line),
- * for failures after a stream has started. Always in the OpenAI shape, which
- * is what streaming clients parse. */
-const char *oaip_error_sse_event(apr_pool_t *p, oaip_error_kind kind, const char *detail);
+/* The shape of the SSE error events the proxy writes into a stream that
+ * already started (the upstream cut it, fell silent, or answered an error
+ * after heartbeats sent the head): the endpoint's own, which its clients
+ * parse. */
+typedef enum {
+    /* Chat Completions and legacy completions: the OpenAI error object,
+     * data: {"error":{"message","type","param","code"}} */
+    OAIP_SSE_ERRORS_CHAT = 0,
+    /* the Responses API's error event, data: {"type":"error","code",
+     * "message","param","sequence_number"} */
+    OAIP_SSE_ERRORS_RESPONSES = 1
+} oaip_sse_error_shape;
 
-/* An upstream error answer (`status`, `body`) as an SSE error event, for a
- * stream whose head already went out (heartbeats): the upstream's own error
- * object when it sent one, with "status" added; else a wrapped excerpt. */
-const char *oaip_error_sse_from_upstream(apr_pool_t *p, int status, const char *body,
-                                         apr_size_t len);
+/* The same error as one Server-Sent Event ("event: error" + one data line)
+ * in `shape`, for failures after a stream has started. `sequence_number`
+ * is the Responses event's (one after the last event relayed; below 0
+ * counts as 0); the chat shape has none. */
+const char *oaip_error_sse_event(apr_pool_t *p, oaip_sse_error_shape shape,
+                                 apr_int64_t sequence_number, oaip_error_kind kind,
+                                 const char *detail);
+
+/* An upstream error answer (`status`, `body`) as an SSE error event in
+ * `shape`, for a stream whose head already went out (heartbeats). Chat: the
+ * upstream's own error object when it sent one, with "status" added; else
+ * a wrapped excerpt. Responses: the upstream error's message, code (a
+ * string: its code, else its type, else "upstream_error") and param, or
+ * the excerpt as message. */
+const char *oaip_error_sse_from_upstream(apr_pool_t *p, oaip_sse_error_shape shape,
+                                         apr_int64_t sequence_number, int status,
+                                         const char *body, apr_size_t len);
+
+/* The "sequence_number" of a Responses API event's data (a JSON object with
+ * that member, a whole number from 0), or -1: what an error event written
+ * after it counts on from. */
+apr_int64_t oaip_error_sse_sequence_of(const char *data, apr_size_t len);
 
 #endif

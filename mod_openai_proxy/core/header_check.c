@@ -12,8 +12,9 @@ int oaip_is_tchar(char c)
 
 int oaip_header_is_passed(const char *name, apr_size_t len)
 {
-    static const char *const exact[] = {"x-request-id", "openai-processing-ms",
-                                        "openai-version", "retry-after"};
+    static const char *const exact[] = {"x-request-id",   "openai-processing-ms",
+                                        "openai-version", "retry-after",
+                                        "retry-after-ms", "x-should-retry"};
     apr_size_t i;
 
     if (len > 12 && strncasecmp(name, "x-ratelimit-", 12) == 0) {

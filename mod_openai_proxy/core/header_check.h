@@ -17,7 +17,8 @@ int oaip_is_tchar(char c);
 
 /* Whether the upstream's response header `name` (`len` bytes, any case) is
  * passed to the client: x-request-id, openai-processing-ms, openai-version,
- * retry-after and the x-ratelimit-* family. */
+ * retry-after, retry-after-ms and x-should-retry (which the SDKs' retries
+ * obey) and the x-ratelimit-* family. */
 int oaip_header_is_passed(const char *name, apr_size_t len);
 
 /* Access-Control-Expose-Headers for the passed headers (lower case). */
@@ -25,7 +26,7 @@ int oaip_header_is_passed(const char *name, apr_size_t len);
     "x-request-id, openai-processing-ms, openai-version, x-ratelimit-limit-requests, "   \
     "x-ratelimit-limit-tokens, x-ratelimit-remaining-requests, "                         \
     "x-ratelimit-remaining-tokens, x-ratelimit-reset-requests, "                         \
-    "x-ratelimit-reset-tokens, retry-after"
+    "x-ratelimit-reset-tokens, retry-after, retry-after-ms, x-should-retry"
 
 /* A token (RFC 9110 field-name) of 1 byte or more. */
 int oaip_header_name_valid(const char *name, apr_size_t len);

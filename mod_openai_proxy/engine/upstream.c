@@ -68,6 +68,12 @@ typedef struct {
     field_kind last_field;
     const char *last_field_name;
     int bad_content_type; /* the transfer was stopped: answered 502 */
+    /* the error events the proxy writes: the endpoint's shape, and for the
+     * Responses API the sequence_number of the last event passed on and the
+     * number of events (for an upstream that numbers none) */
+    oaip_sse_error_shape error_events;
+    apr_int64_t last_sequence; /* -1: none yet */
+    apr_int64_t events_passed;
 } exchange;
 
 apr_status_t oaip_upstream_global_init(apr_pool_t *pconf, server_rec *s)
@@ -242,6 +248,32 @@ static const char *content_type_or_json(const exchange *x)
     return x->content_type ? x->content_type : "application/json";
 }
 
+/* A Responses API stream numbers its events: an error event of the proxy's
+ * continues the count. */
+static void note_sequence(exchange *x, const char *data, apr_size_t len)
+{
+    apr_int64_t n;
+
+    if (x->error_events != OAIP_SSE_ERRORS_RESPONSES) {
+        return;
+    }
+    x->events_passed++;
+    if ((n = oaip_error_sse_sequence_of(data, len)) >= 0) {
+        x->last_sequence = n;
+    }
+}
+
+/* The sequence_number of an error event written now: one after the last
+ * one relayed, and never below the number of events relayed (an upstream
+ * that numbers none, or not from 0). */
+static apr_int64_t next_sequence(const exchange *x)
+{
+    apr_int64_t next =
+        x->last_sequence < APR_INT64_MAX ? x->last_sequence + 1 : x->last_sequence;
+
+    return next > x->events_passed ? next : x->events_passed;
+}
+
 /* Each event's usage replaces what an earlier one reported: servers put it
  * in a separate last chunk, in the last content chunk, in every chunk
  * (growing: the last report counts, never a sum), under Groq's x_groq, or
@@ -255,6 +287,7 @@ static void on_event(void *ctx, const char *data, apr_size_t len)
 
     oaip_sse_event_usage(data, len, &x->usage);
     oaip_content_count_event(&x->content, data, len);
+    note_sequence(x, data, len);
 }
 
 #define BOM_DECIDED 3
@@ -606,9 +639,10 @@ static void relay_buffered_answer(exchange *x, oaip_upstream_outcome *outcome)
          * with JSON escapes is plain text by now */
         oaip_relay_end_with_event(
             &x->relay,
-            oaip_secret_mask_string(
-                x->r->pool, x->mask,
-                oaip_error_sse_from_upstream(x->r->pool, (int)x->status, body, len)));
+            oaip_secret_mask_string(x->r->pool, x->mask,
+                                    oaip_error_sse_from_upstream(
+                                        x->r->pool, x->error_events, next_sequence(x),
+                                        (int)x->status, body, len)));
     }
     outcome->responded = 1;
 }
@@ -652,9 +686,10 @@ static void finish(exchange *x, CURLcode code, const char *errbuf,
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "upstream request failed: %s [%s]",
                   outcome->refusal.detail, errbuf[0] ? errbuf : curl_easy_strerror(code));
     if (x->relay.committed) {
-        oaip_relay_end_with_event(&x->relay,
-                                  oaip_error_sse_event(r->pool, outcome->refusal.kind,
-                                                       outcome->refusal.detail));
+        oaip_relay_end_with_event(
+            &x->relay,
+            oaip_error_sse_event(r->pool, x->error_events, next_sequence(x),
+                                 outcome->refusal.kind, outcome->refusal.detail));
         outcome->responded = 1;
     }
 }
@@ -760,6 +795,8 @@ static void exchange_init(exchange *x, request_rec *r, const oaip_dir_conf *conf
     x->conf = conf;
     x->stream_requested = req->stream;
     x->hide_usage = req->hide_usage;
+    x->error_events = req->error_events;
+    x->last_sequence = -1;
     if (relay != NULL) {
         x->relay = *relay;
     } else {
@@ -889,9 +926,10 @@ void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
         if (!perform(&x, req, number, errbuf, &code)) {
             fail(outcome, OAIP_ERR_INTERNAL, "Out of memory");
             if (x.relay.committed) { /* by heartbeats of an attempt before */
-                oaip_relay_end_with_event(&x.relay,
-                                          oaip_error_sse_event(r->pool, OAIP_ERR_INTERNAL,
-                                                               outcome->refusal.detail));
+                oaip_relay_end_with_event(
+                    &x.relay,
+                    oaip_error_sse_event(r->pool, x.error_events, next_sequence(&x),
+                                         OAIP_ERR_INTERNAL, outcome->refusal.detail));
                 outcome->responded = 1;
             }
             return;

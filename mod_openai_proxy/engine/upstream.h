@@ -66,6 +66,9 @@ struct oaip_upstream_request {
     int stream;        /* the client asked for a stream (heartbeats apply) */
     int hide_usage;    /* the proxy asked for the usage chunk: keep it back */
     const char *model; /* for the debug log; may be NULL */
+    /* the endpoint's shape of the SSE error events the proxy writes into a
+     * stream that started (core/errors.h) */
+    oaip_sse_error_shape error_events;
     /* asked after an attempt that may be sent again (see oaip_attempt);
      * NULL: one attempt */
     oaip_upstream_again again;

@@ -5,6 +5,7 @@
 #include <http_log.h>
 
 #include "core/cors.h"
+#include "core/endpoint.h"
 #include "core/request.h"
 #include "mod_openai_proxy.h"
 
@@ -156,9 +157,14 @@ apr_off_t oaip_conf_max_body(const oaip_dir_conf *conf)
     return OR_DEFAULT(conf->max_body, DEFAULT_MAX_BODY);
 }
 
-oaip_error_format oaip_conf_error_format(const oaip_dir_conf *conf)
+oaip_error_format oaip_conf_error_format(const oaip_dir_conf *conf, const char *sub_path)
 {
-    return (oaip_error_format)OR_DEFAULT(conf->error_format, OAIP_ERRFMT_WORKER);
+    if (conf->error_format != OAIP_UNSET) {
+        return (oaip_error_format)conf->error_format;
+    }
+    return sub_path != NULL && !oaip_endpoint_path_is_location(sub_path)
+               ? OAIP_ERRFMT_OPENAI
+               : OAIP_ERRFMT_WORKER;
 }
 
 /* Credentials with "*" would let any web page act with the browser's

@@ -76,7 +76,12 @@ void *oaip_merge_server_conf(apr_pool_t *p, void *base, void *add);
 /* Effective values: what an unset field means (the defaults, in one place). */
 const char *oaip_conf_upstream(const oaip_dir_conf *conf);
 apr_off_t oaip_conf_max_body(const oaip_dir_conf *conf);
-oaip_error_format oaip_conf_error_format(const oaip_dir_conf *conf);
+/* OpenAIProxyErrorFormat where set (at any level); unset: seed, the
+ * Worker's shape, at the Location itself (`sub_path`, the request path
+ * below it, "" or "/"; NULL: not known), where the Worker's clients call,
+ * and openai below it (/chat/completions, /responses, /models, ...), where
+ * SDKs call and read error.message. */
+oaip_error_format oaip_conf_error_format(const oaip_dir_conf *conf, const char *sub_path);
 apr_interval_time_t oaip_conf_connect_timeout(const oaip_dir_conf *conf);
 apr_interval_time_t oaip_conf_first_byte_timeout(const oaip_dir_conf *conf);
 apr_interval_time_t oaip_conf_idle_timeout(const oaip_dir_conf *conf);

@@ -472,9 +472,10 @@ const command_rec oaip_directives[] = {
                   "How the key goes upstream: bearer (default) or header:NAME"),
     AP_INIT_ITERATE("OpenAIProxyUpstreamQuery", add_upstream_query, NULL, OAIP_CONTEXT,
                     "NAME=VALUE parameters added to every upstream URL"),
-    AP_INIT_ITERATE("OpenAIProxyEndpoints", add_endpoint, NULL, OAIP_CONTEXT,
-                    "API paths below the Location that are served (default "
-                    "chat/completions), e.g. models models/* embeddings responses"),
+    AP_INIT_ITERATE(
+        "OpenAIProxyEndpoints", add_endpoint, NULL, OAIP_CONTEXT,
+        "API paths below the Location that are served (default " OAIP_DEFAULT_ENDPOINTS
+        "), e.g. models models/* embeddings"),
     AP_INIT_TAKE1("OpenAIProxyCAFile", set_ca_file, NULL, OAIP_CONTEXT,
                   "CA bundle used to verify the upstream's TLS certificate"),
     AP_INIT_ITERATE("OpenAIProxyAllowOrigin", add_allow_origin, NULL, OAIP_CONTEXT,

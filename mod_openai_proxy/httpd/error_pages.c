@@ -111,7 +111,7 @@ static const char *status_detail(int status)
 
 static const char *error_body(request_rec *r, const oaip_dir_conf *conf, int status)
 {
-    oaip_error_format fmt = oaip_conf_error_format(conf);
+    oaip_error_format fmt = oaip_conf_error_format(conf, oaip_path_below_location(r));
     oaip_error_kind kind;
     const char *detail;
 

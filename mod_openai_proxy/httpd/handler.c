@@ -29,8 +29,8 @@ static int send_error(request_rec *r, const oaip_dir_conf *conf, oaip_error_kind
                       const char *detail)
 {
     const oaip_error_info *info = oaip_error_info_get(kind);
-    const char *body =
-        oaip_error_body(r->pool, oaip_conf_error_format(conf), kind, detail);
+    const char *body = oaip_error_body(
+        r->pool, oaip_conf_error_format(conf, oaip_path_below_location(r)), kind, detail);
     apr_size_t len = strlen(body);
 
     /* upstream failures were logged where they happened; client mistakes
@@ -122,14 +122,10 @@ static const char *section_path(request_rec *r)
     return core->d;
 }
 
-/* The request path below the section: "", "/" and "/chat/completions" reach
- * the chat endpoint (so an SDK's baseURL can be the Location itself); other
- * paths the endpoints the Location enables. Sets *upstream_path. */
-static const oaip_endpoint *route(request_rec *r, const oaip_dir_conf *conf,
-                                  const char **upstream_path)
+const char *oaip_path_below_location(request_rec *r)
 {
     const char *base = section_path(r);
-    const char *sub = r->uri;
+    const char *sub = r->uri ? r->uri : "";
 
     if (base != NULL) {
         apr_size_t n = strlen(base);
@@ -140,7 +136,17 @@ static const oaip_endpoint *route(request_rec *r, const oaip_dir_conf *conf,
             sub += n;
         }
     }
-    return oaip_endpoint_route(r->pool, conf->endpoints, sub, upstream_path);
+    return sub;
+}
+
+/* The request path below the section: "", "/" and "/chat/completions" reach
+ * the chat endpoint (so an SDK's baseURL can be the Location itself); other
+ * paths the endpoints the Location enables. Sets *upstream_path. */
+static const oaip_endpoint *route(request_rec *r, const oaip_dir_conf *conf,
+                                  const char **upstream_path)
+{
+    return oaip_endpoint_route(r->pool, conf->endpoints, oaip_path_below_location(r),
+                               upstream_path);
 }
 
 /* The upstream request's auth header line: with the client's own key where
@@ -471,6 +477,7 @@ static int proxy(request_rec *r, const oaip_dir_conf *conf, const oaip_endpoint 
 
     memset(&req, 0, sizeof(req));
     req.post = endpoint->post;
+    req.error_events = endpoint->error_events;
     req.auth_line = auth_line;
     req.url = oaip_upstream_url(r->pool, oaip_conf_upstream(conf), upstream_path,
                                 conf->upstream_query);

@@ -19,4 +19,9 @@ int oaip_serve(request_rec *r);
  * the fixups that set r->handler from it). */
 int oaip_location_is_ours(request_rec *r);
 
+/* The request path below the <Location> the handler was set in ("", "/",
+ * "/chat/completions", ...; the whole path for a regex section), which
+ * routing and the shape of errors go by. */
+const char *oaip_path_below_location(request_rec *r);
+
 #endif

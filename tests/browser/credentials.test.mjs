@@ -139,7 +139,10 @@ test('without credentials the page reads the proxy\'s JSON 401', async () => {
   assert.equal(result.rejected, undefined, `fetch was rejected: ${result.rejected}`);
   assert.equal(result.status, 401);
   assert.equal(result.type, 'application/json');
-  assert.equal(JSON.parse(result.reads.join('')).error, 'Unauthorized');
+  // httpd's 401 below the Location (/chat/completions): the OpenAI shape
+  const { error } = JSON.parse(result.reads.join(''));
+  assert.equal(error.code, 'unauthorized');
+  assert.equal(error.message, 'Authentication is required to use this API');
   assert.deepEqual(await upstreamRequestsWith(marker), []);
   await page.closeRecorded();
 });

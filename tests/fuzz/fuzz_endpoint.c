@@ -9,7 +9,7 @@
  * trailing slash ("" is chat/completions), matches the endpoint's pattern, is
  * enabled, and cannot leave the API base (no empty, "." or ".." segment, no
  * '%', '?', '#', '\\' or control byte in a wildcard segment); with no
- * endpoints configured only chat/completions routes; an encoded parameter
+ * endpoints configured only chat/completions and responses route; an encoded parameter
  * holds only unreserved characters and %XX, and decodes to the value. */
 #include "fuzz.h"
 
@@ -140,9 +140,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     upstream_path = NULL;
     e = oaip_endpoint_route(p, NULL, text, &upstream_path);
     if (e != NULL) {
-        FUZZ_CHECK(strcmp(e->pattern, "chat/completions") == 0 &&
-                       strcmp(upstream_path, "chat/completions") == 0,
+        FUZZ_CHECK((strcmp(e->pattern, "chat/completions") == 0 ||
+                    strcmp(e->pattern, "responses") == 0) &&
+                       strcmp(upstream_path, e->pattern) == 0,
                    "\"%s\" routed to %s without endpoints configured", text, e->pattern);
+        check_routed(p, text, e, upstream_path);
     }
     check_query(p, query);
     return 0;

@@ -6,13 +6,19 @@
  * rest is the upstream's body, and as a C string the detail.
  *
  * Invariants: an event is "event: error", one data line of valid ASCII JSON
- * and a blank line; it carries an "error" and a "status"; the upstream's own
- * error object is kept as it was; a detail is kept (or made valid UTF-8). */
+ * and a blank line. Chat shape: it carries an "error" and a "status"; the
+ * upstream's own error object is kept as it was. Responses shape: exactly
+ * type "error", a string code, a string message, a param (string or null)
+ * and the sequence_number asked for (the status as one; 0 for below 0);
+ * the upstream's string message is kept. A detail is kept (or made valid
+ * UTF-8). */
 #include "fuzz.h"
+
+#include <apr_strings.h>
 
 #include "core/errors.h"
 
-static json_t *check_event(const char *event)
+static json_t *check_event_data(const char *event)
 {
     static const char head[] = "event: error\ndata: ";
     size_t len = strlen(event), i, hl = sizeof(head) - 1;
@@ -25,8 +31,35 @@ static json_t *check_event(const char *event)
         FUZZ_CHECK((unsigned char)event[i] < 0x80, "a non-ASCII byte in the data");
     }
     data = fuzz_json(event + hl, len - hl - 2, JSON_REJECT_DUPLICATES);
-    FUZZ_CHECK(json_is_object(data) && json_object_get(data, "error") != NULL,
-               "the data is no JSON error object: %s", event);
+    FUZZ_CHECK(json_is_object(data), "the data is no JSON object: %s", event);
+    return data;
+}
+
+static json_t *check_event(const char *event)
+{
+    json_t *data = check_event_data(event);
+
+    FUZZ_CHECK(json_object_get(data, "error") != NULL, "the data is no JSON error: %s",
+               event);
+    return data;
+}
+
+/* {"type":"error","code","message","param","sequence_number"} */
+static json_t *check_responses_event(const char *event, long long sequence_number)
+{
+    json_t *data = check_event_data(event);
+    json_t *param = json_object_get(data, "param");
+
+    FUZZ_CHECK(json_object_size(data) == 5, "not five members: %s", event);
+    FUZZ_CHECK(json_is_string(json_object_get(data, "type")) &&
+                   strcmp(json_string_value(json_object_get(data, "type")), "error") == 0,
+               "type: %s", event);
+    FUZZ_CHECK(json_is_string(json_object_get(data, "code")), "code: %s", event);
+    FUZZ_CHECK(json_is_string(json_object_get(data, "message")), "message: %s", event);
+    FUZZ_CHECK(json_is_null(param) || json_is_string(param), "param: %s", event);
+    FUZZ_CHECK(json_integer_value(json_object_get(data, "sequence_number")) ==
+                   (sequence_number < 0 ? 0 : sequence_number),
+               "sequence_number: %s", event);
     return data;
 }
 
@@ -58,7 +91,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     body = (const char *)data + 3;
     len = size - 3;
 
-    event = oaip_error_sse_from_upstream(p, status, body, len);
+    event = oaip_error_sse_from_upstream(p, OAIP_SSE_ERRORS_RESPONSES, status, status,
+                                         body, len);
+    parsed = check_responses_event(event, status);
+    upstream = json_loadb(body, len, 0, NULL);
+    if (json_is_string(json_object_get(json_object_get(upstream, "error"), "message"))) {
+        FUZZ_CHECK(
+            json_equal(json_object_get(json_object_get(upstream, "error"), "message"),
+                       json_object_get(parsed, "message")),
+            "the upstream's message changed");
+    }
+    json_decref(upstream);
+    json_decref(parsed);
+
+    event = oaip_error_sse_from_upstream(p, OAIP_SSE_ERRORS_CHAT, 0, status, body, len);
     parsed = check_event(event);
     FUZZ_CHECK(json_object_get(parsed, "status") != NULL, "no status");
     upstream = json_loadb(body, len, 0, NULL);
@@ -81,9 +127,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_decref(parsed);
 
     detail = fuzz_cstring(p, (const uint8_t *)body, len);
-    parsed = check_event(oaip_error_sse_event(p, (oaip_error_kind)kind, detail));
+    parsed = check_event(
+        oaip_error_sse_event(p, OAIP_SSE_ERRORS_CHAT, 0, (oaip_error_kind)kind, detail));
     check_message(json_object_get(parsed, "error"), detail);
     json_decref(parsed);
+    parsed =
+        check_responses_event(oaip_error_sse_event(p, OAIP_SSE_ERRORS_RESPONSES, kind,
+                                                   (oaip_error_kind)kind, detail),
+                              kind);
+    check_message(parsed, detail);
+    json_decref(parsed);
+    /* an event's own number reads back */
+    text = apr_psprintf(p, "{\"type\":\"x\",\"sequence_number\":%d}", status & 0x7fff);
+    FUZZ_CHECK(oaip_error_sse_sequence_of(text, strlen(text)) == (status & 0x7fff),
+               "sequence_number of %s", text);
+    (void)oaip_error_sse_sequence_of(body, len);
 
     text = oaip_error_body(p, OAIP_ERRFMT_OPENAI, (oaip_error_kind)kind, detail);
     parsed = fuzz_json(text, strlen(text), JSON_REJECT_DUPLICATES);

@@ -33,6 +33,7 @@ def main_config(mock_api, key_file, dead_port, usage_log):
         proxy("/openai-errors", "OpenAIProxyErrorFormat openai"),
         proxy("/openai-limited", "OpenAIProxyErrorFormat openai", "OpenAIProxyRateLimit 1/h"),
         proxy("/small", "OpenAIProxyMaxRequestBody 1K"),
+        proxy("/seed-errors", "OpenAIProxyErrorFormat seed", "OpenAIProxyMaxRequestBody 1K"),
         proxy("/any-origin", "OpenAIProxyAllowOrigin *"),
         proxy("/defaults", "OpenAIProxyDefault model gpt-4o-mini",
               "OpenAIProxyDefault temperature none", "OpenAIProxyDefault user '\"from-proxy\"'",

@@ -591,6 +591,16 @@ class Client:
         return self.request("POST", path, body=body, **kw)
 
 
+def openai_error(resp):
+    """The inner object of an error answer in the OpenAI shape,
+    {"error": {"message", "type", "param", "code"}}: what the proxy answers
+    below a Location (the SDKs' paths) unless OpenAIProxyErrorFormat is set."""
+    body = resp.json()
+    assert isinstance(body, dict) and list(body) == ["error"], body
+    assert set(body["error"]) == {"message", "type", "param", "code"}, body
+    return body["error"]
+
+
 def sse_data_lines(body):
     """The data: payloads of an SSE body, in order."""
     return [line[6:] for line in body.decode().split("\n") if line.startswith("data: ")]

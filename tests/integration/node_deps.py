@@ -32,12 +32,12 @@ def run(cmd, timeout, **kw):
                     pytrace=False)
 
 
-def require_node_version(node, purpose):
+def require_node_version(node, purpose, minimum=MIN_NODE_MAJOR):
     version = run([node, "--version"], 30).stdout.strip()
     match = re.match(r"v(\d+)\.", version)
-    if not match or int(match.group(1)) < MIN_NODE_MAJOR:
+    if not match or int(match.group(1)) < minimum:
         pytest.fail(f"node {version or '(unknown version)'} is too old for {purpose}: "
-                    f"Node.js {MIN_NODE_MAJOR}+ is needed", pytrace=False)
+                    f"Node.js {minimum}+ is needed", pytrace=False)
 
 
 def locked_version(package_dir, package):
@@ -53,17 +53,21 @@ def installed_version(package_dir, package):
         return None
 
 
-def install_locked(package_dir, package, find_npm):
-    """`npm ci` in package_dir when `package` is not installed at its locked
-    version (find_npm() gives npm's path, or fails the test)."""
-    if installed_version(package_dir, package) == locked_version(package_dir, package):
+def install_locked(package_dir, packages, find_npm):
+    """`npm ci` in package_dir when one of `packages` (a name or a list) is
+    not installed at its locked version (find_npm() gives npm's path, or
+    fails the test)."""
+    packages = [packages] if isinstance(packages, str) else list(packages)
+    if all(installed_version(package_dir, p) == locked_version(package_dir, p)
+           for p in packages):
         return
     npm = find_npm()
     result = run([npm, "ci", "--no-audit", "--no-fund"], NPM_TIMEOUT, cwd=package_dir)
     if result.returncode != 0:
         pytest.fail(f"npm ci in {package_dir} failed (exit {result.returncode}):\n"
                     f"{result.stdout}\n{result.stderr}", pytrace=False)
-    assert installed_version(package_dir, package) == locked_version(package_dir, package)
+    for package in packages:
+        assert installed_version(package_dir, package) == locked_version(package_dir, package)
 
 
 def recorded_responses(path):

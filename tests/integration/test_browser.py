@@ -59,8 +59,12 @@ def site_root(workdir):
 
 def three_origins(mock_api, root, port_a, port_b, port_c):
     # B's upstream and key are the virtual host's
+    # /v1 answers in the seed format although the demo calls
+    # /v1/chat/completions (the SDKs' path, openai by default): the page
+    # shows both formats readably
     locations = (bare_location("OpenAIProxyAllowModels gpt-4o-mini",
-                               "OpenAIProxyDefault model gpt-4o-mini")
+                               "OpenAIProxyDefault model gpt-4o-mini",
+                               "OpenAIProxyErrorFormat seed")
                  + bare_location("OpenAIProxyErrorFormat openai", "OpenAIProxyMaxRequestBody 1K",
                                  path="/strict")
                  + bare_location("OpenAIProxyHeartbeat 1", path="/heartbeat"))

@@ -13,8 +13,8 @@ import socket
 
 import pytest
 
-from harness import (REDIS_PASSWORD, STATUS_LOCATION, THREE_TOKEN_MESSAGES, parallel_posts,
-                     proxy_location, redis_command, redis_keys, settled, wait_for)
+from harness import (REDIS_PASSWORD, STATUS_LOCATION, THREE_TOKEN_MESSAGES, openai_error,
+                     parallel_posts, proxy_location, redis_command, redis_keys, settled, wait_for)
 from valgrind import not_under_valgrind
 
 PROMPT_TOKENS = 3
@@ -90,8 +90,8 @@ def test_parallel_burst_overshoots_by_at_most_one_worst_case(own_httpd, mock, st
     assert admitted * real < budget + worst, (admitted, worst)
     for r in results:
         if r.status == 429:
-            assert r.json()["error"] == "Too Many Requests"
-            assert "Token budget of 300/h is spent" in r.json()["message"]
+            assert openai_error(r)["code"] == "token_budget_exceeded"
+            assert "Token budget of 300/h is spent" in openai_error(r)["message"]
     settled(client, 50)
     if redis is not None:
         # every reservation settled to the real usage (refused: to 0)
@@ -207,7 +207,7 @@ def test_stream_left_early_is_charged(own_httpd, mock, workdir, endpoint):
     assert int(total) == int(prompt) + int(completion) >= 40
     refused = client.post(f"/v1/{endpoint}", dict(body, stream=False))
     assert refused.status == 429
-    assert "Token budget of 40/h is spent" in refused.json()["message"]
+    assert "Token budget of 40/h is spent" in openai_error(refused)["message"]
 
 
 @pytest.mark.parametrize("stream", [True, False])

@@ -2,7 +2,7 @@
 
 import json
 
-from harness import SLOWDOWN, TEST_KEY, TEST_KEY_B
+from harness import SLOWDOWN, TEST_KEY, TEST_KEY_B, openai_error
 
 # the mock's answer quotes the user's words: "You said: Hello there"
 ECHOED_MESSAGES = [{"role": "user", "content": "Hello there"}]
@@ -111,8 +111,9 @@ def test_other_subpaths_are_json_404_without_upstream_call(client, mock):
     for path in ("/v1/models", "/v1/embeddings", "/v1/chat/completions/x", "/v1/chat"):
         resp = client.post(path, {"messages": ECHOED_MESSAGES})
         assert resp.status == 404, path
-        assert resp.json()["error"] == "Not Found"
-        assert path in resp.json()["message"]
+        # below the Location, where SDKs call: the OpenAI shape
+        assert openai_error(resp)["code"] == "unknown_url"
+        assert path in openai_error(resp)["message"]
     assert mock.requests() == []
 
 

@@ -9,7 +9,7 @@ import base64
 import pytest
 
 from harness import (MESSAGES, bare_location, basic_auth, config_test, htpasswd_line,
-                     proxy_location)
+                     openai_error, proxy_location)
 
 ALLOWED = "https://app.example.com"
 USER, PASSWORD = "alice", "wonderland-42"
@@ -70,7 +70,7 @@ def test_preflight_of_an_unknown_path_is_json_404(server):
     _, client = server
     resp = preflight(client, "/v1/nope")
     assert resp.status == 404
-    assert resp.json()["error"] == "Not Found"
+    assert openai_error(resp)["code"] == "unknown_url"
 
 
 @pytest.mark.parametrize("method,path,headers", [

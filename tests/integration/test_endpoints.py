@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from harness import (CLIENT_KEY, MESSAGES, REPO, TEST_KEY, bare_location, config_test, log_line,
-                     proxy_location, usage_fields)
+                     openai_error, proxy_location, usage_fields)
 
 ORIGIN = "https://app.example.com"
 ENDPOINTS = ("chat/completions models models/* embeddings responses moderations "
@@ -207,13 +207,13 @@ def test_chat_still_served_and_validated(proxy, mock):
 
 def test_json_endpoints_refuse_what_is_not_an_object(proxy, mock):
     _, client, _ = proxy
-    for body, title in (("[1, 2]", "Invalid request"), ("{", "Invalid JSON"),
-                        ("", "Invalid JSON"), ('{"a":1,"a":2}', "Invalid JSON")):
+    for body, code in (("[1, 2]", "invalid_body"), ("{", "invalid_json"),
+                       ("", "empty_body"), ('{"a":1,"a":2}', "invalid_json")):
         resp = client.post("/v1/embeddings", body,
                            headers={"Content-Type": "application/json"})
         assert resp.status == 400, body
         assert resp.header("Content-Type") == "application/json"
-        assert resp.json()["error"] == title, body
+        assert openai_error(resp)["code"] == code, body
     assert mock.requests() == []
 
 
@@ -285,7 +285,7 @@ def test_multipart_above_the_size_limit_is_413(proxy, mock):
     ctype, body = multipart({"model": "whisper-1"}, {"file": ("big.wav", b"\0" * 70_000)})
     resp = client.post("/v1/audio/transcriptions", body, headers={"Content-Type": ctype})
     assert resp.status == 413
-    assert resp.json()["error"] == "Request Entity Too Large"
+    assert openai_error(resp)["code"] == "request_too_large"
     assert mock.requests() == []
 
 
@@ -296,7 +296,7 @@ def test_multipart_endpoint_needs_a_multipart_body(proxy, mock):
         resp = client.post("/v1/audio/transcriptions", '{"model":"whisper-1"}',
                            headers=headers)
         assert resp.status == 400, ctype
-        assert "multipart/form-data" in resp.json()["message"]
+        assert "multipart/form-data" in openai_error(resp)["message"]
     assert mock.requests() == []
 
 
@@ -313,7 +313,7 @@ def test_unlisted_paths_are_404_json(proxy, mock):
             assert resp.status == 404  # not our Location at all
             continue
         assert resp.status == 404, path
-        assert resp.json()["error"] == "Not Found", path
+        assert openai_error(resp)["code"] == "unknown_url", path
     assert mock.requests() == []
 
 
@@ -326,8 +326,14 @@ def test_encoded_slashes_and_dots_never_reach_the_upstream(own_httpd, mock):
     for path in ("/v1/models/a%2Fb", "/v1/models/..%2Fembeddings", "/v1/models/a%20b",
                  "/v1/models/%2e%2e"):
         resp = client.request("GET", path)
-        assert resp.status in (404, 405), path  # %2e%2e: httpd resolves it to /v1/
-        assert resp.json()["error"] in ("Not Found", "Method Not Allowed"), path
+        if path.endswith("%2e%2e"):
+            # httpd resolves it to /v1/: the Location itself, chat, in the
+            # Worker's shape
+            assert resp.status == 405, path
+            assert resp.json()["error"] == "Method Not Allowed", path
+            continue
+        assert resp.status == 404, path
+        assert openai_error(resp)["code"] == "unknown_url", path
     assert mock.requests() == []
     resp = client.request("GET", "/v1/embeddings/../models")
     assert resp.status == 200
@@ -347,24 +353,39 @@ def test_wrong_method_is_405_with_allow(proxy, mock):
     resp = client.request("GET", "/v1/embeddings")
     assert resp.status == 405
     assert resp.header("Allow") == "POST, OPTIONS"
-    assert resp.json()["error"] == "Method Not Allowed"
+    assert openai_error(resp)["code"] == "method_not_allowed"
     resp = client.post("/v1/models", {"x": 1})
     assert resp.status == 405
     assert resp.header("Allow") == "GET, HEAD, OPTIONS"
-    assert "use GET" in resp.json()["message"]
+    assert "use GET" in openai_error(resp)["message"]
     resp = client.request("DELETE", "/v1/models/gpt-4o")
     assert resp.status == 405
     assert mock.requests() == []
 
 
-def test_default_location_serves_chat_only(client, mock):
-    """The shared httpd's /v1 has no OpenAIProxyEndpoints."""
+def test_default_location_serves_chat_and_responses(client, mock):
+    """The shared httpd's /v1 has no OpenAIProxyEndpoints: the Location
+    itself and chat/completions (the Worker's endpoint) and the Responses
+    API (what the Vercel AI SDK's openai(model) calls) are served, nothing
+    else."""
     for method, path in (("GET", "/v1/models"), ("POST", "/v1/embeddings"),
-                         ("POST", "/v1/responses")):
+                         ("POST", "/v1/completions"), ("GET", "/v1/responses/resp_1"),
+                         ("POST", "/v1/moderations")):
         resp = client.request(method, path, body=b"{}" if method == "POST" else None)
         assert resp.status == 404, path
-        assert resp.json()["error"] == "Not Found"
+        assert openai_error(resp)["code"] == "unknown_url"
     assert mock.requests() == []
+    resp = client.post("/v1/responses", {"model": "gpt-4o-mini", "input": "Hi there"})
+    assert resp.status == 200, resp.text
+    assert resp.json()["object"] == "response"
+    resp = client.post("/v1/responses/", {"model": "gpt-4o-mini", "input": "x",
+                                          "stream": True, "mock": {"chunks": 2}})
+    assert resp.status == 200 and resp.header("Content-Type").startswith("text/event-stream")
+    assert b"event: response.completed" in resp.body
+    assert [r["path"] for r in mock.requests()] == ["/v1/responses"] * 2
+    # GET on the Responses API: 405, it is served by POST
+    resp = client.request("GET", "/v1/responses")
+    assert resp.status == 405 and resp.header("Allow") == "POST, OPTIONS"
 
 
 def test_cors_on_new_endpoints(proxy, mock):
@@ -395,7 +416,7 @@ def test_model_allow_list_covers_every_endpoint(own_httpd, mock):
                           name="ep-allow")
     resp = client.post("/v1/embeddings", {"model": "text-embedding-3-small", "input": "x"})
     assert resp.status == 400
-    assert resp.json()["error"] == "Model Not Allowed"
+    assert openai_error(resp)["code"] == "model_not_allowed"
     assert client.post("/v1/responses", {"input": "x"}).status == 400  # no model
     ctype, body = multipart({"model": "whisper-2"}, {"file": ("a.wav", b"RIFF")})
     assert client.post("/v1/audio/transcriptions", body,
@@ -442,7 +463,7 @@ def test_responses_stream_counts_against_max_streams(own_httpd, mock):
     mock.open_gate(gate, permits=20)
     thread.join(30)
     assert second.status == 503
-    assert second.json()["error"] == "Service Unavailable"
+    assert openai_error(second)["code"] == "too_many_streams"
     assert results["first"].status == 200
     # a plain answer is no stream: not limited
     assert client.post("/v1/responses", {"model": "gpt-4o", "input": "z"}).status == 200

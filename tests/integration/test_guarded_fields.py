@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from harness import MESSAGES, sse_data_lines, usage_line
+from harness import MESSAGES, openai_error, sse_data_lines, usage_line
 
 CAP = 64
 MODEL = "gpt-4o-mini"
@@ -41,8 +41,8 @@ def with_field(body, raw_member):
 
 def assert_refused(resp, mock, what):
     assert resp.status == 400, f"{what}: {resp.status} {resp.text[:200]}"
-    err = resp.json()
-    assert err["error"] and err["message"], what
+    err = openai_error(resp)  # below the Location: the SDKs' shape
+    assert err["code"] and err["message"], what
     assert resp.header("Access-Control-Allow-Origin") is None  # no Origin was sent
     assert mock.requests() == [], f"{what} reached the upstream"
 
@@ -61,7 +61,7 @@ def test_a_token_limit_of_the_wrong_type_is_refused(client, mock, path, value):
         mock.reset()
         resp, _ = post_raw(client, path, with_field(body, f'"{name}": {value}'))
         assert_refused(resp, mock, f"{path} {name}={value}")
-        assert name in resp.json()["message"]
+        assert name in openai_error(resp)["message"]
 
 
 @pytest.mark.parametrize("path", sorted(GENERATING))
@@ -194,7 +194,7 @@ def test_a_form_with_two_model_fields_is_refused(client, mock):
         resp = post_form(client, [FILE, ('Content-Disposition: form-data; name="model"',
                                          b"whisper-1"), (second, b"gpt-4o-transcribe")])
         assert resp.status == 400, (second, resp.status, resp.text)
-        assert "more than once" in resp.json()["message"]
+        assert "more than once" in openai_error(resp)["message"]
         assert mock.requests() == []
 
 
@@ -205,8 +205,8 @@ def test_a_model_look_alike_in_another_header_names_nothing(client, mock):
                                      'Content-Type: text/plain; name="model"', b"whisper-1"),
                               ('Content-Disposition: form-data; name="model"',
                                b"gpt-4o-transcribe")])
-    assert resp.status == 400 and resp.json()["error"] == "Model Not Allowed", resp.text
-    assert "gpt-4o-transcribe" in resp.json()["message"]
+    assert resp.status == 400 and openai_error(resp)["code"] == "model_not_allowed", resp.text
+    assert "gpt-4o-transcribe" in openai_error(resp)["message"]
     assert mock.requests() == []
     resp = post_form(client, [FILE, ('Content-Disposition: form-data; name="model"',
                                      b"whisper-1")])

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from harness import (STATUS_LOCATION, TEST_KEY, THREE_TOKEN_MESSAGES, basic_auth,
-                     parallel_posts, proxy_location, settled)
+                     openai_error, parallel_posts, proxy_location, settled)
 from valgrind import not_under_valgrind
 
 # A budget's reservation is settled in the log phase, after the client has
@@ -27,8 +27,8 @@ def hour_window():
 def assert_rate_limited(resp, limit_text):
     assert resp.status == 429
     assert resp.header("Content-Type") == "application/json"
-    body = resp.json()
-    assert body["error"] == "Too Many Requests"
+    body = openai_error(resp)  # /v1/chat/completions: an SDK's path
+    assert (body["code"], body["type"]) == ("rate_limit_exceeded", "requests")
     assert f"Rate limit of {limit_text} reached" in body["message"]
     retry = int(resp.header("Retry-After"))
     assert 1 <= retry <= 3600

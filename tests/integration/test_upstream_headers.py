@@ -41,6 +41,28 @@ def test_a_valid_passed_header_is_relayed(client, mock):
     assert resp.header(PROBE) == "42"
 
 
+# what the SDKs' retries read of an answer (openai, the Vercel AI SDK:
+# retry-after-ms before Retry-After; openai: x-should-retry over the status)
+RETRY_HINTS = [["retry-after-ms", "250"], ["retry-after", "1"], ["x-should-retry", "true"]]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("status", [429, 200])
+def test_the_retry_hints_reach_the_client_and_its_page(client, mock, stream, status):
+    directives = {"status": status} if status != 200 else {}
+    resp = post(client, RETRY_HINTS, stream=stream, **directives)
+    assert resp.status == status
+    for name, value in RETRY_HINTS:
+        assert resp.header(name) == value, name
+    assert_cors(resp)
+    exposed = [h.strip() for h in resp.header("Access-Control-Expose-Headers").split(",")]
+    assert {"retry-after", "retry-after-ms", "x-should-retry"} <= set(exposed), exposed
+    # look-alikes are other headers: not passed
+    resp = post(client, [["retry-after-msx", "1"], ["x-should-retry-after", "1"]])
+    assert resp.header("retry-after-msx") is None
+    assert resp.header("x-should-retry-after") is None
+
+
 @pytest.mark.parametrize("case", list(BAD_VALUES))
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 def test_a_bad_passed_header_is_dropped(client, mock, case, stream):

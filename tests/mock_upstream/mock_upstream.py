@@ -511,6 +511,109 @@ def responses_stream_events(model, pieces, usage):
     return events
 
 
+# --------------------------------------------------------------------------
+# Tool calls (the "tool_calls" directive)
+# --------------------------------------------------------------------------
+
+def tool_call_specs(directives):
+    """[(call id, name, arguments text)] of the tool_calls directive: a list
+    of {"name", "arguments" (a string, or any JSON value, encoded), "id"}."""
+    specs = directives["tool_calls"]
+    if not isinstance(specs, list) or not specs:
+        raise ValueError("tool_calls must be a non-empty list of {name, arguments}")
+    out = []
+    for spec in specs:
+        arguments = spec.get("arguments", {})
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments, separators=(",", ":"))
+        out.append((spec.get("id") or "call_" + secrets.token_hex(12), str(spec["name"]),
+                    arguments))
+    return out
+
+
+def argument_pieces(arguments, count):
+    """`arguments` cut into `count` pieces (fewer for short text), anywhere,
+    inside strings and keys too, as OpenAI streams them."""
+    count = max(1, min(int(count), len(arguments) or 1))
+    step = -(-len(arguments) // count) if arguments else 1
+    return [arguments[i:i + step] for i in range(0, len(arguments), step)] or [""]
+
+
+def tool_call_usage(messages, calls):
+    return usage_object(messages, [a for _, _, a in calls])
+
+
+def tool_call_completion(model, calls, usage):
+    answer = completion_object(model, None, usage)
+    choice = answer["choices"][0]
+    choice["message"]["tool_calls"] = [
+        {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+        for cid, name, args in calls]
+    choice["finish_reason"] = "tool_calls"
+    return answer
+
+
+def tool_call_stream_events(model, calls, usage, include_usage, pieces):
+    """chat.completion.chunk objects of a streamed tool call: per call, a
+    delta naming it (index, id, function name, empty arguments), then its
+    arguments in pieces; finish_reason "tool_calls"; None is [DONE]."""
+    base = {"id": completion_id(), "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": model,
+            "system_fingerprint": SYSTEM_FINGERPRINT}
+
+    def chunk(delta, finish_reason=None):
+        obj = dict(base, choices=[{"index": 0, "delta": delta, "logprobs": None,
+                                   "finish_reason": finish_reason}])
+        if include_usage:
+            obj["usage"] = None
+        return obj
+
+    events = [chunk({"role": "assistant", "content": None, "refusal": None})]
+    for index, (cid, name, args) in enumerate(calls):
+        events.append(chunk({"tool_calls": [{"index": index, "id": cid, "type": "function",
+                                             "function": {"name": name, "arguments": ""}}]}))
+        events += [chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                   for piece in argument_pieces(args, pieces)]
+    events.append(chunk({}, "tool_calls"))
+    if include_usage:
+        events.append(dict(base, choices=[], usage=usage))
+    events.append(None)
+    return events
+
+
+def responses_tool_call_items(calls, status="completed"):
+    return [{"id": "fc_" + secrets.token_hex(24), "type": "function_call", "status": status,
+             "call_id": cid, "name": name, "arguments": args} for cid, name, args in calls]
+
+
+def responses_tool_call_events(model, calls, usage, pieces):
+    """The named events of a streamed Responses API answer that calls
+    functions: per call, response.output_item.added (arguments ""), its
+    response.function_call_arguments.delta pieces, .done, and
+    response.output_item.done; then response.completed."""
+    items = responses_tool_call_items(calls)
+    final = dict(response_object(model, "", usage), output=items)
+    started = dict(final, status="in_progress", output=[], usage=None)
+    seq = iter(range(10_000))
+
+    def ev(name, **fields):
+        return (name, dict({"type": name, "sequence_number": next(seq)}, **fields))
+
+    events = [ev("response.created", response=started),
+              ev("response.in_progress", response=started)]
+    for index, item in enumerate(items):
+        events.append(ev("response.output_item.added", output_index=index,
+                         item=dict(item, status="in_progress", arguments="")))
+        events += [ev("response.function_call_arguments.delta", item_id=item["id"],
+                      output_index=index, delta=piece)
+                   for piece in argument_pieces(item["arguments"], pieces)]
+        events += [ev("response.function_call_arguments.done", item_id=item["id"],
+                      output_index=index, arguments=item["arguments"]),
+                   ev("response.output_item.done", output_index=index, item=item)]
+    events.append(ev("response.completed", response=final))
+    return events
+
+
 def moderation_response(body):
     inputs = body.get("input")
     inputs = inputs if isinstance(inputs, list) else [inputs]
@@ -921,7 +1024,36 @@ class MockHandler(BaseHTTPRequestHandler):
         if (self.command == "POST" and handler != self.transcriptions
                 and not isinstance(record["body"], dict) and not d):
             return self.send_body(record, d, 400, error_body(UNPARSABLE_JSON))
+        if "tool_calls" in d and handler in (self.chat_completions, self.responses_api):
+            return self.tool_call_answer(record, d, body, model,
+                                         responses=handler == self.responses_api)
         return handler(record, d, body, model)
+
+    def tool_call_answer(self, record, d, body, model, responses):
+        """The model calls the functions of the tool_calls directive (chat or
+        Responses API, whole or streamed, arguments in tool_args_pieces
+        pieces, default 3)."""
+        calls = tool_call_specs(d)
+        pieces = d.get("tool_args_pieces", 3)
+        stream = d.get("stream", body.get("stream"))
+        if responses:
+            messages = response_input_messages(body)
+            usage = responses_usage(messages, [a for _, _, a in calls])
+            if not stream:
+                answer = dict(response_object(model, "", usage),
+                              output=responses_tool_call_items(calls))
+                return self.send_body(record, d, 200, json_pretty(answer))
+            return self.stream(record, d, responses_tool_call_events(model, calls, usage,
+                                                                     pieces))
+        messages = request_messages(body)
+        usage = tool_call_usage(messages, calls)
+        if not stream:
+            return self.send_body(record, d, 200,
+                                  json_pretty(tool_call_completion(model, calls, usage)))
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        return self.stream(record, d, tool_call_stream_events(model, calls, usage,
+                                                              include_usage, pieces))
 
     def received_key(self):
         """The credential this request carried: a bearer token, else the

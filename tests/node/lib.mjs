@@ -1,6 +1,10 @@
 // Shared helpers of the SDK tests (not a test file: `node --test` runs only
 // *.test.mjs here). tests/integration/test_sdk.py sets the environment:
-//   OAIP_V1_URL, OAIP_OPENAI_ERRORS_URL, OAIP_SMALL_URL  proxy Locations (SDK baseURL)
+//   OAIP_V1_URL                a Location with the defaults: chat/completions and
+//                              responses served, the OpenAI error shape below it
+//   OAIP_OPENAI_ERRORS_URL     a Location with OpenAIProxyErrorFormat openai
+//   OAIP_SMALL_URL             a Location with OpenAIProxyMaxRequestBody 1K
+//   OAIP_SEED_ERRORS_URL       the same with OpenAIProxyErrorFormat seed
 //   OAIP_LIMITED_URL           a Location with OpenAIProxyRateLimit 1/h, openai errors
 //   OAIP_ENDPOINTS_URL         a Location with models, embeddings, responses, audio
 //   OAIP_MOCK_URL              the mock upstream's root (control API /__mock/...)
@@ -47,7 +51,7 @@ function record(entry) {
  *  through a wrapper stream rather than read from a clone: a tee'd clone
  *  would delay the SDK's cancel (on `break` out of a stream) until the whole
  *  answer had arrived. */
-async function recordingFetch(url, init) {
+export async function recordingFetch(url, init) {
   const response = await fetch(url, init);
   if (!process.env.OAIP_SDK_RECORD) return response;
   const entry = { url: String(url), status: response.status, headers: [...response.headers] };
@@ -89,6 +93,57 @@ async function recordingFetch(url, init) {
   });
 }
 
+/** A fetch for any SDK that adds the mock's `directives` to each JSON
+ *  request body (as the openai SDK does with an unknown parameter; the
+ *  Vercel AI SDK and LangChain send only the fields they know), then
+ *  records the answer like recordingFetch. */
+export function fetchWithMock(directives) {
+  return (url, init = {}) => {
+    if (directives && typeof init.body === 'string') {
+      const body = JSON.parse(init.body);
+      init = { ...init, body: JSON.stringify({ ...body, mock: directives }) };
+    }
+    return recordingFetch(url, init);
+  };
+}
+
+/** The mock's answer to a request that hits an upstream 429 carrying the
+ *  retry hints OpenAI sends: retry-after-ms (what the SDKs read first) and
+ *  a Retry-After of a second, which a retry that did not see the first
+ *  would wait for. */
+export const RATE_LIMITED = {
+  status: 429,
+  raw_headers: [['retry-after-ms', '10'], ['retry-after', '1']],
+};
+
+/** The mock's answer for a stream the upstream cuts after the role chunk
+ *  (chat) or the events up to the first delta (Responses) and two deltas. */
+export const CUT_TOKENS = ['a', 'b', 'c', 'd'];
+export const cutAfter = (events) => ({ tokens: CUT_TOKENS, hangup_after: events, chunk_delay: 0.01 });
+
+/** A long, slow answer a test leaves (aborts) early. */
+export const LONG_STREAM = { chunks: 100, chunk_delay: 0.05 };
+
+/** The function the tool-call tests declare, and the call the mock makes:
+ *  its arguments streamed in pieces cut inside keys and strings. */
+export const WEATHER_ARGS = { city: 'Paris', unit: 'celsius', days: [1, 2] };
+export const WEATHER_SCHEMA = {
+  type: 'object',
+  properties: {
+    city: { type: 'string' },
+    unit: { type: 'string', enum: ['celsius', 'fahrenheit'] },
+    days: { type: 'array', items: { type: 'integer' } },
+  },
+  required: ['city', 'unit', 'days'],
+  additionalProperties: false,
+};
+export const weatherCall = (extra = {}) => ({
+  tool_calls: [{ name: 'get_weather', arguments: WEATHER_ARGS }],
+  tool_args_pieces: 5,
+  chunk_delay: 0.01,
+  ...extra,
+});
+
 /** An SDK client for the proxy Location named by the environment variable. */
 export function client(urlVar, options = {}) {
   return new OpenAI({
@@ -118,6 +173,16 @@ export async function upstreamRequestWith(marker) {
   const found = await upstreamRequestsWith(marker);
   assert.equal(found.length, 1, `the upstream received ${found.length} requests carrying the marker`);
   return found[0];
+}
+
+/** Asserts that an upstream request was free of the sampling fields that
+ *  OpenAI's reasoning models refuse (a temperature other than 1, max_tokens),
+ *  which the proxy must not add for them. */
+export function assertNoRefusedFields(record, what) {
+  const body = record.body ?? {};
+  assert.ok(!('max_tokens' in body), `${what}: max_tokens went upstream`);
+  assert.ok(body.temperature === undefined || body.temperature === 1,
+    `${what}: temperature ${body.temperature} went upstream`);
 }
 
 /** Polls until the request carrying `marker` has ended upstream. */

@@ -183,10 +183,26 @@ test('proxy errors in the openai format are typed SDK errors', async (t) => {
   });
 });
 
-test('seed-format proxy errors still carry their status to the SDK', async () => {
-  // /small: OpenAIProxyMaxRequestBody 1K, default (seed) error format
+test('proxy errors below a Location without a format are typed SDK errors', async () => {
+  // /small: OpenAIProxyMaxRequestBody 1K, OpenAIProxyErrorFormat unset: the
+  // SDK's paths below the Location answer in the OpenAI shape
   const marker = nonce();
   const err = await rejection(client('OAIP_SMALL_URL').chat.completions.create({
+    model: 'gpt-4o-mini',
+    messages: MESSAGES(`${marker} ${'y'.repeat(2000)}`),
+  }));
+  assert.ok(err instanceof OpenAI.APIError, `got ${err?.constructor?.name}: ${err}`);
+  assert.equal(err.status, 413);
+  assert.equal(err.code, 'request_too_large');
+  assert.equal(err.type, 'invalid_request_error');
+  assert.equal(err.message, '413 The request body is larger than the 1024 bytes this endpoint accepts');
+  assert.equal((await upstreamRequestsWith(marker)).length, 0);
+});
+
+test('seed-format proxy errors (set explicitly) still carry their status to the SDK', async () => {
+  // /seed-errors: the same with OpenAIProxyErrorFormat seed
+  const marker = nonce();
+  const err = await rejection(client('OAIP_SEED_ERRORS_URL').chat.completions.create({
     model: 'gpt-4o-mini',
     messages: MESSAGES(`${marker} ${'y'.repeat(2000)}`),
   }));

@@ -96,7 +96,9 @@ static void test_segment_length_limit(void **state)
         oaip_endpoint_pattern_matches("models/*", apr_pstrcat(p, "models/", name, NULL)));
 }
 
-static void test_route_default_is_chat_only(void **state)
+/* Without OpenAIProxyEndpoints: the Location itself and chat/completions
+ * (the Worker's endpoint), and the Responses API, which SDKs default to. */
+static void test_route_default_endpoints(void **state)
 {
     apr_pool_t *p = *state;
     const char *path = NULL;
@@ -111,11 +113,69 @@ static void test_route_default_is_chat_only(void **state)
     assert_non_null(oaip_endpoint_route(p, NULL, "/chat/completions", &path));
     assert_non_null(oaip_endpoint_route(p, NULL, "/chat/completions/", &path));
     assert_string_equal(path, "chat/completions");
+    e = oaip_endpoint_route(p, NULL, "/responses", &path);
+    assert_ptr_equal(e, oaip_endpoint_find("responses"));
+    assert_string_equal(path, "responses");
+    assert_ptr_equal(oaip_endpoint_route(p, NULL, "responses/", &path), e);
     assert_null(oaip_endpoint_route(p, NULL, "/models", &path));
+    assert_null(oaip_endpoint_route(p, NULL, "/models/gpt-4o", &path));
     assert_null(oaip_endpoint_route(p, NULL, "/embeddings", &path));
+    assert_null(oaip_endpoint_route(p, NULL, "/completions", &path));
+    assert_null(oaip_endpoint_route(p, NULL, "/responses/resp_123", &path));
+    assert_null(oaip_endpoint_route(p, NULL, "/responses//", &path));
     assert_null(oaip_endpoint_route(p, NULL, "/chat/completions//", &path));
     assert_null(oaip_endpoint_route(p, NULL, "//chat/completions", &path));
     assert_null(oaip_endpoint_route(p, NULL, "/chat", &path));
+}
+
+/* OAIP_DEFAULT_ENDPOINTS (the directive's help text) names what routes by
+ * default, and nothing else of the catalog does. */
+static void test_default_endpoints_as_documented(void **state)
+{
+    static const char *const all[] = {
+        "chat/completions",     "completions",        "responses",    "embeddings",
+        "moderations",          "images/generations", "images/edits", "audio/speech",
+        "audio/transcriptions", "audio/translations", "models",       "models/x",
+    };
+    apr_pool_t *p = *state;
+    char *words = apr_pstrdup(p, " " OAIP_DEFAULT_ENDPOINTS " ");
+    const char *path;
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(all); i++) {
+        int listed = strstr(words, apr_pstrcat(p, " ", all[i], " ", NULL)) != NULL;
+        if ((oaip_endpoint_route(p, NULL, all[i], &path) != NULL) != listed) {
+            fail_msg("%s: routed by default is not what OAIP_DEFAULT_ENDPOINTS says",
+                     all[i]);
+        }
+    }
+}
+
+/* The Location itself is where the Worker's clients call; every path below
+ * it is an SDK's. */
+static void test_path_is_location(void **state)
+{
+    (void)state;
+    assert_true(oaip_endpoint_path_is_location(""));
+    assert_true(oaip_endpoint_path_is_location("/"));
+    assert_false(oaip_endpoint_path_is_location("/chat/completions"));
+    assert_false(oaip_endpoint_path_is_location("/responses"));
+    assert_false(oaip_endpoint_path_is_location("/models"));
+    assert_false(oaip_endpoint_path_is_location("//"));
+    assert_false(oaip_endpoint_path_is_location("/nope"));
+}
+
+/* Each streaming endpoint ends a broken stream with an error event of its
+ * own shape. */
+static void test_error_event_shapes(void **state)
+{
+    (void)state;
+    assert_int_equal(oaip_endpoint_find("responses")->error_events,
+                     OAIP_SSE_ERRORS_RESPONSES);
+    assert_int_equal(oaip_endpoint_find("chat/completions")->error_events,
+                     OAIP_SSE_ERRORS_CHAT);
+    assert_int_equal(oaip_endpoint_find("completions")->error_events,
+                     OAIP_SSE_ERRORS_CHAT);
 }
 
 static void test_route_enabled_list(void **state)
@@ -356,7 +416,10 @@ int run_endpoint_tests(void)
         POOL_TEST(test_catalog),
         POOL_TEST(test_pattern_matching),
         POOL_TEST(test_segment_length_limit),
-        POOL_TEST(test_route_default_is_chat_only),
+        POOL_TEST(test_route_default_endpoints),
+        POOL_TEST(test_default_endpoints_as_documented),
+        cmocka_unit_test(test_path_is_location),
+        cmocka_unit_test(test_error_event_shapes),
         POOL_TEST(test_route_enabled_list),
         POOL_TEST(test_query_param_encode),
         POOL_TEST(test_upstream_url),

@@ -84,6 +84,27 @@ static json_t *parse_sse_event(apr_pool_t *p, const char *event)
     return unit_json_parse(p, data, len);
 }
 
+/* The Responses API's error event: {"type":"error","code","message",
+ * "param":null,"sequence_number"}, nothing else; returns the message. */
+static const char *check_responses_shape(json_t *data, const char *code,
+                                         json_int_t sequence_number)
+{
+    assert_true(json_is_object(data));
+    assert_int_equal(json_object_size(data), 5);
+    assert_string_equal(string_member(data, "type"), "error");
+    assert_string_equal(string_member(data, "code"), code);
+    assert_true(json_is_null(json_object_get(data, "param")));
+    assert_true(json_is_integer(json_object_get(data, "sequence_number")));
+    assert_int_equal(json_integer_value(json_object_get(data, "sequence_number")),
+                     sequence_number);
+    return string_member(data, "message");
+}
+
+static const char *info_code(oaip_error_kind kind)
+{
+    return oaip_error_info_get(kind)->code;
+}
+
 /* ---- oaip_error_info_get ---- */
 
 static void test_status_per_kind(void **state)
@@ -287,7 +308,8 @@ static void test_invalid_utf8_detail(void **state)
 
     for (i = 0; i < N_ELEMS(middles); i++) {
         const char *detail = apr_pstrcat(p, "bad ", middles[i], " bytes", NULL);
-        const char *event = oaip_error_sse_event(p, OAIP_ERR_BAD_REQUEST, detail);
+        const char *event = oaip_error_sse_event(p, OAIP_SSE_ERRORS_CHAT, 0,
+                                                 OAIP_ERR_BAD_REQUEST, detail);
         for (f = 0; f < N_ELEMS(formats); f++) {
             assert_keeps_ascii(
                 message_of(parse_body(p, oaip_error_body(p, formats[f],
@@ -319,8 +341,8 @@ static void test_long_detail(void **state)
 static void test_sse_event(void **state)
 {
     apr_pool_t *p = *state;
-    const char *event =
-        oaip_error_sse_event(p, OAIP_ERR_UPSTREAM_INVALID, "upstream said no");
+    const char *event = oaip_error_sse_event(
+        p, OAIP_SSE_ERRORS_CHAT, 7, OAIP_ERR_UPSTREAM_INVALID, "upstream said no");
 
     assert_string_equal(
         check_openai_shape(parse_sse_event(p, event), OAIP_ERR_UPSTREAM_INVALID),
@@ -330,7 +352,8 @@ static void test_sse_event(void **state)
 static void test_sse_event_null_detail(void **state)
 {
     apr_pool_t *p = *state;
-    const char *event = oaip_error_sse_event(p, OAIP_ERR_UPSTREAM_TIMEOUT, NULL);
+    const char *event =
+        oaip_error_sse_event(p, OAIP_SSE_ERRORS_CHAT, 0, OAIP_ERR_UPSTREAM_TIMEOUT, NULL);
 
     assert_string_equal(
         check_openai_shape(parse_sse_event(p, event), OAIP_ERR_UPSTREAM_TIMEOUT),
@@ -349,10 +372,178 @@ static void test_sse_event_hostile_detail(void **state)
     size_t i;
 
     for (i = 0; i < N_ELEMS(details); i++) {
-        const char *event = oaip_error_sse_event(p, OAIP_ERR_INTERNAL, details[i]);
+        const char *event = oaip_error_sse_event(p, OAIP_SSE_ERRORS_CHAT, 0,
+                                                 OAIP_ERR_INTERNAL, details[i]);
         assert_string_equal(
             check_openai_shape(parse_sse_event(p, event), OAIP_ERR_INTERNAL), details[i]);
+        event = oaip_error_sse_event(p, OAIP_SSE_ERRORS_RESPONSES, 3, OAIP_ERR_INTERNAL,
+                                     details[i]);
+        assert_string_equal(check_responses_shape(parse_sse_event(p, event),
+                                                  info_code(OAIP_ERR_INTERNAL), 3),
+                            details[i]);
     }
+}
+
+/* ---- the Responses API's error event ---- */
+
+static void test_responses_event(void **state)
+{
+    apr_pool_t *p = *state;
+    const char *event = oaip_error_sse_event(
+        p, OAIP_SSE_ERRORS_RESPONSES, 12, OAIP_ERR_UPSTREAM_INVALID, "upstream said no");
+
+    assert_string_equal(check_responses_shape(parse_sse_event(p, event),
+                                              info_code(OAIP_ERR_UPSTREAM_INVALID), 12),
+                        "upstream said no");
+    /* exactly as the API reference writes it, members in that order */
+    assert_string_equal(event,
+                        "event: error\ndata: {\"type\":\"error\",\"code\":"
+                        "\"upstream_invalid_response\",\"message\":\"upstream said "
+                        "no\",\"param\":null,\"sequence_number\":12}\n\n");
+}
+
+/* No event relayed yet (heartbeats only): the error is event 0; a number
+ * below 0 never goes out. */
+static void test_responses_event_first(void **state)
+{
+    apr_pool_t *p = *state;
+    int kind;
+
+    for (kind = 0; kind < OAIP_ERR__COUNT; kind++) {
+        const char *event =
+            oaip_error_sse_event(p, OAIP_SSE_ERRORS_RESPONSES, -1, kind, NULL);
+        assert_string_equal(
+            check_responses_shape(parse_sse_event(p, event), info_code(kind), 0),
+            oaip_error_info_get(kind)->title);
+    }
+    assert_non_null(strstr(oaip_error_sse_event(p, OAIP_SSE_ERRORS_RESPONSES, -100,
+                                                OAIP_ERR_UPSTREAM_TIMEOUT, "x"),
+                           "\"sequence_number\":0}"));
+}
+
+static void test_responses_event_invalid_utf8(void **state)
+{
+    apr_pool_t *p = *state;
+    const char *event = oaip_error_sse_event(p, OAIP_SSE_ERRORS_RESPONSES, 1,
+                                             OAIP_ERR_BAD_REQUEST, "bad \xff\xfe bytes");
+
+    assert_keeps_ascii(check_responses_shape(parse_sse_event(p, event),
+                                             info_code(OAIP_ERR_BAD_REQUEST), 1));
+}
+
+#define UPSTREAM(s) s, sizeof(s) - 1
+
+/* An upstream's OpenAI error object in the Responses shape: its message,
+ * its code as a string (else its type), its param. */
+static void test_responses_from_upstream(void **state)
+{
+    apr_pool_t *p = *state;
+    json_t *data;
+
+    data = parse_sse_event(
+        p,
+        oaip_error_sse_from_upstream(
+            p, OAIP_SSE_ERRORS_RESPONSES, 4, 429,
+            UPSTREAM("{\"error\":{\"message\":\"Rate limit reached\",\"type\":"
+                     "\"requests\",\"param\":null,\"code\":\"rate_limit_exceeded\"}}")));
+    assert_string_equal(check_responses_shape(data, "rate_limit_exceeded", 4),
+                        "Rate limit reached");
+
+    /* OpenAI's 500s carry no code: the type stands in */
+    data = parse_sse_event(
+        p, oaip_error_sse_from_upstream(
+               p, OAIP_SSE_ERRORS_RESPONSES, 0, 500,
+               UPSTREAM("{\"error\":{\"message\":\"The server had an error\","
+                        "\"type\":\"server_error\",\"param\":null,\"code\":null}}")));
+    assert_string_equal(check_responses_shape(data, "server_error", 0),
+                        "The server had an error");
+
+    /* a number as code (some compatible servers) becomes its text; a
+     * string param is kept */
+    data = parse_sse_event(p, oaip_error_sse_from_upstream(
+                                  p, OAIP_SSE_ERRORS_RESPONSES, 2, 400,
+                                  UPSTREAM("{\"error\":{\"message\":\"bad\",\"code\":400,"
+                                           "\"param\":\"temperature\"}}")));
+    assert_int_equal(json_object_size(data), 5);
+    assert_string_equal(string_member(data, "code"), "400");
+    assert_string_equal(string_member(data, "param"), "temperature");
+    assert_string_equal(string_member(data, "message"), "bad");
+
+    /* neither code nor type */
+    data = parse_sse_event(
+        p, oaip_error_sse_from_upstream(
+               p, OAIP_SSE_ERRORS_RESPONSES, 9, 503,
+               UPSTREAM("{\"error\":{\"message\":\"busy\",\"code\":{}}}")));
+    assert_string_equal(check_responses_shape(data, "upstream_error", 9), "busy");
+}
+
+/* Anything else the upstream answered: an excerpt as the message. */
+static void test_responses_from_upstream_text(void **state)
+{
+    static const char *const bodies[] = {"Bad gateway",
+                                         "{\"error\":\"flat\"}",
+                                         "{\"error\":{\"code\":\"x\"}}",
+                                         "[1,2]",
+                                         "",
+                                         "\xff\xfe not utf-8"};
+    apr_pool_t *p = *state;
+    size_t i;
+
+    for (i = 0; i < N_ELEMS(bodies); i++) {
+        json_t *data = parse_sse_event(
+            p, oaip_error_sse_from_upstream(p, OAIP_SSE_ERRORS_RESPONSES, 1, 502,
+                                            bodies[i], strlen(bodies[i])));
+        const char *message = check_responses_shape(data, "upstream_error", 1);
+        if (strncmp(message, "The upstream API answered 502: ", 31) != 0) {
+            fail_msg("body %zu: unexpected message %s", i, message);
+        }
+    }
+}
+
+/* The chat shape keeps the upstream's own error object, with its status. */
+static void test_chat_from_upstream(void **state)
+{
+    apr_pool_t *p = *state;
+    json_t *data = parse_sse_event(
+        p,
+        oaip_error_sse_from_upstream(
+            p, OAIP_SSE_ERRORS_CHAT, 5, 429,
+            UPSTREAM("{\"error\":{\"message\":\"Rate limit reached\",\"code\":null}}")));
+
+    assert_int_equal(json_object_size(data), 2);
+    assert_string_equal(string_member(json_object_get(data, "error"), "message"),
+                        "Rate limit reached");
+    assert_int_equal(json_integer_value(json_object_get(data, "status")), 429);
+    data = parse_sse_event(p, oaip_error_sse_from_upstream(p, OAIP_SSE_ERRORS_CHAT, 0,
+                                                           500, UPSTREAM("oops")));
+    assert_string_equal(string_member(json_object_get(data, "error"), "code"),
+                        "upstream_error");
+    assert_string_equal(string_member(json_object_get(data, "error"), "message"),
+                        "The upstream API answered 500: oops");
+}
+
+#define SEQ(s) oaip_error_sse_sequence_of(s, sizeof(s) - 1)
+
+static void test_sequence_of(void **state)
+{
+    (void)state;
+    assert_int_equal(SEQ("{\"type\":\"response.created\",\"sequence_number\":0}"), 0);
+    assert_int_equal(SEQ("{\"type\":\"response.output_text.delta\",\"sequence_number\":"
+                         "41,\"delta\":\"x\"}"),
+                     41);
+    assert_int_equal(SEQ("{ \"sequence_number\" : 7 }"), 7);
+    assert_int_equal(SEQ("\n{\"sequence_number\":\n 8}"), 8);
+    /* not a whole number from 0, not at the top, not JSON, not there */
+    assert_int_equal(SEQ("{\"sequence_number\":-1}"), -1);
+    assert_int_equal(SEQ("{\"sequence_number\":1.5}"), -1);
+    assert_int_equal(SEQ("{\"sequence_number\":\"3\"}"), -1);
+    assert_int_equal(SEQ("{\"response\":{\"sequence_number\":3}}"), -1);
+    assert_int_equal(SEQ("{\"delta\":\"\\\"sequence_number\\\":3\"}"), -1);
+    assert_int_equal(SEQ("{\"sequence_number\":3"), -1);
+    assert_int_equal(SEQ("[DONE]"), -1);
+    assert_int_equal(SEQ(""), -1);
+    assert_int_equal(SEQ("{\"choices\":[],\"usage\":{}}"), -1);
+    assert_int_equal(oaip_error_sse_sequence_of("{\"sequence_number\":5}", 10), -1);
 }
 
 /* Every outcome has a name, no two the same: the access log and the status
@@ -398,6 +589,13 @@ int run_errors_tests(void)
         POOL_TEST(test_sse_event),
         POOL_TEST(test_sse_event_null_detail),
         POOL_TEST(test_sse_event_hostile_detail),
+        POOL_TEST(test_responses_event),
+        POOL_TEST(test_responses_event_first),
+        POOL_TEST(test_responses_event_invalid_utf8),
+        POOL_TEST(test_responses_from_upstream),
+        POOL_TEST(test_responses_from_upstream_text),
+        POOL_TEST(test_chat_from_upstream),
+        cmocka_unit_test(test_sequence_of),
     };
 
     return cmocka_run_group_tests_name("errors", tests, NULL, NULL);

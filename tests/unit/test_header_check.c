@@ -50,6 +50,50 @@ static void test_folds(void **state)
     assert_false(oaip_header_line_is_fold("", 0));
 }
 
+#define PASSED(s) oaip_header_is_passed(s, sizeof(s) - 1)
+
+/* What the SDKs read of an answer passes, in any case; nothing else does;
+ * and every passed name is exposed to browser pages. */
+static void test_passed_headers(void **state)
+{
+    static const char *const passed[] = {
+        "x-request-id",
+        "openai-processing-ms",
+        "openai-version",
+        "retry-after",
+        "retry-after-ms",
+        "x-should-retry",
+        "x-ratelimit-limit-requests",
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < N_ELEMS(passed); i++) {
+        if (!oaip_header_is_passed(passed[i], strlen(passed[i]))) {
+            fail_msg("%s is not passed", passed[i]);
+        }
+        if (strstr(OAIP_EXPOSED_HEADERS, passed[i]) == NULL) {
+            fail_msg("%s is passed but not exposed", passed[i]);
+        }
+    }
+    assert_true(PASSED("Retry-After-Ms"));
+    assert_true(PASSED("X-Should-Retry"));
+    assert_true(PASSED("x-ratelimit-reset-tokens"));
+    /* prefixes and extensions of passed names are other names */
+    assert_false(PASSED("retry-after-m"));
+    assert_false(PASSED("retry-after-msx"));
+    assert_false(PASSED("x-should-retry-after"));
+    assert_false(PASSED("x-should"));
+    assert_false(PASSED("x-ratelimit-"));
+    assert_false(PASSED("set-cookie"));
+    assert_false(PASSED("openai-organization"));
+    assert_false(PASSED("content-length"));
+    assert_false(oaip_header_is_passed("retry-after-ms", 0));
+    /* the name is `len` bytes, not up to a NUL */
+    assert_true(oaip_header_is_passed("retry-after-ms: 20", 14));
+    assert_true(oaip_header_is_passed("retry-after-ms: 20", 11)); /* retry-after */
+}
+
 static void test_upstream_values(void **state)
 {
     apr_pool_t *p = *state;
@@ -72,9 +116,8 @@ static void test_upstream_values(void **state)
 int run_header_check_tests(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_values),
-        cmocka_unit_test(test_names),
-        cmocka_unit_test(test_folds),
+        cmocka_unit_test(test_values),   cmocka_unit_test(test_names),
+        cmocka_unit_test(test_folds),    cmocka_unit_test(test_passed_headers),
         POOL_TEST(test_upstream_values),
     };
 
