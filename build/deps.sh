@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that are missing for one purpose:
-#   build/deps.sh run    build the module and run it (quick start)
-#   build/deps.sh test   also everything the test suite needs
+#   build/deps.sh run       build the module and run it (quick start)
+#   build/deps.sh package   also what build/package.sh needs (the .deb)
+#   build/deps.sh test      also everything the test suite needs
 # Installs only what is missing, so a second run costs nothing. Needs root
 # (or sudo) when something is missing.
 set -euo pipefail
@@ -9,6 +10,10 @@ set -euo pipefail
 purpose=${1:-run}
 packages=(apache2 apache2-dev libcurl4-openssl-dev libjansson-dev make gcc
           python3 ca-certificates curl)
+if [[ $purpose == package || $purpose == test ]]; then
+    # build/package.sh: dpkg-buildpackage, dh (dh_apache2 is in apache2-dev), lintian
+    packages+=(build-essential dpkg-dev debhelper lintian)
+fi
 if [[ $purpose == test ]]; then
     packages+=(python3-pytest libcmocka-dev pkg-config redis-server memcached
                python3-prometheus-client)

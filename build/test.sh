@@ -2,7 +2,9 @@
 # The whole test suite, from a fresh Debian 12 machine:
 #   sudo bash build/test.sh
 # Installs what is missing, builds the module warning-free, runs the C unit
-# tests of the core and the integration tests against a real apache2.
+# tests of the core, the integration tests against a real apache2 and, with
+# no pytest arguments, the Debian package in the system's apache2
+# (tests/package/system_layout.sh).
 # OAIP_ASAN=1 builds the module with ASan+UBSan and preloads the runtime into
 # apache2 only.
 set -euo pipefail
@@ -31,4 +33,15 @@ echo "== fuzz targets over their seed corpus (libFuzzer, ASan+UBSan)"
 bash tests/fuzz/run.sh --replay
 
 echo "== integration tests (apache2 + mock upstream)"
-exec /usr/bin/python3 -m pytest -p no:cacheprovider -q tests/integration "$@"
+/usr/bin/python3 -m pytest -p no:cacheprovider -q tests/integration "$@"
+
+if (($#)); then
+    echo "== the Debian package in the system layout: not run with pytest arguments" \
+         "(sudo bash tests/package/system_layout.sh runs it alone)"
+    exit 0
+fi
+echo "== the Debian package in the system layout (build, install, a2enmod, serve, purge)"
+rc=0
+bash tests/package/system_layout.sh || rc=$?
+((rc == 77)) && exit 0  # skipped, and it said why
+exit "$rc"
