@@ -65,17 +65,24 @@ static slot *slot_at(apr_uint64_t key, int probe)
     return &slots[(key + (apr_uint64_t)probe) % OAIP_REFUSAL_MEMORY_SLOTS];
 }
 
+/* The key of (upstream, model, field); 0 when there is no table or
+ * nothing to remember. */
+static apr_uint64_t key_of(const char *upstream, const char *model, const char *field)
+{
+    return slots != NULL && upstream != NULL && field != NULL
+               ? hash_of(upstream, model, field)
+               : 0;
+}
+
 int oaip_refusal_memory_known(const char *upstream, const char *model, const char *field)
 {
-    apr_uint64_t key;
-    apr_uint32_t now;
+    apr_uint64_t key = key_of(upstream, model, field);
+    apr_uint32_t now = now_seconds();
     int i;
 
-    if (slots == NULL || upstream == NULL || field == NULL) {
+    if (key == 0) {
         return 0;
     }
-    key = hash_of(upstream, model, field);
-    now = now_seconds();
     for (i = 0; i < PROBES; i++) {
         slot *s = slot_at(key, i);
         apr_uint64_t k = apr_atomic_read64(&s->key);
@@ -95,15 +102,13 @@ int oaip_refusal_memory_known(const char *upstream, const char *model, const cha
 int oaip_refusal_memory_remember(const char *upstream, const char *model,
                                  const char *field)
 {
-    apr_uint64_t key;
-    apr_uint32_t now;
+    apr_uint64_t key = key_of(upstream, model, field);
+    apr_uint32_t now = now_seconds();
     int i;
 
-    if (slots == NULL || upstream == NULL || field == NULL) {
+    if (key == 0) {
         return 0;
     }
-    key = hash_of(upstream, model, field);
-    now = now_seconds();
     for (i = 0; i < PROBES; i++) {
         slot *s = slot_at(key, i);
         apr_uint64_t k = apr_atomic_read64(&s->key);
