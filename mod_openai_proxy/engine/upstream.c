@@ -773,9 +773,15 @@ static void record_exchange(exchange *x, const oaip_upstream_request *req, CURLc
 
 /* The keys an exchange sends (configured, or the client's own): masked in
  * the upstream's error answers and in the headers passed on. */
-static oaip_secret_mask *keys_of(request_rec *r, const oaip_dir_conf *conf)
+static oaip_secret_mask *keys_of(request_rec *r, const oaip_dir_conf *conf,
+                                 const oaip_upstream_request *req)
 {
     oaip_secret_mask *mask = oaip_secret_mask_make(r->pool);
+    int i;
+
+    for (i = 0; req->secret_keys != NULL && i < req->secret_keys->nelts; i++) {
+        oaip_secret_mask_add(mask, APR_ARRAY_IDX(req->secret_keys, i, const char *));
+    }
 
     oaip_secret_mask_add(mask, conf->api_key);
     if (oaip_conf_allows_client_key(conf)) { /* the key the client may have sent */
@@ -867,7 +873,8 @@ static int never_sent(CURLcode code)
  * request that never left; not a timeout after the request was sent, not
  * a connection closed without an answer). Heartbeat comments that went
  * out are no part of any answer: the next attempt's events follow them. */
-static int offer(exchange *x, CURLcode code, int number, oaip_attempt *attempt)
+static int offer(exchange *x, const oaip_upstream_request *req, CURLcode code,
+                 int number, oaip_attempt *attempt)
 {
     apr_size_t len = x->buffered;
     char *body;
@@ -884,6 +891,7 @@ static int offer(exchange *x, CURLcode code, int number, oaip_attempt *attempt)
         attempt->kind = OAIP_ATTEMPT_ANSWERED;
         attempt->status = x->status;
         attempt->content_type = x->content_type;
+        attempt->headers = x->pass_headers;
         if (len > OAIP_UPSTREAM_MAX_OFFERED) {
             return 1;
         }
@@ -896,6 +904,11 @@ static int offer(exchange *x, CURLcode code, int number, oaip_attempt *attempt)
         oaip_secret_mask_apply(x->mask, body, len);
         attempt->body = body;
         attempt->body_len = len;
+        return 1;
+    }
+    if (x->status == 0 && x->timed_out == FIRST_BYTE_TIMEOUT &&
+        req->offer_first_byte_timeout) {
+        attempt->kind = OAIP_ATTEMPT_TIMED_OUT;
         return 1;
     }
     if (x->status != 0 || x->timed_out != NO_TIMEOUT || x->bad_content_type ||
@@ -911,7 +924,7 @@ void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
                            oaip_upstream_outcome *outcome)
 {
     char errbuf[CURL_ERROR_SIZE] = "";
-    oaip_secret_mask *mask = keys_of(r, conf);
+    oaip_secret_mask *mask = keys_of(r, conf, req);
     apr_time_t started = apr_time_now();
     const oaip_upstream_request *next;
     oaip_attempt attempt;
@@ -935,7 +948,7 @@ void oaip_upstream_forward(request_rec *r, const oaip_dir_conf *conf,
             return;
         }
         if (number >= OAIP_UPSTREAM_MAX_ATTEMPTS || req->again == NULL ||
-            !offer(&x, code, number, &attempt) ||
+            !offer(&x, req, code, number, &attempt) ||
             (next = req->again(req->again_ctx, r, &attempt)) == NULL) {
             break;
         }

@@ -34,7 +34,11 @@ typedef enum {
     OAIP_ATTEMPT_ANSWERED,
     /* no connection (DNS, TCP connect, TLS handshake, connect timeout): the
      * request never left */
-    OAIP_ATTEMPT_NOT_SENT
+    OAIP_ATTEMPT_NOT_SENT,
+    /* the request was sent but no byte of an answer came within the
+     * first-byte timeout: the upstream may be generating, so this is
+     * offered only when the request asks for it (offer_first_byte_timeout) */
+    OAIP_ATTEMPT_TIMED_OUT
 } oaip_attempt_kind;
 
 typedef struct {
@@ -46,6 +50,9 @@ typedef struct {
      * OAIP_UPSTREAM_MAX_OFFERED (error answers are a few hundred bytes) */
     const char *body;
     apr_size_t body_len;
+    /* ANSWERED: the headers the proxy passes on (Retry-After,
+     * x-ratelimit-*...), keys masked; never NULL */
+    const apr_table_t *headers;
 } oaip_attempt;
 
 typedef struct oaip_upstream_request oaip_upstream_request;
@@ -73,6 +80,13 @@ struct oaip_upstream_request {
      * NULL: one attempt */
     oaip_upstream_again again;
     void *again_ctx;
+    /* offer an attempt whose first byte timed out to `again` (an operator's
+     * choice: the upstream may still be generating) */
+    int offer_first_byte_timeout;
+    /* keys besides the configured one and the client's that no answer may
+     * show (const char *; e.g. every backend's of a route), read from the
+     * first request only; may be NULL */
+    const apr_array_header_t *secret_keys;
 };
 
 /* Sends `req` with its key's header line and relays the answer: a stream
