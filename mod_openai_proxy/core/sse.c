@@ -142,7 +142,7 @@ apr_size_t oaip_sse_event_length(const char *buf, apr_size_t len)
  * as "usage":null (in every chunk of an OpenAI stream that asked for
  * usage, not worth parsing), or holds a JSON escape behind which a key
  * could hide. Anything else that looks odd is parsed. */
-static int may_carry_usage(const char *event, apr_size_t len)
+int oaip_sse_may_carry_usage(const char *event, apr_size_t len)
 {
     apr_size_t i;
 
@@ -168,27 +168,44 @@ int oaip_sse_event_usage(const char *data, apr_size_t len, oaip_usage *usage)
     json_t *event;
     int found;
 
-    if (!may_carry_usage(data, len)) {
+    if (!oaip_sse_may_carry_usage(data, len)) {
         return 0;
     }
     /* the first value only: data that goes on after it ("{...}\n[DONE]"
      * sent as one event) still reports its usage */
     event = json_loadb(data, len, JSON_DISABLE_EOF_CHECK, NULL);
-    found = json_is_object(event) &&
-            (read_usage_object(json_object_get(event, "usage"), usage) ||
-             read_usage_object(json_object_get(json_object_get(event, "x_groq"), "usage"),
-                               usage) ||
-             read_usage_object(
-                 json_object_get(json_object_get(event, "response"), "usage"), usage));
+    found = oaip_sse_event_usage_json(event, usage);
     json_decref(event);
     /* not JSON, or the usage is somewhere else: any usage object it names */
     return found || oaip_usage_from_json(data, len, usage);
 }
 
+int oaip_sse_event_usage_json(json_t *event, oaip_usage *usage)
+{
+    return json_is_object(event) &&
+           (read_usage_object(json_object_get(event, "usage"), usage) ||
+            read_usage_object(json_object_get(json_object_get(event, "x_groq"), "usage"),
+                              usage) ||
+            read_usage_object(
+                json_object_get(json_object_get(event, "response"), "usage"), usage));
+}
+
+int oaip_sse_usage_chunk_json(json_t *event, oaip_usage *usage)
+{
+    json_t *choices = json_object_get(event, "choices");
+    json_t *u = json_object_get(event, "usage");
+
+    if (!json_is_object(u)) {
+        return 0;
+    }
+    (void)read_usage(u, usage); /* hidden even when it carries no counts */
+    return json_is_array(choices) && json_array_size(choices) == 0;
+}
+
 /* An event's data as a client reads it: its data lines' values (one
  * leading space dropped) joined by "\n"; lines end with CRLF, LF or CR.
  * malloc'd (the caller frees it); NULL without a data line. */
-static char *event_data(const char *event, apr_size_t len, apr_size_t *data_len)
+char *oaip_sse_event_data(const char *event, apr_size_t len, apr_size_t *data_len)
 {
     const char *line = event, *end = event + len;
     char *out = malloc(len + 1);
@@ -244,11 +261,11 @@ int oaip_sse_usage_chunk(const char *event, apr_size_t len, oaip_usage *usage)
 {
     char *data;
     apr_size_t data_len;
-    json_t *chunk, *choices, *u;
-    int whole = 1, found = 0;
+    json_t *chunk;
+    int whole = 1, found;
 
-    if (!may_carry_usage(event, len) ||
-        (data = event_data(event, len, &data_len)) == NULL) {
+    if (!oaip_sse_may_carry_usage(event, len) ||
+        (data = oaip_sse_event_data(event, len, &data_len)) == NULL) {
         return 0;
     }
     chunk = json_loadb(data, data_len, 0, NULL);
@@ -256,12 +273,7 @@ int oaip_sse_usage_chunk(const char *event, apr_size_t len, oaip_usage *usage)
         whole = 0; /* the first value of the data, for its usage only */
         chunk = json_loadb(data, data_len, JSON_DISABLE_EOF_CHECK, NULL);
     }
-    choices = json_object_get(chunk, "choices");
-    u = json_object_get(chunk, "usage");
-    if (json_is_object(u)) {
-        (void)read_usage(u, usage); /* hidden even when it carries no counts */
-        found = whole && json_is_array(choices) && json_array_size(choices) == 0;
-    }
+    found = oaip_sse_usage_chunk_json(chunk, usage) && whole;
     json_decref(chunk);
     free(data);
     return found;

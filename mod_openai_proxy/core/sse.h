@@ -4,6 +4,7 @@
 #define OAIP_SSE_H
 
 #include <apr_pools.h>
+#include <jansson.h>
 
 typedef struct {
     long prompt_tokens; /* -1: not reported */
@@ -39,6 +40,21 @@ int oaip_sse_event_usage(const char *data, apr_size_t len, oaip_usage *usage);
  * split over data lines), which the relay may hide. Fills *usage from any
  * event whose data begins with an object carrying a usage object. */
 int oaip_sse_usage_chunk(const char *event, apr_size_t len, oaip_usage *usage);
+
+/* The same checks on an event's data parsed once (core/sse_framer.c):
+ * the usage its own, Groq's or a Responses event's usage object reports,
+ * and whether it is the usage chunk alone (to be whole: the caller knows
+ * the data held one value only). */
+int oaip_sse_event_usage_json(json_t *event, oaip_usage *usage);
+int oaip_sse_usage_chunk_json(json_t *event, oaip_usage *usage);
+
+/* Whether an event's bytes may carry a usage object worth parsing (not
+ * only "usage":null). */
+int oaip_sse_may_carry_usage(const char *event, apr_size_t len);
+
+/* A raw event's data as a client reads it: its data lines' values joined
+ * by "\n". malloc'd (the caller frees it); NULL without a data line. */
+char *oaip_sse_event_data(const char *event, apr_size_t len, apr_size_t *data_len);
 
 /* An incremental SSE reader: bytes go in as they arrive, split anywhere;
  * each complete event's data (its data: lines joined by "\n") comes out,

@@ -158,25 +158,32 @@ static apr_int64_t tokens_of(apr_int64_t bytes)
     return bytes > 0 ? (ceil_tokens(bytes) > 1 ? ceil_tokens(bytes) : 1) : 0;
 }
 
-void oaip_content_count_event(oaip_content_count *count, const char *data, apr_size_t len)
+void oaip_content_count_json(oaip_content_count *count, json_t *event)
 {
-    json_t *root;
     apr_int64_t bytes = 0;
 
-    if (len == 0 || data[0] != '{') {
-        return; /* [DONE], comments: no content; skips parsing them */
+    if (!json_is_object(event)) {
+        return;
     }
-    root = json_loadb(data, len, 0, NULL);
-    if (json_is_object(root)) {
-        add_choices(root, &bytes);
-        add_response_delta(root, &bytes);
-    }
-    json_decref(root);
+    add_choices(event, &bytes);
+    add_response_delta(event, &bytes);
     if (bytes > 0) {
         count->events++;
         count->bytes = saturate(count->bytes + bytes);
         count->tokens = saturate(count->tokens + tokens_of(bytes));
     }
+}
+
+void oaip_content_count_event(oaip_content_count *count, const char *data, apr_size_t len)
+{
+    json_t *root;
+
+    if (len == 0 || data[0] != '{') {
+        return; /* [DONE], comments: no content; skips parsing them */
+    }
+    root = json_loadb(data, len, 0, NULL);
+    oaip_content_count_json(count, root);
+    json_decref(root);
 }
 
 /* A Responses API object's output items. */

@@ -5,6 +5,7 @@
 #define OAIP_TOKEN_ESTIMATE_H
 
 #include <apr.h>
+#include <jansson.h>
 
 /* Bytes of relayed text per estimated token (OpenAI's rule of thumb for
  * English is about 4; other languages have fewer bytes per token, which the
@@ -57,6 +58,9 @@ typedef struct {
  * ([DONE], not JSON, no content) counts nothing. */
 void oaip_content_count_event(oaip_content_count *count, const char *data,
                               apr_size_t len);
+
+/* The same for an event's data already parsed (an object, else nothing). */
+void oaip_content_count_json(oaip_content_count *count, json_t *event);
 
 /* The generated content of a whole (non-streamed) answer: choices[].message
  * (same fields as a chunk's delta), choices[].text, and a Responses API

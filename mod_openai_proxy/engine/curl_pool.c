@@ -2,11 +2,12 @@
 
 #include <apr_tables.h>
 #include <apr_thread_mutex.h>
+#include <stdlib.h>
 
 static int global_initialised;
 
 static apr_thread_mutex_t *idle_lock;
-static apr_array_header_t *idle_handles; /* CURL *, from the child pool */
+static apr_array_header_t *idle_handles; /* oaip_curl_handle *, from the child pool */
 static CURLSH *share;
 static apr_thread_mutex_t *share_locks[CURL_LOCK_DATA_LAST];
 
@@ -53,7 +54,10 @@ static apr_status_t child_cleanup(void *unused)
     (void)unused;
     apr_thread_mutex_lock(idle_lock);
     for (i = 0; i < idle_handles->nelts; i++) {
-        curl_easy_cleanup(APR_ARRAY_IDX(idle_handles, i, CURL *));
+        oaip_curl_handle *h = APR_ARRAY_IDX(idle_handles, i, oaip_curl_handle *);
+        curl_multi_cleanup(h->multi);
+        curl_easy_cleanup(h->easy);
+        free(h);
     }
     idle_handles->nelts = 0;
     apr_thread_mutex_unlock(idle_lock);
@@ -79,7 +83,7 @@ apr_status_t oaip_curl_pool_child_init(apr_pool_t *pchild)
             return rv;
         }
     }
-    idle_handles = apr_array_make(pchild, 16, sizeof(CURL *));
+    idle_handles = apr_array_make(pchild, 16, sizeof(oaip_curl_handle *));
     share = curl_share_init();
     if (share != NULL) {
         curl_share_setopt(share, CURLSHOPT_LOCKFUNC, share_lock);
@@ -91,33 +95,53 @@ apr_status_t oaip_curl_pool_child_init(apr_pool_t *pchild)
     return APR_SUCCESS;
 }
 
-CURL *oaip_curl_acquire(void)
+/* A new pair, or NULL. malloc'd: handles outlive requests, and one made
+ * by a thread goes back to the pool of all. */
+static oaip_curl_handle *handle_make(void)
 {
-    CURL *handle = NULL;
+    oaip_curl_handle *h = calloc(1, sizeof(*h));
+
+    if (h == NULL) {
+        return NULL;
+    }
+    h->easy = curl_easy_init();
+    h->multi = curl_multi_init();
+    if (h->easy == NULL || h->multi == NULL) {
+        curl_easy_cleanup(h->easy);
+        curl_multi_cleanup(h->multi);
+        free(h);
+        return NULL;
+    }
+    if (share != NULL) {
+        curl_easy_setopt(h->easy, CURLOPT_SHARE, share);
+    }
+    return h;
+}
+
+oaip_curl_handle *oaip_curl_acquire(void)
+{
+    oaip_curl_handle *h = NULL;
 
     apr_thread_mutex_lock(idle_lock);
     if (idle_handles->nelts > 0) {
-        handle = APR_ARRAY_IDX(idle_handles, --idle_handles->nelts, CURL *);
+        h = APR_ARRAY_IDX(idle_handles, --idle_handles->nelts, oaip_curl_handle *);
     }
     apr_thread_mutex_unlock(idle_lock);
-    if (handle == NULL) {
-        handle = curl_easy_init();
-        if (handle != NULL && share != NULL) {
-            curl_easy_setopt(handle, CURLOPT_SHARE, share);
-        }
-    } else {
-        /* keeps live connections and the share (DNS cache, TLS sessions) */
-        curl_easy_reset(handle);
+    if (h == NULL) {
+        return handle_make();
     }
-    return handle;
+    /* keeps the share (DNS cache, TLS sessions); the live connections stay
+     * in the multi handle's cache */
+    curl_easy_reset(h->easy);
+    return h;
 }
 
-void oaip_curl_release(CURL *handle)
+void oaip_curl_release(oaip_curl_handle *h)
 {
-    if (handle == NULL) {
+    if (h == NULL) {
         return;
     }
     apr_thread_mutex_lock(idle_lock);
-    *(CURL **)apr_array_push(idle_handles) = handle;
+    *(oaip_curl_handle **)apr_array_push(idle_handles) = h;
     apr_thread_mutex_unlock(idle_lock);
 }

@@ -1,7 +1,9 @@
 #include "engine/upstream.h"
 
 #include <apr_atomic.h>
+#include <apr_portable.h>
 #include <apr_strings.h>
+#include <http_core.h>
 #include <http_protocol.h>
 #include <http_request.h>
 
@@ -9,9 +11,11 @@
 #include "core/header_check.h"
 #include "core/secret_mask.h"
 #include "core/sse.h"
+#include "core/sse_framer.h"
 #include "core/token_estimate.h"
 #include "core/version.h"
 #include "engine/curl_pool.h"
+#include "engine/transfer.h"
 #include "httpd/relay.h"
 #include "httpd/request_record.h"
 #include "httpd/stats.h"
@@ -23,7 +27,21 @@
 
 #define HANGUP_CHECK_INTERVAL apr_time_from_msec(250)
 
-typedef enum { BODY_UNDECIDED, BODY_STREAMED, BODY_BUFFERED } body_mode;
+/* Where an exchange is. It changes in enter() only; the body's state is
+ * chosen once, when the upstream's head is complete. */
+typedef enum {
+    X_CONNECTING, /* no byte of an answer yet */
+    X_HEAD,       /* a status line came; its headers are coming */
+    X_EVENTS,     /* a 2xx event stream: relayed event by event */
+    X_PASSING,    /* a 2xx answer that is neither SSE nor JSON (audio, images,
+                   * files): passed through as it comes */
+    X_BUFFERING,  /* a JSON answer the proxy reads, or an error answer: held
+                   * whole (masked, offered for a second attempt) */
+    X_DONE,       /* the upstream's answer ended */
+    X_FAILED,     /* the transfer failed or was stopped (why: timed_out,
+                   * bad_content_type, answer_too_large, the curl code) */
+    X_CLIENT_GONE
+} exchange_state;
 typedef enum { NO_TIMEOUT, FIRST_BYTE_TIMEOUT, IDLE_TIMEOUT } timeout_kind;
 /* the header field the last header line set, which an obs-fold line would
  * continue */
@@ -38,21 +56,26 @@ typedef struct {
     long status; /* of the last status line seen; 0 before the first byte */
     const char *content_type;
     apr_table_t *pass_headers;
-    int headers_complete;
-    body_mode mode;
+    exchange_state state;
+    /* the answer has a Content-Encoding: its head waits for the first
+     * decoded byte, so that one libcurl cannot decode is still a JSON 502 */
+    int encoded;
+    int head_waits;
+    /* the state the body was in when the exchange ended (for the record) */
+    exchange_state body;
     apr_bucket_brigade *buffer; /* a whole (non-streamed) answer */
     apr_size_t buffered;
     int answer_too_large;
     /* what the answer reported, for the access log */
     oaip_usage usage;
-    oaip_sse_reader *events;
+    oaip_sse_framer *events;
     /* for an answer without usage: what was generated */
     oaip_content_count content;
     apr_int64_t answer_tokens;
     /* the usage chunk the proxy asked for is held back from the client, so
      * a stream is relayed event by event, the unfinished one kept here */
+    /* the usage chunk the proxy asked for is kept back from the client */
     int hide_usage;
-    oaip_buffer pending;
     /* bytes of a UTF-8 byte order mark matched at the body's start (held
      * back), or BOM_DECIDED */
     int bom_seen;
@@ -60,7 +83,7 @@ typedef struct {
     /* timing */
     apr_time_t started;
     apr_time_t last_upstream_byte;
-    apr_time_t last_hangup_check;
+    apr_time_t last_hangup_check; /* without the client's socket (HTTP/2) */
     timeout_kind timed_out;
     /* the keys this exchange sent (configured, or the client's own): masked
      * in the upstream's error answers and in the headers passed on */
@@ -164,6 +187,13 @@ static size_t refuse_content_type(exchange *x)
     return 0;
 }
 
+static void choose_body(exchange *x);
+
+static void enter(exchange *x, exchange_state state)
+{
+    x->state = state;
+}
+
 /* libcurl hands over each header line, status lines included (one per
  * interim 1xx answer too): only the last response's headers count. A line
  * is split at LF only, so a bare CR or a NUL inside stays in the value;
@@ -186,12 +216,13 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
         const char *sp = memchr(line, ' ', len);
         x->status = sp ? strtol(sp + 1, NULL, 10) : -1;
         x->content_type = NULL;
-        x->headers_complete = 0;
+        x->encoded = 0;
+        enter(x, X_HEAD);
         x->last_field = FIELD_OTHER;
         apr_table_clear(x->pass_headers);
         return len;
     }
-    if (x->mode != BODY_UNDECIDED) {
+    if (x->state != X_HEAD) {
         return len; /* trailers: the head that counts is out or decided */
     }
     if (oaip_header_line_is_fold(line, len)) {
@@ -200,7 +231,12 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
     x->last_field = FIELD_OTHER;
     colon = memchr(line, ':', len);
     if (colon == NULL) {
-        x->headers_complete = (len <= 2); /* the blank line after the head */
+        if (len <= 2 && x->status >= 200) {
+            /* the blank line after a final head: the client has its head
+             * now, as mod_proxy_http gives it, not with the first event
+             * (a model that thinks for a minute sends none before) */
+            choose_body(x);
+        }
         return len;
     }
     name_len = (apr_size_t)(colon - line);
@@ -214,7 +250,10 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
         end--;
     }
     valid = oaip_header_value_valid(value, (apr_size_t)(end - value));
-    if (name_len == 12 && strncasecmp(line, "content-type", 12) == 0) {
+    if (name_len == 16 && strncasecmp(line, "content-encoding", 16) == 0) {
+        x->encoded =
+            !(end - value == 8 && strncasecmp(value, "identity", 8) == 0) && end > value;
+    } else if (name_len == 12 && strncasecmp(line, "content-type", 12) == 0) {
         if (!valid) {
             return refuse_content_type(x);
         }
@@ -250,16 +289,14 @@ static const char *content_type_or_json(const exchange *x)
 
 /* A Responses API stream numbers its events: an error event of the proxy's
  * continues the count. */
-static void note_sequence(exchange *x, const char *data, apr_size_t len)
+static void note_sequence(exchange *x, const oaip_sse_event_facts *facts)
 {
-    apr_int64_t n;
-
-    if (x->error_events != OAIP_SSE_ERRORS_RESPONSES) {
+    if (x->error_events != OAIP_SSE_ERRORS_RESPONSES || !facts->has_data) {
         return;
     }
     x->events_passed++;
-    if ((n = oaip_error_sse_sequence_of(data, len)) >= 0) {
-        x->last_sequence = n;
+    if (facts->sequence >= 0) {
+        x->last_sequence = facts->sequence;
     }
 }
 
@@ -274,20 +311,42 @@ static apr_int64_t next_sequence(const exchange *x)
     return next > x->events_passed ? next : x->events_passed;
 }
 
-/* Each event's usage replaces what an earlier one reported: servers put it
- * in a separate last chunk, in the last content chunk, in every chunk
+static void add_content(oaip_content_count *to, const oaip_content_count *event)
+{
+    if (event->events > 0) {
+        to->events += event->events;
+        to->bytes = to->bytes + event->bytes < OAIP_TOKENS_MAX ? to->bytes + event->bytes
+                                                               : OAIP_TOKENS_MAX;
+        to->tokens = to->tokens + event->tokens < OAIP_TOKENS_MAX
+                         ? to->tokens + event->tokens
+                         : OAIP_TOKENS_MAX;
+    }
+}
+
+/* The one decision per event of a stream: it is passed on as it came,
+ * unless it is the usage chunk the proxy asked for itself (hidden). Each
+ * event's usage replaces what an earlier one reported: servers put it in
+ * a separate last chunk, in the last content chunk, in every chunk
  * (growing: the last report counts, never a sum), under Groq's x_groq, or
- * in the Responses API's response.completed (oaip_sse_event_usage parses
- * nothing unless an event names a usage). The content is counted too, for
- * a stream that ends without any (the client left, the upstream ignores
- * stream_options). */
-static void on_event(void *ctx, const char *data, apr_size_t len)
+ * in the Responses API's response.completed. The content is counted too,
+ * for a stream that ends without any (the client left, the upstream
+ * ignores stream_options). */
+static void on_event(void *ctx, const char *raw, apr_size_t len,
+                     const oaip_sse_event_facts *facts)
 {
     exchange *x = ctx;
 
-    oaip_sse_event_usage(data, len, &x->usage);
-    oaip_content_count_event(&x->content, data, len);
-    note_sequence(x, data, len);
+    if (facts != NULL) {
+        if (facts->reports_usage) {
+            x->usage = facts->usage;
+        }
+        add_content(&x->content, &facts->content);
+        note_sequence(x, facts);
+        if (x->hide_usage && facts->usage_chunk) {
+            return;
+        }
+    }
+    oaip_relay_stage(&x->relay, raw, len);
 }
 
 #define BOM_DECIDED 3
@@ -304,78 +363,81 @@ static int drops_bom(const exchange *x)
            strncasecmp(x->content_type, "application/json", 16) == 0;
 }
 
-/* On the first byte of the body: a successful event stream is relayed as it
- * comes; anything else (JSON answers, errors) is relayed whole. */
-static void choose_mode(exchange *x)
+/* The answers the proxy reads whole: JSON (for its usage), and anything
+ * without a type; other successful answers pass through as they come. */
+static int read_whole(const exchange *x)
 {
-    int streamed =
-        x->status >= 200 && x->status < 300 && is_event_stream(x->content_type);
+    const char *type = x->content_type;
 
-    x->mode = streamed ? BODY_STREAMED : BODY_BUFFERED;
-    x->bom_seen = drops_bom(x) ? 0 : BOM_DECIDED;
-    if (streamed && !x->relay.committed) {
-        oaip_relay_start_stream(&x->relay, (int)x->status, x->content_type,
-                                x->pass_headers);
-    }
+    return type == NULL || strncasecmp(type, "application/json", 16) == 0;
 }
 
-/* Past this an unfinished "event" is no SSE the proxy understands: it is
- * relayed as it is. */
-#define MAX_PENDING_EVENT ((apr_size_t)1024 * 1024)
-
-/* Relays the complete events among what arrived, in one write, without
- * the usage chunk (on_event records every event's usage); keeps the
- * unfinished rest. */
-static int relay_events(exchange *x, const char *data, apr_size_t len)
+/* Once, when the head is complete (or, without one, on the first byte of a
+ * body): a successful event stream is relayed event by event, another
+ * successful answer that is not JSON passes through as it comes (both with
+ * their head sent at once), anything else is held whole. */
+static void send_head(exchange *x)
 {
-    apr_size_t pos = 0, kept = 0, n;
-    oaip_usage ignored;
-    char *buf;
+    x->head_waits = 0;
+    if (x->relay.committed) {
+        return; /* heartbeats sent a stream's head: the body is its data */
+    }
+    if (x->state == X_EVENTS) {
+        oaip_relay_start_stream(&x->relay, (int)x->status, x->content_type,
+                                x->pass_headers);
+    } else {
+        oaip_relay_start_body(&x->relay, (int)x->status, x->content_type,
+                              x->pass_headers);
+    }
+    oaip_relay_stage_head(&x->relay);
+}
 
-    oaip_sse_feed(x->events, data, len); /* counts what was generated */
-    oaip_buffer_append(x->r->pool, &x->pending, data, len);
-    buf = x->pending.data;
-    while ((n = oaip_sse_event_length(buf + pos, x->pending.len - pos)) > 0) {
-        if (!oaip_sse_usage_chunk(buf + pos, n, &ignored)) {
-            memmove(buf + kept, buf + pos, n);
-            kept += n;
-        }
-        pos += n;
+static void choose_body(exchange *x)
+{
+    int ok = x->status >= 200 && x->status < 300;
+
+    if (ok && is_event_stream(x->content_type)) {
+        enter(x, X_EVENTS);
+    } else if (ok && !read_whole(x)) {
+        enter(x, X_PASSING);
+    } else {
+        enter(x, X_BUFFERING);
     }
-    if (x->pending.len - pos > MAX_PENDING_EVENT) {
-        memmove(buf + kept, buf + pos, x->pending.len - pos);
-        kept += x->pending.len - pos;
-        pos = x->pending.len;
+    x->body = x->state;
+    x->bom_seen = drops_bom(x) ? 0 : BOM_DECIDED;
+    if (x->state == X_BUFFERING) {
+        return;
     }
-    if (kept > 0 && !oaip_relay_write(&x->relay, buf, kept)) {
-        return 0;
+    if (x->encoded) {
+        x->head_waits = 1;
+        return;
     }
-    memmove(buf, buf + pos, x->pending.len - pos);
-    x->pending.len -= pos;
-    return 1;
+    send_head(x);
 }
 
 /* Bytes of the body (decoded: libcurl undoes a Content-Encoding), relayed
  * as they come or kept for the whole answer. 0: stop the transfer. */
 static int take_body(exchange *x, const char *data, apr_size_t len)
 {
-    if (x->mode == BODY_STREAMED && x->hide_usage) {
-        return relay_events(x, data, len);
+    if (x->head_waits) {
+        send_head(x); /* the first decoded byte: the head goes now */
     }
-    if (x->mode == BODY_STREAMED) {
-        if (!oaip_relay_write(&x->relay, data, len)) {
+    switch (x->state) {
+    case X_EVENTS:
+        oaip_sse_framer_feed(x->events, data, len);
+        return 1;
+    case X_PASSING:
+        oaip_relay_stage(&x->relay, data, len);
+        return 1;
+    default:
+        if (x->buffered + len > MAX_BUFFERED_ANSWER) {
+            x->answer_too_large = 1;
             return 0;
         }
-        oaip_sse_feed(x->events, data, len);
+        x->buffered += len;
+        apr_brigade_write(x->buffer, NULL, NULL, data, len);
         return 1;
     }
-    if (x->buffered + len > MAX_BUFFERED_ANSWER) {
-        x->answer_too_large = 1;
-        return 0;
-    }
-    x->buffered += len;
-    apr_brigade_write(x->buffer, NULL, NULL, data, len);
-    return 1;
 }
 
 /* The bytes held as the start of a byte order mark were none: they go on. */
@@ -393,8 +455,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
     size_t len = size * nmemb, skip = 0;
 
     x->last_upstream_byte = apr_time_now();
-    if (x->mode == BODY_UNDECIDED) {
-        choose_mode(x);
+    if (x->state == X_CONNECTING || x->state == X_HEAD) {
+        choose_body(x); /* a body without the blank line after its head */
     }
     /* a byte order mark, whole or split over reads, is held until it is
      * complete (dropped) or turns out to be none (relayed) */
@@ -414,23 +476,24 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
     return len;
 }
 
+/* Heartbeats go into an event stream, or before the upstream's head,
+ * never into an answer held whole or passed through. */
+static int takes_heartbeats(const exchange *x)
+{
+    return x->stream_requested && oaip_conf_heartbeat(x->conf) > 0 &&
+           x->state != X_BUFFERING && x->state != X_PASSING;
+}
+
 /* An SSE comment keeps idle connections of proxies and load balancers in
  * between alive; it may only go between two of the upstream's events. */
 static int send_heartbeat(exchange *x, apr_time_t now)
 {
     static const char comment[] = ": keep-alive\n\n";
-    apr_interval_time_t every = oaip_conf_heartbeat(x->conf);
 
-    if (!x->stream_requested || every <= 0 || x->mode == BODY_BUFFERED ||
-        now - x->relay.last_write < every || !oaip_relay_at_event_boundary(&x->relay)) {
+    if (!takes_heartbeats(x) ||
+        now - x->relay.last_write < oaip_conf_heartbeat(x->conf) ||
+        !oaip_relay_at_event_boundary(&x->relay)) {
         return 1;
-    }
-    if (!x->relay.committed && x->headers_complete) {
-        /* the upstream answered but sent no event yet: its own head goes out */
-        choose_mode(x);
-        if (x->mode == BODY_BUFFERED) {
-            return 1;
-        }
     }
     if (!x->relay.committed) {
         /* the upstream's status is not known yet: a failure will become an
@@ -440,37 +503,46 @@ static int send_heartbeat(exchange *x, apr_time_t now)
     return oaip_relay_write(&x->relay, comment, sizeof(comment) - 1);
 }
 
-/* About once a second while the transfer runs, even while the upstream is
- * silent, and after each read: a non-zero return aborts the transfer. */
-static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
-                       curl_off_t ultotal, curl_off_t ulnow)
+/* When the exchange must look at the time again: its first-byte or idle
+ * timeout, its next heartbeat, and without the client's socket to watch
+ * (HTTP/2), its next look at the connection. */
+static apr_time_t next_deadline(const exchange *x, int watching_client)
 {
-    exchange *x = userdata;
-    apr_time_t now = apr_time_now();
+    apr_time_t due = x->status == 0
+                         ? x->started + oaip_conf_first_byte_timeout(x->conf)
+                         : x->last_upstream_byte + oaip_conf_idle_timeout(x->conf);
+
+    if (takes_heartbeats(x) && x->relay.last_write + oaip_conf_heartbeat(x->conf) < due) {
+        due = x->relay.last_write + oaip_conf_heartbeat(x->conf);
+    }
+    if (!watching_client && x->last_hangup_check + HANGUP_CHECK_INTERVAL < due) {
+        due = x->last_hangup_check + HANGUP_CHECK_INTERVAL;
+    }
+    return due;
+}
+
+/* After each wake-up: the timeouts, heartbeats, and (without the client's
+ * socket) a look at the connection. 0: stop the transfer. */
+static int tick(exchange *x, apr_time_t now, int watching_client)
+{
     const oaip_dir_conf *conf = x->conf;
 
-    (void)dltotal;
-    (void)dlnow;
-    (void)ultotal;
-    (void)ulnow;
-    /* libcurl calls this after every read too: look at the client socket
-     * only every so often, which is all a silent upstream needs */
-    if (now - x->last_hangup_check >= HANGUP_CHECK_INTERVAL) {
+    if (!watching_client && now - x->last_hangup_check >= HANGUP_CHECK_INTERVAL) {
         x->last_hangup_check = now;
         if (oaip_relay_client_hung_up(&x->relay)) {
-            return 1;
+            return 0;
         }
     }
     if (x->status == 0) {
-        if (now - x->started > oaip_conf_first_byte_timeout(conf)) {
+        if (now - x->started >= oaip_conf_first_byte_timeout(conf)) {
             x->timed_out = FIRST_BYTE_TIMEOUT;
-            return 1;
+            return 0;
         }
-    } else if (now - x->last_upstream_byte > oaip_conf_idle_timeout(conf)) {
+    } else if (now - x->last_upstream_byte >= oaip_conf_idle_timeout(conf)) {
         x->timed_out = IDLE_TIMEOUT;
-        return 1;
+        return 0;
     }
-    return send_heartbeat(x, now) ? 0 : 1;
+    return send_heartbeat(x, now);
 }
 
 static void configure(CURL *h, exchange *x, const oaip_upstream_request *req,
@@ -510,9 +582,6 @@ static void configure(CURL *h, exchange *x, const oaip_upstream_request *req,
     curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
-    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
 }
 
 static void fail(oaip_upstream_outcome *outcome, oaip_error_kind kind, const char *detail)
@@ -657,25 +726,22 @@ static void finish(exchange *x, CURLcode code, const char *errbuf,
                       "client went away after %" APR_SIZE_T_FMT
                       " bytes; upstream transfer stopped",
                       x->relay.bytes);
-        outcome->responded = 1;
+        outcome->responded = outcome->client_gone = 1;
         return;
     }
     if (code == CURLE_OK) {
         if (x->bom_seen < BOM_DECIDED) { /* a body of 1 or 2 bytes of a mark */
             give_back_bom(x);
         }
-        if (x->mode == BODY_STREAMED) {
-            oaip_usage ignored;
+        if (x->body == X_PASSING) {
+            outcome->responded = 1;
+        } else if (x->body == X_EVENTS) {
             /* the stream ended without [DONE], or without the blank line
              * after its last event: no error, the client's stream just ends.
              * That event's usage counts; it is relayed as it came, unless it
              * is the usage chunk the proxy asked for itself */
-            oaip_sse_finish(x->events);
-            if (x->pending.len > 0 &&
-                !(x->hide_usage &&
-                  oaip_sse_usage_chunk(x->pending.data, x->pending.len, &ignored))) {
-                oaip_relay_write(&x->relay, x->pending.data, x->pending.len);
-            }
+            oaip_sse_framer_finish(x->events);
+            oaip_relay_flush(&x->relay);
             outcome->responded = 1;
         } else {
             relay_buffered_answer(x, outcome);
@@ -685,7 +751,13 @@ static void finish(exchange *x, CURLcode code, const char *errbuf,
     describe_failure(x, code, outcome);
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "upstream request failed: %s [%s]",
                   outcome->refusal.detail, errbuf[0] ? errbuf : curl_easy_strerror(code));
-    if (x->relay.committed) {
+    if (x->body == X_EVENTS) {
+        oaip_sse_framer_finish(x->events); /* a cut event goes as it came */
+    }
+    if (x->body == X_PASSING && x->relay.committed && !x->head_waits) {
+        oaip_relay_break(&x->relay);
+        outcome->responded = 1;
+    } else if (x->relay.committed) {
         oaip_relay_end_with_event(
             &x->relay,
             oaip_error_sse_event(r->pool, x->error_events, next_sequence(x),
@@ -735,7 +807,7 @@ static void estimate_usage(exchange *x, const oaip_upstream_request *req,
         return;
     }
     prompt = oaip_prompt_estimate(req->body_len);
-    output = x->mode == BODY_STREAMED ? x->content.tokens : x->answer_tokens;
+    output = x->body == X_EVENTS ? x->content.tokens : x->answer_tokens;
     record->usage.prompt_tokens = (long)prompt;
     record->usage.completion_tokens = (long)output;
     record->usage.total_tokens = (long)(prompt + output);
@@ -812,8 +884,58 @@ static void exchange_init(exchange *x, request_rec *r, const oaip_dir_conf *conf
     x->pass_headers = apr_table_make(r->pool, 12);
     x->started = x->last_upstream_byte = x->last_hangup_check = apr_time_now();
     oaip_usage_init(&x->usage);
-    x->events = oaip_sse_reader_make(r->pool, on_event, x);
+    x->events = oaip_sse_framer_make(r->pool, on_event, x);
     x->mask = mask;
+}
+
+/* The client's socket, watched for a hang-up while the upstream is
+ * silent; -1 on HTTP/2 (mod_http2 sets c->aborted on a reset instead). */
+static int client_socket(request_rec *r)
+{
+    conn_rec *c = r->connection;
+    apr_socket_t *sock;
+    apr_os_sock_t fd;
+
+    if (c->master != NULL || (sock = ap_get_conn_socket(c)) == NULL ||
+        apr_os_sock_get(&fd, sock) != APR_SUCCESS) {
+        return -1;
+    }
+    return fd;
+}
+
+/* Runs the transfer until it ends, the client leaves or a deadline of the
+ * exchange stops it. What the upstream gave in one wake-up goes out in
+ * one flush: chunks that arrive together are written together, and none
+ * waits for a later one. */
+static CURLcode drive(exchange *x, oaip_curl_handle *h)
+{
+    int client_fd = client_socket(x->r);
+    CURLcode code = CURLE_OK;
+    oaip_transfer *t = oaip_transfer_start(x->r->pool, h, client_fd, &code);
+    oaip_transfer_event event;
+
+    if (t == NULL) {
+        return code;
+    }
+    for (;;) {
+        event = oaip_transfer_wait(t, next_deadline(x, client_fd >= 0), &code);
+        if (!oaip_relay_flush(&x->relay) || event == OAIP_TRANSFER_CLIENT_HUP) {
+            x->relay.client_gone = 1;
+            if (event != OAIP_TRANSFER_DONE) {
+                code = CURLE_ABORTED_BY_CALLBACK;
+            }
+            break;
+        }
+        if (event == OAIP_TRANSFER_DONE) {
+            break;
+        }
+        if (!tick(x, apr_time_now(), client_fd >= 0)) {
+            code = CURLE_ABORTED_BY_CALLBACK;
+            break;
+        }
+    }
+    oaip_transfer_end(t);
+    return code;
 }
 
 /* One attempt through a pooled handle. 0: no memory for it. */
@@ -822,29 +944,34 @@ static int perform(exchange *x, const oaip_upstream_request *req, int number,
 {
     request_rec *r = x->r;
     struct curl_slist *headers = request_headers(r->pool, req);
-    CURL *h = headers ? oaip_curl_acquire() : NULL;
+    oaip_curl_handle *h = headers ? oaip_curl_acquire() : NULL;
 
     if (h == NULL) {
         return 0;
     }
     errbuf[0] = '\0';
-    configure(h, x, req, headers, errbuf);
+    configure(h->easy, x, req, headers, errbuf);
     /* without the configured query: some APIs take a key there */
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
                   "upstream %s %.*s model=%s stream=%d attempt=%d",
                   req->post ? "POST" : "GET", (int)strcspn(req->url, "?"), req->url,
                   req->model ? ap_escape_logitem(r->pool, req->model) : "(none)",
                   req->stream, number);
-    *code = curl_easy_perform(h);
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
-                  "upstream answered %ld (%s) in %" APR_TIME_T_FMT " ms, curl: %s",
-                  x->status, x->mode == BODY_STREAMED ? "streamed" : "whole",
-                  apr_time_as_msec(apr_time_now() - x->started),
-                  curl_easy_strerror(*code));
+    *code = drive(x, h);
+    enter(x, x->relay.client_gone ? X_CLIENT_GONE
+             : *code == CURLE_OK  ? X_DONE
+                                  : X_FAILED);
+    ap_log_rerror(
+        APLOG_MARK, APLOG_DEBUG, 0, r,
+        "upstream answered %ld (%s) in %" APR_TIME_T_FMT " ms, curl: %s", x->status,
+        x->body == X_EVENTS    ? "streamed"
+        : x->body == X_PASSING ? "passed through"
+                               : "whole",
+        apr_time_as_msec(apr_time_now() - x->started), curl_easy_strerror(*code));
     /* the handle points into this request's memory: unhook it before another
      * request may take it */
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(h->easy, CURLOPT_ERRORBUFFER, NULL);
     oaip_curl_release(h);
     return 1;
 }
@@ -873,8 +1000,8 @@ static int never_sent(CURLcode code)
  * request that never left; not a timeout after the request was sent, not
  * a connection closed without an answer). Heartbeat comments that went
  * out are no part of any answer: the next attempt's events follow them. */
-static int offer(exchange *x, const oaip_upstream_request *req, CURLcode code,
-                 int number, oaip_attempt *attempt)
+static int offer(exchange *x, const oaip_upstream_request *req, CURLcode code, int number,
+                 oaip_attempt *attempt)
 {
     apr_size_t len = x->buffered;
     char *body;
@@ -885,7 +1012,7 @@ static int offer(exchange *x, const oaip_upstream_request *req, CURLcode code,
         return 0;
     }
     if (code == CURLE_OK) {
-        if (x->mode == BODY_STREAMED || x->status < 300 || x->status > 599) {
+        if (x->body != X_BUFFERING || x->status < 300 || x->status > 599) {
             return 0;
         }
         attempt->kind = OAIP_ATTEMPT_ANSWERED;

@@ -18,6 +18,7 @@ void oaip_upstream_child_init(apr_pool_t *pchild, server_rec *s);
 /* Where an exchange ended up (how, what it cost: the request's record). */
 typedef struct {
     int responded;        /* something was sent to the client */
+    int client_gone;      /* the client left before the answer's end */
     oaip_refusal refusal; /* when !responded: the error to answer with */
 } oaip_upstream_outcome;
 

@@ -535,7 +535,8 @@ static int proxy(request_rec *r, const oaip_dir_conf *conf, const oaip_endpoint 
     if (!outcome.responded) {
         return send_refusal(r, conf, &outcome.refusal);
     }
-    return OK;
+    /* as mod_proxy_http: nothing more to do for a connection that is gone */
+    return outcome.client_gone ? DONE : OK;
 }
 
 #define FILENAME_PREFIX OAIP_HANDLER_NAME ":"

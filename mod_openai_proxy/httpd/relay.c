@@ -38,6 +38,20 @@ void oaip_relay_start_stream(oaip_relay *relay, int status, const char *content_
     relay->committed = 1;
 }
 
+void oaip_relay_start_body(oaip_relay *relay, int status, const char *content_type,
+                           apr_table_t *headers)
+{
+    request_rec *r = relay->r;
+
+    r->status = status;
+    ap_set_content_type(r, content_type);
+    if (headers != NULL) {
+        apr_table_overlap(r->headers_out, headers, APR_OVERLAP_TABLES_SET);
+    }
+    apr_table_unset(r->headers_out, "Content-Length");
+    relay->committed = 1;
+}
+
 static void remember_tail(oaip_relay *relay, const char *data, apr_size_t len)
 {
     apr_size_t keep = sizeof(relay->tail);
@@ -50,34 +64,66 @@ static void remember_tail(oaip_relay *relay, const char *data, apr_size_t len)
     }
 }
 
-int oaip_relay_write(oaip_relay *relay, const char *data, apr_size_t len)
+void oaip_relay_stage(oaip_relay *relay, const char *data, apr_size_t len)
 {
-    apr_bucket_alloc_t *ba = relay->r->connection->bucket_alloc;
+    if (relay->client_gone || len == 0) {
+        return;
+    }
+    /* copied: the caller's buffer (libcurl's) is reused before the flush */
+    apr_brigade_write(relay->bb, NULL, NULL, data, len);
+    relay->staged = 1;
+    relay->bytes += len;
+    remember_tail(relay, data, len);
+}
+
+void oaip_relay_stage_head(oaip_relay *relay)
+{
+    relay->staged = 1;
+}
+
+int oaip_relay_flush(oaip_relay *relay)
+{
     apr_status_t rv;
 
     if (relay->client_gone || relay->r->connection->aborted) {
+        apr_brigade_cleanup(relay->bb);
         relay->client_gone = 1;
         return 0;
     }
-    /* transient: the core output filter copies only what it cannot send now */
-    APR_BRIGADE_INSERT_TAIL(relay->bb, apr_bucket_transient_create(data, len, ba));
-    APR_BRIGADE_INSERT_TAIL(relay->bb, apr_bucket_flush_create(ba));
+    if (!relay->staged) {
+        return 1;
+    }
+    relay->staged = 0;
+    APR_BRIGADE_INSERT_TAIL(relay->bb,
+                            apr_bucket_flush_create(relay->r->connection->bucket_alloc));
     rv = ap_pass_brigade(relay->r->output_filters, relay->bb);
     apr_brigade_cleanup(relay->bb);
     if (rv != APR_SUCCESS || relay->r->connection->aborted) {
         relay->client_gone = 1;
         return 0;
     }
-    relay->bytes += len;
-    remember_tail(relay, data, len);
     relay->last_write = apr_time_now();
     return 1;
+}
+
+int oaip_relay_write(oaip_relay *relay, const char *data, apr_size_t len)
+{
+    if (relay->client_gone || relay->r->connection->aborted) {
+        relay->client_gone = 1;
+        return 0;
+    }
+    oaip_relay_stage(relay, data, len);
+    return oaip_relay_flush(relay);
 }
 
 void oaip_relay_write_brigade(oaip_relay *relay, apr_bucket_brigade *data)
 {
     apr_off_t len = 0;
 
+    if (!oaip_relay_flush(relay)) {
+        apr_brigade_cleanup(data);
+        return;
+    }
     apr_brigade_length(data, 0, &len);
     APR_BRIGADE_INSERT_TAIL(data,
                             apr_bucket_flush_create(relay->r->connection->bucket_alloc));
@@ -118,6 +164,25 @@ void oaip_relay_whole(oaip_relay *relay, int status, const char *content_type,
         relay->client_gone = 1;
     }
     apr_brigade_cleanup(body);
+}
+
+void oaip_relay_break(oaip_relay *relay)
+{
+    request_rec *r = relay->r;
+    conn_rec *c = r->connection;
+
+    if (relay->client_gone || c->aborted) {
+        return;
+    }
+    oaip_relay_flush(relay);
+    /* as mod_proxy's ap_proxy_backend_broke: the chunk filter leaves out
+     * the last chunk, and the connection is closed after this response */
+    r->no_cache = 1;
+    APR_BRIGADE_INSERT_TAIL(relay->bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL,
+                                                              r->pool, c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(relay->bb, apr_bucket_eos_create(c->bucket_alloc));
+    ap_pass_brigade(r->output_filters, relay->bb);
+    apr_brigade_cleanup(relay->bb);
 }
 
 int oaip_relay_client_hung_up(oaip_relay *relay)
