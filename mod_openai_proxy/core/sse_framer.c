@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/buffer.h"
+#include "core/content_scan.h"
 
 struct oaip_sse_framer {
     apr_pool_t *pool;
@@ -42,9 +43,16 @@ static void inspect_data(const char *data, apr_size_t len, oaip_sse_event_facts 
 {
     int object = len > 0 && data[0] == '{';
     int usage_possible = oaip_sse_may_carry_usage(data, len);
+    int numbered = names(data, len, "sequence_number");
     int whole = 0;
+    apr_int64_t bytes;
     json_t *root = NULL;
 
+    /* a content chunk, the usual event: no tree when the scan can read it */
+    if (object && !usage_possible && !numbered && oaip_content_scan(data, len, &bytes)) {
+        oaip_content_count_add(&facts->content, bytes);
+        return;
+    }
     if (object || usage_possible) {
         root = json_loadb(data, len, 0, NULL);
         whole = root != NULL;
@@ -66,7 +74,7 @@ static void inspect_data(const char *data, apr_size_t len, oaip_sse_event_facts 
             facts->usage = found;
         }
     }
-    if (whole && names(data, len, "sequence_number")) {
+    if (whole && numbered) {
         json_t *n = json_object_get(root, "sequence_number");
         if (json_is_integer(n) && json_integer_value(n) >= 0) {
             facts->sequence = (apr_int64_t)json_integer_value(n);

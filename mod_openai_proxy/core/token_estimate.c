@@ -158,6 +158,15 @@ static apr_int64_t tokens_of(apr_int64_t bytes)
     return bytes > 0 ? (ceil_tokens(bytes) > 1 ? ceil_tokens(bytes) : 1) : 0;
 }
 
+void oaip_content_count_add(oaip_content_count *count, apr_int64_t bytes)
+{
+    if (bytes > 0) {
+        count->events++;
+        count->bytes = saturate(count->bytes + bytes);
+        count->tokens = saturate(count->tokens + tokens_of(bytes));
+    }
+}
+
 void oaip_content_count_json(oaip_content_count *count, json_t *event)
 {
     apr_int64_t bytes = 0;
@@ -167,11 +176,7 @@ void oaip_content_count_json(oaip_content_count *count, json_t *event)
     }
     add_choices(event, &bytes);
     add_response_delta(event, &bytes);
-    if (bytes > 0) {
-        count->events++;
-        count->bytes = saturate(count->bytes + bytes);
-        count->tokens = saturate(count->tokens + tokens_of(bytes));
-    }
+    oaip_content_count_add(count, bytes);
 }
 
 void oaip_content_count_event(oaip_content_count *count, const char *data, apr_size_t len)

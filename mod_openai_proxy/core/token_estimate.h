@@ -59,6 +59,9 @@ typedef struct {
 void oaip_content_count_event(oaip_content_count *count, const char *data,
                               apr_size_t len);
 
+/* One event's content of `bytes` (core/content_scan.h read it). */
+void oaip_content_count_add(oaip_content_count *count, apr_int64_t bytes);
+
 /* The same for an event's data already parsed (an object, else nothing). */
 void oaip_content_count_json(oaip_content_count *count, json_t *event);
 

@@ -8,6 +8,10 @@ static int global_initialised;
 
 static apr_thread_mutex_t *idle_lock;
 static apr_array_header_t *idle_handles; /* oaip_curl_handle *, from the child pool */
+/* every handle made, freed at child exit. Idle ones are taken last in,
+ * first out: the fewest upstream connections stay open (a handle per
+ * thread would keep one per thread that ever served a request) */
+static apr_array_header_t *all_handles;
 static CURLSH *share;
 static apr_thread_mutex_t *share_locks[CURL_LOCK_DATA_LAST];
 
@@ -53,13 +57,13 @@ static apr_status_t child_cleanup(void *unused)
 
     (void)unused;
     apr_thread_mutex_lock(idle_lock);
-    for (i = 0; i < idle_handles->nelts; i++) {
-        oaip_curl_handle *h = APR_ARRAY_IDX(idle_handles, i, oaip_curl_handle *);
+    for (i = 0; i < all_handles->nelts; i++) {
+        oaip_curl_handle *h = APR_ARRAY_IDX(all_handles, i, oaip_curl_handle *);
         curl_multi_cleanup(h->multi);
         curl_easy_cleanup(h->easy);
         free(h);
     }
-    idle_handles->nelts = 0;
+    all_handles->nelts = idle_handles->nelts = 0;
     apr_thread_mutex_unlock(idle_lock);
     if (share != NULL) {
         curl_share_cleanup(share);
@@ -84,11 +88,13 @@ apr_status_t oaip_curl_pool_child_init(apr_pool_t *pchild)
         }
     }
     idle_handles = apr_array_make(pchild, 16, sizeof(oaip_curl_handle *));
+    all_handles = apr_array_make(pchild, 16, sizeof(oaip_curl_handle *));
     share = curl_share_init();
     if (share != NULL) {
         curl_share_setopt(share, CURLSHOPT_LOCKFUNC, share_lock);
         curl_share_setopt(share, CURLSHOPT_UNLOCKFUNC, share_unlock);
-        curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+        /* not the DNS cache: each handle's multi handle has one, which
+         * takes no lock per request */
         curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     }
     apr_pool_cleanup_register(pchild, NULL, child_cleanup, apr_pool_cleanup_null);
@@ -115,6 +121,9 @@ static oaip_curl_handle *handle_make(void)
     if (share != NULL) {
         curl_easy_setopt(h->easy, CURLOPT_SHARE, share);
     }
+    apr_thread_mutex_lock(idle_lock);
+    *(oaip_curl_handle **)apr_array_push(all_handles) = h;
+    apr_thread_mutex_unlock(idle_lock);
     return h;
 }
 

@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 ALL_TARGETS=(request sse origin upstream_error values endpoint multipart secret_mask
-             token_estimate)
+             token_estimate content_scan)
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 CC_FUZZ=${CC_FUZZ:-clang}
 OUT=build/out/fuzz

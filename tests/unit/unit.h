@@ -31,6 +31,7 @@ int run_errors_tests(void);
 int run_request_tests(void);
 int run_sse_tests(void);
 int run_sse_framer_tests(void);
+int run_content_scan_tests(void);
 int run_limit_spec_tests(void);
 int run_endpoint_tests(void);
 int run_values_tests(void);
