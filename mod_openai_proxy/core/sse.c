@@ -1,3 +1,6 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
 #include "core/sse.h"
 
 #include <apr_strings.h>
@@ -124,12 +127,17 @@ apr_size_t oaip_sse_event_length(const char *buf, apr_size_t len)
     apr_size_t i = 0, line_start = 0;
 
     while (i < len) {
-        apr_size_t line_end = i;
-        if (buf[i] != '\r' && buf[i] != '\n') {
-            i++;
-            continue;
+        apr_size_t line_end;
+        const char *lf = memchr(buf + i, '\n', len - i);
+        const char *cr = memchr(buf + i, '\r', (lf ? (apr_size_t)(lf - buf) : len) - i);
+        const char *eol = cr ? cr : lf;
+        if (eol == NULL) {
+            return 0;
         }
-        i += (buf[i] == '\r' && i + 1 < len && buf[i + 1] == '\n') ? 2 : 1;
+        line_end = (apr_size_t)(eol - buf);
+        i = line_end + ((*eol == '\r' && line_end + 1 < len && buf[line_end + 1] == '\n')
+                            ? 2
+                            : 1);
         if (line_end == line_start && line_start > 0) {
             return i;
         }
@@ -144,20 +152,24 @@ apr_size_t oaip_sse_event_length(const char *buf, apr_size_t len)
  * could hide. Anything else that looks odd is parsed. */
 int oaip_sse_may_carry_usage(const char *event, apr_size_t len)
 {
-    apr_size_t i;
+    const char *p, *end = event + len;
 
-    for (i = 0; i + 5 <= len; i++) {
-        if (event[i] == '\\' && event[i + 1] == 'u') {
+    if (len < 5) {
+        return 0;
+    }
+    /* memchr and memmem, not a loop per byte: this runs on every event */
+    for (p = event; (p = memchr(p, '\\', (apr_size_t)(end - p))) != NULL; p++) {
+        if (end - p >= 5 && p[1] == 'u') {
             return 1;
         }
-        if (memcmp(event + i, "usage", 5) == 0) {
-            apr_size_t j = i + 5;
-            while (j < len && strchr("\" \t:", event[j]) != NULL && event[j]) {
-                j++;
-            }
-            if (!(j + 4 <= len && memcmp(event + j, "null", 4) == 0)) {
-                return 1;
-            }
+    }
+    for (p = event; (p = memmem(p, (apr_size_t)(end - p), "usage", 5)) != NULL; p++) {
+        const char *q = p + 5;
+        while (q < end && strchr("\" \t:", *q) != NULL && *q) {
+            q++;
+        }
+        if (!(end - q >= 4 && memcmp(q, "null", 4) == 0)) {
+            return 1;
         }
     }
     return 0;

@@ -1,3 +1,6 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
 #include "core/sse_framer.h"
 
 #include <stdlib.h>
@@ -25,14 +28,7 @@ oaip_sse_framer *oaip_sse_framer_make(apr_pool_t *p, oaip_sse_framed_fn *fn, voi
 
 static int names(const char *data, apr_size_t len, const char *word)
 {
-    apr_size_t n = strlen(word), i;
-
-    for (i = 0; i + n <= len; i++) {
-        if (data[i] == word[0] && memcmp(data + i, word, n) == 0) {
-            return 1;
-        }
-    }
-    return 0;
+    return memmem(data, len, word, strlen(word)) != NULL;
 }
 
 /* One parse of the data, for every question, when any needs it: content
@@ -93,12 +89,10 @@ static const char *single_data_line(const char *raw, apr_size_t len, apr_size_t 
 
     *lines = 0;
     while (line < end) {
-        const char *eol = line;
-        apr_size_t n;
-        while (eol < end && *eol != '\n' && *eol != '\r') {
-            eol++;
-        }
-        n = (apr_size_t)(eol - line);
+        const char *lf = memchr(line, '\n', (apr_size_t)(end - line));
+        const char *cr = memchr(line, '\r', (apr_size_t)((lf ? lf : end) - line));
+        const char *eol = cr ? cr : lf ? lf : end;
+        apr_size_t n = (apr_size_t)(eol - line);
         if (n >= 4 && memcmp(line, "data", 4) == 0 && (n == 4 || line[4] == ':')) {
             const char *v = line + (n > 4 ? 5 : 4);
             found_len = (apr_size_t)(eol - v);
