@@ -135,9 +135,8 @@ apr_size_t oaip_sse_event_length(const char *buf, apr_size_t len)
             return 0;
         }
         line_end = (apr_size_t)(eol - buf);
-        i = line_end + ((*eol == '\r' && line_end + 1 < len && buf[line_end + 1] == '\n')
-                            ? 2
-                            : 1);
+        i = line_end +
+            ((*eol == '\r' && line_end + 1 < len && buf[line_end + 1] == '\n') ? 2 : 1);
         if (line_end == line_start && line_start > 0) {
             return i;
         }

@@ -28,7 +28,9 @@ typedef struct {
 typedef void oaip_sse_framed_fn(void *ctx, const char *raw, apr_size_t raw_len,
                                 const oaip_sse_event_facts *facts);
 
+#ifndef OAIP_SSE_FRAMER_MAX_EVENT /* tests/fuzz lowers it to reach the limit */
 #define OAIP_SSE_FRAMER_MAX_EVENT ((apr_size_t)1024 * 1024)
+#endif
 
 typedef struct oaip_sse_framer oaip_sse_framer;
 

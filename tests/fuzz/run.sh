@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 ALL_TARGETS=(request sse origin upstream_error values endpoint multipart secret_mask
-             token_estimate content_scan)
+             token_estimate content_scan sse_framer)
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 CC_FUZZ=${CC_FUZZ:-clang}
 OUT=build/out/fuzz
@@ -56,6 +56,7 @@ read -r -a apr_libs <<<"$(apr-1-config --link-ld --libs) $(apu-1-config --link-l
 build() {
     local t=$1 extra=()
     [[ $t == sse ]] && extra=("$SSE_LIMIT")
+    [[ $t == sse_framer ]] && extra=(-DOAIP_SSE_FRAMER_MAX_EVENT=64)
     "$CC_FUZZ" -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Werror \
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
         "${extra[@]}" -I"$SRC" "${apr_cflags[@]}" -o "$OUT/fuzz_$t" \
