@@ -126,6 +126,7 @@ void oaip_sse_event_inspect(const char *raw, apr_size_t len, oaip_sse_event_fact
     }
     facts->has_data = 1;
     if (data != NULL) {
+        facts->done_marker = data_len == 6 && memcmp(data, "[DONE]", 6) == 0;
         inspect_data(data, data_len, facts);
         return;
     }

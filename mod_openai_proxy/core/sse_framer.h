@@ -20,6 +20,7 @@ typedef struct {
     /* generated content in it (added to nothing: the caller's count) */
     oaip_content_count content;
     apr_int64_t sequence; /* its sequence_number (Responses API), -1: none */
+    int done_marker;      /* its data is "[DONE]": a chat stream's last event */
 } oaip_sse_event_facts;
 
 /* `facts` is NULL for bytes that are no event the framer could read: one

@@ -27,6 +27,12 @@
 
 #define HANGUP_CHECK_INTERVAL apr_time_from_msec(250)
 
+/* How long a stream that sent data: [DONE] may take to end its body: some
+ * servers keep the connection open after it, and the client would wait
+ * for the end of the response until the idle timeout, then get an error
+ * event after a stream that was complete. */
+#define AFTER_DONE_GRACE apr_time_from_sec(2)
+
 /* Where an exchange is. It changes in enter() only; the body's state is
  * chosen once, when the upstream's head is complete. */
 typedef enum {
@@ -42,7 +48,12 @@ typedef enum {
                    * bad_content_type, answer_too_large, the curl code) */
     X_CLIENT_GONE
 } exchange_state;
-typedef enum { NO_TIMEOUT, FIRST_BYTE_TIMEOUT, IDLE_TIMEOUT } timeout_kind;
+typedef enum {
+    NO_TIMEOUT,
+    FIRST_BYTE_TIMEOUT,
+    IDLE_TIMEOUT,
+    ENDED_AFTER_DONE /* silent after [DONE]: ended by the proxy, no failure */
+} timeout_kind;
 /* the header field the last header line set, which an obs-fold line would
  * continue */
 typedef enum { FIELD_OTHER, FIELD_CONTENT_TYPE, FIELD_PASSED } field_kind;
@@ -96,6 +107,7 @@ typedef struct {
      * number of events (for an upstream that numbers none) */
     oaip_sse_error_shape error_events;
     apr_int64_t last_sequence; /* -1: none yet */
+    int saw_done;              /* a data: [DONE] event was relayed */
     apr_int64_t events_passed;
 } exchange;
 
@@ -342,6 +354,7 @@ static void on_event(void *ctx, const char *raw, apr_size_t len,
         }
         add_content(&x->content, &facts->content);
         note_sequence(x, facts);
+        x->saw_done |= facts->done_marker;
         if (x->hide_usage && facts->usage_chunk) {
             return;
         }
@@ -506,11 +519,17 @@ static int send_heartbeat(exchange *x, apr_time_t now)
 /* When the exchange must look at the time again: its first-byte or idle
  * timeout, its next heartbeat, and without the client's socket to watch
  * (HTTP/2), its next look at the connection. */
+static apr_interval_time_t idle_allowed(const exchange *x)
+{
+    apr_interval_time_t idle = oaip_conf_idle_timeout(x->conf);
+
+    return x->saw_done && AFTER_DONE_GRACE < idle ? AFTER_DONE_GRACE : idle;
+}
+
 static apr_time_t next_deadline(const exchange *x, int watching_client)
 {
-    apr_time_t due = x->status == 0
-                         ? x->started + oaip_conf_first_byte_timeout(x->conf)
-                         : x->last_upstream_byte + oaip_conf_idle_timeout(x->conf);
+    apr_time_t due = x->status == 0 ? x->started + oaip_conf_first_byte_timeout(x->conf)
+                                    : x->last_upstream_byte + idle_allowed(x);
 
     if (takes_heartbeats(x) && x->relay.last_write + oaip_conf_heartbeat(x->conf) < due) {
         due = x->relay.last_write + oaip_conf_heartbeat(x->conf);
@@ -538,8 +557,8 @@ static int tick(exchange *x, apr_time_t now, int watching_client)
             x->timed_out = FIRST_BYTE_TIMEOUT;
             return 0;
         }
-    } else if (now - x->last_upstream_byte >= oaip_conf_idle_timeout(conf)) {
-        x->timed_out = IDLE_TIMEOUT;
+    } else if (now - x->last_upstream_byte >= idle_allowed(x)) {
+        x->timed_out = x->saw_done ? ENDED_AFTER_DONE : IDLE_TIMEOUT;
         return 0;
     }
     return send_heartbeat(x, now);
@@ -931,6 +950,13 @@ static CURLcode drive(exchange *x, oaip_curl_handle *h)
         }
         if (!tick(x, apr_time_now(), client_fd >= 0)) {
             code = CURLE_ABORTED_BY_CALLBACK;
+            if (x->timed_out == ENDED_AFTER_DONE) {
+                ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, x->r,
+                              "the upstream kept its stream open after data: [DONE]; "
+                              "ended it");
+                x->timed_out = NO_TIMEOUT;
+                code = CURLE_OK;
+            }
             break;
         }
     }

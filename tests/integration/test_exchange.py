@@ -8,7 +8,7 @@ import json
 import socket
 import uuid
 
-from harness import MESSAGES, open_raw_post, sse_data_lines
+from harness import MESSAGES, open_raw_post, proxy_location, sse_data_lines
 
 
 def read_until(sock, marker, data=b""):
@@ -88,3 +88,18 @@ def test_a_json_answer_is_read_whole(client, mock):
     assert resp.status == 200
     assert int(resp.header("Content-Length")) == len(resp.body)
     assert resp.json()["usage"]["total_tokens"] > 0
+
+
+def test_a_stream_left_open_after_done_is_ended_by_the_proxy(own_httpd, mock):
+    """An upstream that keeps its stream open after data: [DONE]: the
+    client's stream ends cleanly soon after [DONE] (no error event, outcome
+    ok), not after the idle timeout with an error event after a complete
+    stream. The idle timeout here is far longer than the test may take."""
+    _, client = own_httpd(proxy_location(mock, "OpenAIProxyIdleTimeout 120"))
+    body = {"messages": MESSAGES, "stream": True,
+            "mock": {"chunks": 2, "chunk_delay": 0, "linger_after_done": 100}}
+    resp = client.post("/v1", body, stream=True, timeout=60)
+    assert resp.status == 200
+    assert resp.body.endswith(b"data: [DONE]\n\n"), resp.body[-200:]
+    assert b"event: error" not in resp.body
+    assert mock.last_finished(timeout=30)["outcome"] == "client_gone"

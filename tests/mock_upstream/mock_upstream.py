@@ -1291,6 +1291,10 @@ class MockHandler(BaseHTTPRequestHandler):
             if hangup_after is not None:
                 self.hang_up()
                 return "hangup"
+            if d.get("linger_after_done") and self.pause(record, d,
+                                                         float(d["linger_after_done"]),
+                                                         gated=False):
+                return "client_gone"
             if self.compressor is not None:
                 tail, self.compressor = self.compressor.flush(), None
                 self.write_chunk(tail)
