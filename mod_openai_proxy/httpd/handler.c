@@ -74,14 +74,23 @@ static int refuse(request_rec *r, const oaip_dir_conf *conf, oaip_error_kind kin
     return send_error(r, conf, kind, detail);
 }
 
+/* The longest Retry-After the official SDKs wait for before they retry by
+ * themselves; past it they retry after their own short backoff instead. */
+#define SDK_LONGEST_RETRY_AFTER 60
+
 /* A refusal of the limits, the stream cap or the engine, with its
- * Retry-After. */
+ * Retry-After; one an SDK cannot wait for (a rate limit or budget window
+ * that ends in an hour) says x-should-retry: false, so that the SDK
+ * does not send it again and again to be refused. */
 static int send_refusal(request_rec *r, const oaip_dir_conf *conf,
                         const oaip_refusal *refusal)
 {
     if (refusal->retry_after > 0) {
         apr_table_setn(r->err_headers_out, "Retry-After",
                        apr_psprintf(r->pool, "%u", refusal->retry_after));
+    }
+    if (refusal->retry_after > SDK_LONGEST_RETRY_AFTER) {
+        apr_table_setn(r->err_headers_out, "x-should-retry", "false");
     }
     return send_error(r, conf, refusal->kind, refusal->detail);
 }

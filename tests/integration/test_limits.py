@@ -32,6 +32,10 @@ def assert_rate_limited(resp, limit_text):
     assert f"Rate limit of {limit_text} reached" in body["message"]
     retry = int(resp.header("Retry-After"))
     assert 1 <= retry <= 3600
+    # the SDKs retry a 429 after at most 60 s of Retry-After, and after
+    # their own short backoff when it says more: a refusal they cannot wait
+    # out tells them not to retry
+    assert resp.header("x-should-retry") == ("false" if retry > 60 else None)
 
 
 @not_under_valgrind("counts across several processes; valgrind runs apache2 -X (one)")
