@@ -873,8 +873,8 @@ static int never_sent(CURLcode code)
  * request that never left; not a timeout after the request was sent, not
  * a connection closed without an answer). Heartbeat comments that went
  * out are no part of any answer: the next attempt's events follow them. */
-static int offer(exchange *x, const oaip_upstream_request *req, CURLcode code,
-                 int number, oaip_attempt *attempt)
+static int offer(exchange *x, const oaip_upstream_request *req, CURLcode code, int number,
+                 oaip_attempt *attempt)
 {
     apr_size_t len = x->buffered;
     char *body;

@@ -7,6 +7,7 @@
 #include <jansson.h>
 
 #include "core/version.h"
+#include "httpd/backend_state.h"
 #include "httpd/stats.h"
 #include "mod_openai_proxy.h"
 
@@ -161,6 +162,7 @@ static char *render_json(request_rec *r, const snapshot *snap)
     if (doc == NULL) {
         return NULL;
     }
+    json_object_set_new(doc, "backends", oaip_backend_state_json());
     text = json_dumps(doc, JSON_INDENT(2) | JSON_ENSURE_ASCII);
     json_decref(doc);
     return text;
@@ -283,6 +285,7 @@ static void render_prometheus(request_rec *r, const snapshot *snap)
                          &s->duration);
     histogram_prometheus(r, "upstream_first_byte_seconds",
                          "Time until the upstream's first byte.", &s->first_byte);
+    oaip_backend_state_prometheus(r);
 }
 
 static int wants_prometheus(request_rec *r)
