@@ -540,3 +540,25 @@ def test_a_valid_configuration(workdir, trio, key_c_file):
         "OpenAIProxyFailover connect timeout 429 500 502 503 504", "OpenAIProxyCooldown 2min",
         "OpenAIProxyModelAlias fast gpt-4o-mini"))
     assert result.returncode == 0, result.stderr
+
+
+# -- a real client ---------------------------------------------------------------
+
+def test_the_openai_sdk_sees_clean_answers_through_a_failover(own_httpd, trio, key_c_file,
+                                                              responses, tmp_path):
+    from node_deps import install_locked, require_node_version, run_node_test_file
+    from test_sdk import NODE_DIR, PINNED_NODE, PINNED_PACKAGES, SDK_NODE_MAJOR, require_tool
+    install_locked(NODE_DIR, PINNED_PACKAGES, lambda: require_tool("npm"))
+    node = PINNED_NODE if os.access(PINNED_NODE, os.X_OK) else require_tool("node")
+    require_node_version(node, "the SDK tests", SDK_NODE_MAJOR)
+    trio[0].set_directives(status=503, raw_headers=[["Retry-After", "1"]])
+    # no cooldown: every request of the SDK meets the failing backend first
+    httpd, client = start(own_httpd, trio, key_c_file, "OpenAIProxyRoute alpha bravo",
+                          "OpenAIProxyCooldown 0")
+    record = str(tmp_path / "sdk-responses.jsonl")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update(OAIP_V1_URL=httpd.url("/v1"), OAIP_SDK_RECORD=record, NO_COLOR="1")
+    got = run_node_test_file(node, os.path.join(NODE_DIR, "sdk-failover.mjs"), REPO, env,
+                             record, responses, 180, min_tests=3)
+    assert got and all(r.status == 200 for r in got)
+    assert counts(trio)[:2] == [3, 3]  # each call failed over once
