@@ -7,6 +7,8 @@
 #include <http_request.h>
 
 #include "engine/upstream.h"
+#include "httpd/backend_directives.h"
+#include "httpd/backend_state.h"
 #include "httpd/config.h"
 #include "httpd/counter_stores.h"
 #include "httpd/error_pages.h"
@@ -27,6 +29,14 @@ static int oaip_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     return OK;
 }
 
+static int oaip_check_backends(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                               server_rec *s)
+{
+    (void)pconf;
+    (void)plog;
+    return oaip_backends_check_config(ptemp, s);
+}
+
 static int oaip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                             server_rec *s)
 {
@@ -35,6 +45,7 @@ static int oaip_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     if (oaip_upstream_global_init(pconf, s) != APR_SUCCESS ||
         oaip_streams_post_config(pconf, s) != APR_SUCCESS ||
         oaip_stats_post_config(pconf, s) != APR_SUCCESS ||
+        oaip_backend_state_post_config(pconf, s) != APR_SUCCESS ||
         oaip_counter_stores_post_config(pconf, s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -99,6 +110,7 @@ static void oaip_register_hooks(apr_pool_t *p)
 {
     ap_hook_pre_config(oaip_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(oaip_check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_check_config(oaip_check_backends, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(oaip_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(oaip_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_translate_name(oaip_translate_name, NULL, NULL, APR_HOOK_MIDDLE);

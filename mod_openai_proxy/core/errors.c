@@ -45,6 +45,8 @@ static const oaip_error_info error_table[OAIP_ERR__COUNT] = {
                                          "token_budget_exceeded"},
     [OAIP_ERR_LIMITS_UNAVAILABLE] = {503, "Service Unavailable", "server_error",
                                      "limits_unavailable"},
+    [OAIP_ERR_MODEL_NOT_ROUTED] = {400, "Model Not Routed", "invalid_request_error",
+                                   "model_not_routed"},
 };
 
 const oaip_error_info *oaip_error_info_get(oaip_error_kind kind)

@@ -32,6 +32,7 @@ typedef enum {
     OAIP_ERR_RATE_LIMITED,
     OAIP_ERR_TOKEN_BUDGET_EXHAUSTED,
     OAIP_ERR_LIMITS_UNAVAILABLE,
+    OAIP_ERR_MODEL_NOT_ROUTED, /* no backend of the route serves the model */
     OAIP_ERR__COUNT
 } oaip_error_kind;
 

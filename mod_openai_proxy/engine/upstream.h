@@ -24,7 +24,8 @@ typedef struct {
 
 /* Most attempts of one exchange: a policy that keeps answering "again"
  * stops here. */
-#define OAIP_UPSTREAM_MAX_ATTEMPTS 4
+#define OAIP_UPSTREAM_MAX_ATTEMPTS                                                       \
+    16 /* a route of 8 backends, each taking back a field */
 #define OAIP_UPSTREAM_MAX_OFFERED ((apr_size_t)64 * 1024)
 
 /* What an attempt got, offered to the request's `again` policy before

@@ -6,6 +6,7 @@
 
 #include "core/cors.h"
 #include "core/endpoint.h"
+#include "core/model_alias.h"
 #include "core/request.h"
 #include "mod_openai_proxy.h"
 
@@ -25,6 +26,8 @@ void *oaip_create_dir_conf(apr_pool_t *p, char *dir)
     conf->heartbeat = OAIP_UNSET;
     conf->max_tokens = OAIP_UNSET;
     conf->stream_usage = OAIP_UNSET;
+    conf->balance = OAIP_UNSET;
+    conf->cooldown = OAIP_UNSET;
     return conf;
 }
 
@@ -49,6 +52,12 @@ void *oaip_merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
     MERGE_PTR(models);
     MERGE_PTR(endpoints);
     MERGE_PTR(upstream_query);
+    MERGE_PTR(route);
+    MERGE_PTR(failover_on);
+    MERGE_INT(balance);
+    MERGE_INT(cooldown);
+    merged->model_aliases =
+        oaip_model_aliases_merge(p, base->model_aliases, add->model_aliases);
     merged->defaults = oaip_defaults_merge(p, base->defaults, add->defaults);
     MERGE_INT(max_body);
     MERGE_INT(allow_client_key);
@@ -77,6 +86,29 @@ void *oaip_create_server_conf(apr_pool_t *p, server_rec *s)
     return conf;
 }
 
+/* A virtual host sees the main server's backends, except those it names
+ * itself: its own definition wins (same objects, so the same counters). */
+static apr_array_header_t *merge_backends(apr_pool_t *p, apr_array_header_t *base,
+                                          apr_array_header_t *add)
+{
+    apr_array_header_t *merged;
+    oaip_server_conf own;
+    int i;
+
+    if (base == NULL || add == NULL) {
+        return add ? add : base;
+    }
+    merged = apr_array_copy(p, add);
+    own.backends = add;
+    for (i = 0; i < base->nelts; i++) {
+        const oaip_backend *b = APR_ARRAY_IDX(base, i, const oaip_backend *);
+        if (oaip_server_backend(&own, b->name) == NULL) {
+            APR_ARRAY_PUSH(merged, const oaip_backend *) = b;
+        }
+    }
+    return merged;
+}
+
 void *oaip_merge_server_conf(apr_pool_t *p, void *base_, void *add_)
 {
     const oaip_server_conf *base = base_, *add = add_;
@@ -86,7 +118,21 @@ void *oaip_merge_server_conf(apr_pool_t *p, void *base_, void *add_)
     MERGE_PTR(store);
     MERGE_INT(store_fail_closed);
     merged->index = OAIP_UNSET; /* assigned in post_config, one per server_rec */
+    merged->backends = merge_backends(p, base->backends, add->backends);
     return merged;
+}
+
+const oaip_backend *oaip_server_backend(const oaip_server_conf *conf, const char *name)
+{
+    int i;
+
+    for (i = 0; conf->backends != NULL && i < conf->backends->nelts; i++) {
+        const oaip_backend *b = APR_ARRAY_IDX(conf->backends, i, const oaip_backend *);
+        if (strcmp(b->name, name) == 0) {
+            return b;
+        }
+    }
+    return NULL;
 }
 
 #define DEFAULT_MAX_BODY ((apr_off_t)8 * 1024 * 1024)
@@ -140,6 +186,28 @@ int oaip_conf_allows_credentials(const oaip_dir_conf *conf)
 int oaip_server_max_streams(const oaip_server_conf *conf)
 {
     return OR_DEFAULT(conf->max_streams, 0);
+}
+
+oaip_balance oaip_conf_balance(const oaip_dir_conf *conf)
+{
+    return (oaip_balance)OR_DEFAULT(conf->balance, OAIP_BALANCE_FAILOVER);
+}
+
+/* connect 429 500 502 503 504: what a backend says when another may do
+ * better (rate limited, down, overloaded); never a 4xx about the request. */
+static const oaip_failover_set default_failover = {
+    1, 0, {[429] = 1, [500] = 1, [502] = 1, [503] = 1, [504] = 1}};
+
+const oaip_failover_set *oaip_conf_failover_on(const oaip_dir_conf *conf)
+{
+    return conf->failover_on ? conf->failover_on : &default_failover;
+}
+
+#define DEFAULT_COOLDOWN apr_time_from_sec(30)
+
+apr_interval_time_t oaip_conf_cooldown(const oaip_dir_conf *conf)
+{
+    return OR_DEFAULT(conf->cooldown, DEFAULT_COOLDOWN);
 }
 
 int oaip_server_store_fails_closed(const oaip_server_conf *conf)

@@ -20,6 +20,45 @@ typedef struct {
     const char *scope; /* where it was written and how: keeps counters apart */
 } oaip_configured_limit;
 
+/* OpenAIProxyBackend: one named upstream of a server or virtual host
+ * (httpd/backend_directives.c); the same object wherever it is seen. */
+typedef struct {
+    const char *name;
+    const char *url;            /* base URL, no trailing slash */
+    const char *key;            /* NULL: key=none, no auth header */
+    const char *auth_name;      /* "" for bearer, else the header's name */
+    apr_array_header_t *query;  /* encoded NAME=VALUE (const char *); NULL: none */
+    apr_array_header_t *models; /* patterns (const char *); NULL: every model */
+    int weight;                 /* 1 or more */
+    const char *file;           /* where it was written, for messages */
+    unsigned line;
+    int slot; /* its counters in shared memory (httpd/backend_state.c); -1: none */
+} oaip_backend;
+
+/* OpenAIProxyRoute as written: the names are looked up in the request's
+ * server (check_config checks every server that sees the route). */
+typedef struct {
+    apr_array_header_t *names; /* const char *, in order */
+    const char *file;          /* where it was written, for messages */
+    unsigned line;
+} oaip_route;
+
+/* OpenAIProxyBalance. */
+typedef enum {
+    OAIP_BALANCE_FAILOVER,  /* in route order */
+    OAIP_BALANCE_WEIGHTED,  /* the first at random by weight, then the rest */
+    OAIP_BALANCE_LEAST_BUSY /* fewest attempts in flight over every process */
+} oaip_balance;
+
+/* OpenAIProxyFailover: what makes a backend fail a request. */
+typedef struct {
+    int connect;               /* DNS, TCP, TLS: the request never left */
+    int timeout;               /* no first byte within the timeout */
+    unsigned char status[600]; /* 1: an answer with this status */
+} oaip_failover_set;
+
+#define OAIP_ROUTE_MAX 8 /* backends of one route */
+
 typedef struct {
     /* the upstream key; NULL when unset. Never logged, never in an error. */
     const char *api_key;
@@ -48,6 +87,13 @@ typedef struct {
     apr_array_header_t *endpoints;
     /* OpenAIProxyUpstreamQuery: encoded name=value; NULL: unset */
     apr_array_header_t *upstream_query;
+    const oaip_route *route; /* OpenAIProxyRoute; NULL: the single upstream */
+    int balance;             /* oaip_balance; OAIP_UNSET: failover */
+    /* OpenAIProxyFailover; NULL: unset (connect 429 500 502 503 504) */
+    const oaip_failover_set *failover_on;
+    apr_interval_time_t cooldown; /* OpenAIProxyCooldown; OAIP_UNSET: 30 s; 0: none */
+    /* OpenAIProxyModelAlias: oaip_model_alias, merged by name; NULL: none */
+    apr_array_header_t *model_aliases;
 } oaip_dir_conf;
 
 /* OpenAIProxyStreamUsage: whether streams ask for the usage chunk. */
@@ -64,6 +110,9 @@ typedef struct {
     const oaip_store_spec *store; /* OpenAIProxyCounterStore; NULL: shm */
     int store_fail_closed;        /* OpenAIProxyCounterStoreFail; OAIP_UNSET: open */
     struct oaip_counter_client *counter_client; /* this process's, from child_init */
+    /* OpenAIProxyBackend (oaip_backend *): the virtual host's own, then the
+     * main server's it does not name itself; NULL: none */
+    apr_array_header_t *backends;
 } oaip_server_conf;
 
 extern const command_rec oaip_directives[];
@@ -91,6 +140,11 @@ oaip_stream_usage oaip_conf_stream_usage(const oaip_dir_conf *conf);
 int oaip_conf_allows_client_key(const oaip_dir_conf *conf);
 int oaip_conf_allows_credentials(const oaip_dir_conf *conf);
 int oaip_server_max_streams(const oaip_server_conf *conf); /* 0: no limit */
+oaip_balance oaip_conf_balance(const oaip_dir_conf *conf);
+const oaip_failover_set *oaip_conf_failover_on(const oaip_dir_conf *conf);
+apr_interval_time_t oaip_conf_cooldown(const oaip_dir_conf *conf); /* 0: none */
+/* The backend of that name `conf`'s server sees; NULL: none. */
+const oaip_backend *oaip_server_backend(const oaip_server_conf *conf, const char *name);
 int oaip_server_store_fails_closed(const oaip_server_conf *conf);
 
 /* The upstream's default in OpenAIProxyUpstream's help text. */

@@ -17,169 +17,37 @@
 #include "core/upstream_url.h"
 #include "core/request.h"
 #include "core/values.h"
+#include "httpd/backend_directives.h"
+#include "httpd/directive_values.h"
 #include "mod_openai_proxy.h"
 #include "stores/counters.h"
-
-/* Reads a key file at startup. The error messages name the file, never its
- * content. */
-static const char *read_key_file(cmd_parms *cmd, const char *path, const char **key)
-{
-    const char *full = ap_server_root_relative(cmd->temp_pool, path);
-    apr_file_t *file;
-    apr_finfo_t info;
-    apr_status_t rv;
-    apr_size_t got;
-    char *buf, errbuf[120];
-
-    if (full == NULL) {
-        return apr_psprintf(cmd->pool, "%s: invalid file path %s", cmd->cmd->name, path);
-    }
-    rv = apr_file_open(&file, full, APR_FOPEN_READ, APR_OS_DEFAULT, cmd->temp_pool);
-    if (rv == APR_SUCCESS) {
-        rv = apr_file_info_get(&info, APR_FINFO_SIZE, file);
-    }
-    if (rv == APR_SUCCESS && info.size > 64 * 1024) {
-        apr_file_close(file);
-        return apr_psprintf(cmd->pool, "%s: key file %s is larger than 64 KiB",
-                            cmd->cmd->name, full);
-    }
-    if (rv == APR_SUCCESS) {
-        buf = apr_palloc(cmd->pool, (apr_size_t)info.size + 1);
-        rv = apr_file_read_full(file, buf, (apr_size_t)info.size, &got);
-        if (rv == APR_EOF) {
-            rv = APR_SUCCESS;
-        }
-        buf[rv == APR_SUCCESS ? got : 0] = '\0';
-        apr_file_close(file);
-        *key = oaip_value_trim(buf);
-    }
-    if (rv != APR_SUCCESS) {
-        return apr_psprintf(cmd->pool, "%s: cannot read key file %s: %s", cmd->cmd->name,
-                            full, apr_strerror(rv, errbuf, sizeof(errbuf)));
-    }
-    return NULL;
-}
 
 static const char *set_api_key(cmd_parms *cmd, void *dconf, const char *arg)
 {
     oaip_dir_conf *conf = dconf;
-    const char *key, *ref, *err, *where = "the value";
-    oaip_key_source source = oaip_value_key_source(arg, &ref);
 
-    key = ref;
-    if (source == OAIP_KEY_ENV) {
-        key = getenv(ref);
-        where = apr_psprintf(cmd->pool, "environment variable %s", ref);
-        if (key == NULL) {
-            return apr_psprintf(cmd->pool, "%s: environment variable %s is not set",
-                                cmd->cmd->name, ref);
-        }
-        key = oaip_value_trim(apr_pstrdup(cmd->pool, key));
-    } else if (source == OAIP_KEY_FILE) {
-        where = apr_psprintf(cmd->pool, "key file %s", ref);
-        if ((err = read_key_file(cmd, ref, &key)) != NULL) {
-            return err;
-        }
-    }
-    if (*key == '\0') {
-        return apr_psprintf(cmd->pool, "%s: %s is empty", cmd->cmd->name, where);
-    }
-    if (!oaip_header_value_visible(key)) {
-        return apr_psprintf(cmd->pool,
-                            "%s: %s contains white space or control characters",
-                            cmd->cmd->name, where);
-    }
-    conf->api_key = key;
-    return NULL;
+    return oaip_directive_key(cmd, arg, &conf->api_key);
 }
 
 static const char *set_upstream(cmd_parms *cmd, void *dconf, const char *arg)
 {
     oaip_dir_conf *conf = dconf;
-    apr_uri_t uri;
-    char *base;
-    apr_size_t len;
 
-    if (apr_uri_parse(cmd->pool, arg, &uri) != APR_SUCCESS || uri.scheme == NULL ||
-        (strcasecmp(uri.scheme, "http") != 0 && strcasecmp(uri.scheme, "https") != 0)) {
-        return apr_psprintf(cmd->pool, "%s: '%s' is not an http:// or https:// URL",
-                            cmd->cmd->name, arg);
-    }
-    if (uri.hostname == NULL || *uri.hostname == '\0') {
-        return apr_psprintf(cmd->pool, "%s: '%s' has no host", cmd->cmd->name, arg);
-    }
-    if (uri.user || uri.password || uri.query || uri.fragment) {
-        return apr_psprintf(cmd->pool,
-                            "%s: the URL must not carry user info, a query or a fragment "
-                            "(put the key in OpenAIProxyAPIKey)",
-                            cmd->cmd->name);
-    }
-    if (!oaip_header_value_visible(arg)) {
-        return apr_psprintf(cmd->pool, "%s: the URL contains white space",
-                            cmd->cmd->name);
-    }
-    base = apr_pstrdup(cmd->pool, arg);
-    len = strlen(base);
-    while (len > 0 && base[len - 1] == '/') {
-        base[--len] = '\0';
-    }
-    conf->upstream = base;
-    return NULL;
-}
-
-/* Headers libcurl or the proxy set themselves, or that would change how
- * the request is framed: not for a key. */
-static int is_reserved_header(const char *name)
-{
-    static const char *const reserved[] = {
-        "host",       "content-type", "content-length", "transfer-encoding",
-        "connection", "expect",       "user-agent",     "te",
-        "upgrade",    "trailer"};
-    apr_size_t i;
-
-    for (i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
-        if (strcasecmp(name, reserved[i]) == 0) {
-            return 1;
-        }
-    }
-    return 0;
+    return oaip_directive_url(cmd, arg, &conf->upstream);
 }
 
 static const char *set_upstream_auth(cmd_parms *cmd, void *dconf, const char *arg)
 {
     oaip_dir_conf *conf = dconf;
 
-    if (strcasecmp(arg, "bearer") == 0) {
-        conf->auth_name = "";
-    } else if (strncasecmp(arg, "header:", 7) == 0 &&
-               oaip_header_name_valid(arg + 7, strlen(arg + 7)) &&
-               !is_reserved_header(arg + 7)) {
-        conf->auth_name = arg + 7;
-    } else {
-        return apr_psprintf(
-            cmd->pool,
-            "%s: '%s' is not bearer or header:NAME with NAME a header "
-            "field name (letters, digits, !#$%%&'*+-.^_`|~) other than "
-            "Host, Content-Type, Content-Length and other framing headers",
-            cmd->cmd->name, arg);
-    }
-    return NULL;
+    return oaip_directive_auth(cmd, arg, &conf->auth_name);
 }
 
 static const char *add_upstream_query(cmd_parms *cmd, void *dconf, const char *arg)
 {
     oaip_dir_conf *conf = dconf;
-    const char *error = NULL;
-    const char *param = oaip_query_param_encode(cmd->pool, arg, &error);
 
-    if (param == NULL) {
-        return apr_psprintf(cmd->pool, "%s: '%s': %s", cmd->cmd->name, arg, error);
-    }
-    if (conf->upstream_query == NULL) {
-        conf->upstream_query = apr_array_make(cmd->pool, 2, sizeof(const char *));
-    }
-    APR_ARRAY_PUSH(conf->upstream_query, const char *) = param;
-    return NULL;
+    return oaip_directive_query(cmd, arg, &conf->upstream_query);
 }
 
 static const char *add_endpoint(cmd_parms *cmd, void *dconf, const char *arg)
@@ -304,32 +172,13 @@ static const char *parse_count(cmd_parms *cmd, const char *arg, int max, const c
     return NULL;
 }
 
-/* A time in httpd's syntax (30, 500ms, 2min; no unit: seconds) from 1 ms to
- * `max_seconds`. */
-static const char *parse_time(cmd_parms *cmd, const char *arg, int max_seconds,
-                              apr_interval_time_t *out)
-{
-    apr_interval_time_t value;
-
-    if (!oaip_value_time_shape(arg) ||
-        ap_timeout_parameter_parse(arg, &value, "s") != APR_SUCCESS ||
-        value < apr_time_from_msec(1) || value > apr_time_from_sec(max_seconds)) {
-        return apr_psprintf(cmd->pool,
-                            "%s: '%s' is not a time from 1ms to %d seconds (a number of "
-                            "seconds, or with a unit: 500ms, 30s, 2min, 1h)",
-                            cmd->cmd->name, arg, max_seconds);
-    }
-    *out = value;
-    return NULL;
-}
-
 /* The three timeouts share one parser; the field is in cmd->info. */
 static const char *set_timeout(cmd_parms *cmd, void *dconf, const char *arg)
 {
     apr_interval_time_t *field =
         (apr_interval_time_t *)((char *)dconf + (apr_size_t)cmd->info);
 
-    return parse_time(cmd, arg, 86400, field);
+    return oaip_directive_time(cmd, arg, 86400, field);
 }
 
 static const char *set_heartbeat(cmd_parms *cmd, void *dconf, const char *arg)
@@ -340,7 +189,7 @@ static const char *set_heartbeat(cmd_parms *cmd, void *dconf, const char *arg)
         conf->heartbeat = 0;
         return NULL;
     }
-    return parse_time(cmd, arg, 3600, &conf->heartbeat);
+    return oaip_directive_time(cmd, arg, 3600, &conf->heartbeat);
 }
 
 static const char *set_max_tokens(cmd_parms *cmd, void *dconf, const char *arg)
@@ -532,5 +381,22 @@ const command_rec oaip_directives[] = {
     AP_INIT_TAKE1("OpenAIProxyCounterStoreFail", set_counter_store_fail, NULL, RSRC_CONF,
                   "When the counter store is unreachable: open (default, requests go on) "
                   "or closed (503)"),
+    AP_INIT_RAW_ARGS("OpenAIProxyBackend", oaip_set_backend, NULL, RSRC_CONF,
+                     "A named upstream: NAME URL [key=KEY|env:NAME|file:PATH|none] "
+                     "[auth=bearer|header:NAME] [query=NAME=VALUE]... "
+                     "[models=PATTERN,...] [weight=N]"),
+    AP_INIT_RAW_ARGS("OpenAIProxyRoute", oaip_set_route, NULL, OAIP_CONTEXT,
+                     "The OpenAIProxyBackend names this section uses, in order"),
+    AP_INIT_TAKE1("OpenAIProxyBalance", oaip_set_balance, NULL, OAIP_CONTEXT,
+                  "How the route's first backend is chosen: failover (default, in "
+                  "order), weighted or least-busy"),
+    AP_INIT_RAW_ARGS("OpenAIProxyFailover", oaip_set_failover, NULL, OAIP_CONTEXT,
+                     "What makes the next backend take a request: connect, timeout, "
+                     "statuses (default connect 429 500 502 503 504), or none"),
+    AP_INIT_TAKE1("OpenAIProxyCooldown", oaip_set_cooldown, NULL, OAIP_CONTEXT,
+                  "How long a failed backend is skipped (default 30 seconds; "
+                  "Retry-After when longer), or 0"),
+    AP_INIT_TAKE2("OpenAIProxyModelAlias", oaip_set_model_alias, NULL, OAIP_CONTEXT,
+                  "A model name clients use and the name sent upstream instead"),
     {NULL, {NULL}, NULL, 0, RAW_ARGS, NULL},
 };

@@ -9,12 +9,14 @@
 #include "core/endpoint.h"
 #include "core/upstream_url.h"
 #include "core/header_check.h"
+#include "core/model_alias.h"
 #include "core/multipart.h"
 #include "core/request.h"
 #include "engine/upstream.h"
 #include "httpd/body.h"
 #include "httpd/config.h"
 #include "httpd/cors_headers.h"
+#include "httpd/failover.h"
 #include "httpd/limits.h"
 #include "httpd/refusal_memory.h"
 #include "httpd/request_record.h"
@@ -176,6 +178,15 @@ static const char *choose_auth_line(request_rec *r, const oaip_dir_conf *conf,
     return key ? oaip_auth_header_line(r->pool, conf->auth_name, key) : NULL;
 }
 
+/* The client's own key where the Location allows one; NULL: the
+ * configured keys go. */
+static const char *client_key_of(request_rec *r, const oaip_dir_conf *conf)
+{
+    const char *key = apr_table_get(r->headers_in, "x-openai-key");
+
+    return oaip_conf_allows_client_key(conf) && key != NULL && *key != '\0' ? key : NULL;
+}
+
 static int body_error(request_rec *r, const oaip_dir_conf *conf, int status)
 {
     switch (status) {
@@ -209,6 +220,7 @@ typedef struct {
     const oaip_endpoint *endpoint;
     const char *body; /* the client's */
     apr_size_t len;
+    const char *client_model;       /* as the client named it (before aliases) */
     const char *memory_key;         /* the upstream's URL: what is remembered */
     apr_array_header_t *taken_back; /* fields refused in this request */
     oaip_json_request json;         /* the attempt in flight */
@@ -397,11 +409,42 @@ static const oaip_upstream_request *send_again(void *ctx, request_rec *r,
     return next;
 }
 
+/* OpenAIProxyModelAlias: the client's body with the upstream's model
+ * name, prepared again from it, so that the defaults, the token limit
+ * field and the routing follow the model that runs. Returns 0 after
+ * answering an error. */
+static int apply_alias(json_exchange *jx, oaip_upstream_request *req)
+{
+    const char *target = oaip_model_alias_target(jx->conf->model_aliases, jx->json.model);
+    oaip_error_kind kind;
+    const char *detail;
+    char *body;
+    apr_size_t len;
+
+    if (target == NULL || target == jx->json.model) {
+        return 1;
+    }
+    body = oaip_json_with_model(jx->r->pool, jx->body, jx->len, target, &len);
+    if (body == NULL) {
+        return 1; /* not an object: prepare refused it already */
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, jx->r, "model %s goes upstream as %s",
+                  ap_escape_logitem(jx->r->pool, jx->json.model),
+                  ap_escape_logitem(jx->r->pool, target));
+    jx->body = body;
+    jx->len = len;
+    if (!build_json(jx, req, &kind, &detail)) {
+        send_error(jx->r, jx->conf, kind, detail);
+        return 0;
+    }
+    return 1;
+}
+
 /* A JSON body: the first attempt's, with what a second one needs. Returns
  * 0 after answering an error. */
 static int prepare_json(request_rec *r, const oaip_dir_conf *conf,
                         const oaip_endpoint *endpoint, const char *body, apr_size_t len,
-                        oaip_upstream_request *req)
+                        oaip_upstream_request *req, json_exchange **retarget_ctx)
 {
     json_exchange *jx = apr_pcalloc(r->pool, sizeof(*jx));
     oaip_error_kind kind;
@@ -419,11 +462,53 @@ static int prepare_json(request_rec *r, const oaip_dir_conf *conf,
         send_error(r, conf, kind, detail);
         return 0;
     }
-    if (jx->json.added != NULL) { /* else nothing can be taken back */
+    jx->client_model = jx->json.model;
+    if (!apply_alias(jx, req)) {
+        return 0;
+    }
+    /* with a route, a later backend may need it where this one does not */
+    if (jx->json.added != NULL || conf->route != NULL) {
         req->again = send_again;
         req->again_ctx = jx;
     }
+    *retarget_ctx = jx;
     return 1;
+}
+
+/* oaip_retarget for JSON bodies: rebuilt for the other backend, with what
+ * it is known to refuse (the fields this request took back were another
+ * upstream's refusals). */
+static const oaip_upstream_request *retarget_json(void *ctx,
+                                                  const oaip_upstream_request *current,
+                                                  const char *url, const char *auth_line)
+{
+    json_exchange *jx = ctx;
+    oaip_upstream_request *next = apr_pmemdup(jx->r->pool, current, sizeof(*next));
+    oaip_error_kind kind;
+    const char *detail;
+
+    next->url = url;
+    next->auth_line = auth_line;
+    jx->memory_key = url;
+    apr_array_clear(jx->taken_back);
+    if (!build_json(jx, next, &kind, &detail)) {
+        return NULL;
+    }
+    jx->req = next;
+    return next;
+}
+
+/* oaip_retarget for other bodies: the same bytes to another URL. */
+static const oaip_upstream_request *retarget_bytes(void *ctx,
+                                                   const oaip_upstream_request *current,
+                                                   const char *url, const char *auth_line)
+{
+    request_rec *r = ctx;
+    oaip_upstream_request *next = apr_pmemdup(r->pool, current, sizeof(*next));
+
+    next->url = url;
+    next->auth_line = auth_line;
+    return next;
 }
 
 /* A form field's "stream" value that asks for no stream; anything else
@@ -470,16 +555,67 @@ static int prepare_multipart(request_rec *r, const oaip_dir_conf *conf, const ch
     return 1;
 }
 
+/* Every backend key of the server: an upstream may echo any of them. */
+static const apr_array_header_t *backend_keys(request_rec *r)
+{
+    const oaip_server_conf *sconf =
+        ap_get_module_config(r->server->module_config, &openai_proxy_module);
+    apr_array_header_t *keys = apr_array_make(r->pool, 4, sizeof(const char *));
+    int i;
+
+    for (i = 0; sconf->backends != NULL && i < sconf->backends->nelts; i++) {
+        const oaip_backend *b = APR_ARRAY_IDX(sconf->backends, i, const oaip_backend *);
+        if (b->key != NULL) {
+            APR_ARRAY_PUSH(keys, const char *) = b->key;
+        }
+    }
+    return keys;
+}
+
+/* OpenAIProxyRoute: the backends that serve the request's model, the
+ * first of them to try, and the failover as the request's policy. NULL
+ * after answering an error. */
+static const oaip_upstream_request *
+route_request(request_rec *r, const oaip_dir_conf *conf, const char *upstream_path,
+              const char *client_key, oaip_upstream_request *req,
+              const oaip_backend *prepared_for, json_exchange *jx, oaip_failover **fo)
+{
+    const oaip_upstream_request *start;
+
+    *fo = oaip_failover_begin(r, conf, req->model, upstream_path, client_key);
+    if (*fo == NULL) {
+        send_error(r, conf, OAIP_ERR_MODEL_NOT_ROUTED,
+                   req->model ? apr_psprintf(r->pool,
+                                             "No backend of this API serves the model %s",
+                                             req->model)
+                              : "No backend of this API serves requests without a model");
+        return NULL;
+    }
+    start = jx ? oaip_failover_start(*fo, req, prepared_for, retarget_json, jx)
+               : oaip_failover_start(*fo, req, prepared_for, retarget_bytes, r);
+    if (start == NULL) {
+        send_error(r, conf, OAIP_ERR_INTERNAL, "The request could not be prepared");
+    }
+    return start;
+}
+
 /* What every endpoint goes through once routed, the method checked and the
  * key chosen: body, per-endpoint preparation, the model allow-list, the
- * stream limit, one upstream exchange (which records usage and outcome). */
+ * stream limit, one upstream exchange (which records usage and outcome).
+ * With OpenAIProxyRoute, `client_key` is the client's own key where
+ * allowed (else NULL), and each backend's key is used. */
 static int proxy(request_rec *r, const oaip_dir_conf *conf, const oaip_endpoint *endpoint,
-                 const char *upstream_path, const char *auth_line)
+                 const char *upstream_path, const char *auth_line, const char *client_key)
 {
     oaip_upstream_request req;
+    const oaip_upstream_request *send = &req;
     oaip_upstream_outcome outcome;
     oaip_request_record *record = oaip_request_record_of(r);
+    const oaip_backend *first = conf->route ? oaip_route_first(r, conf) : NULL;
+    oaip_failover *fo = NULL;
+    json_exchange *jx = NULL;
     oaip_refusal refusal;
+    const char *client_model;
     apr_size_t len = 0;
     char *body = NULL;
     int rc, prepared;
@@ -488,8 +624,18 @@ static int proxy(request_rec *r, const oaip_dir_conf *conf, const oaip_endpoint 
     req.post = endpoint->post;
     req.error_events = endpoint->error_events;
     req.auth_line = auth_line;
-    req.url = oaip_upstream_url(r->pool, oaip_conf_upstream(conf), upstream_path,
-                                conf->upstream_query);
+    if (conf->route != NULL) {
+        if (first == NULL) {
+            return refuse(r, conf, OAIP_ERR_INTERNAL,
+                          "No backend of this API's route is defined");
+        }
+        /* prepared for the first backend; the model decides which goes */
+        req.url = oaip_backend_url(r->pool, first, upstream_path);
+        req.secret_keys = backend_keys(r);
+    } else {
+        req.url = oaip_upstream_url(r->pool, oaip_conf_upstream(conf), upstream_path,
+                                    conf->upstream_query);
+    }
     if (endpoint->body == OAIP_BODY_NONE) {
         if (ap_discard_request_body(r) != OK) {
             r->connection->keepalive = AP_CONN_CLOSE;
@@ -506,7 +652,7 @@ static int proxy(request_rec *r, const oaip_dir_conf *conf, const oaip_endpoint 
     switch (endpoint->body) {
     case OAIP_BODY_CHAT:
     case OAIP_BODY_JSON:
-        prepared = prepare_json(r, conf, endpoint, body, len, &req);
+        prepared = prepare_json(r, conf, endpoint, body, len, &req, &jx);
         break;
     case OAIP_BODY_MULTIPART:
         prepared = prepare_multipart(r, conf, body, len, &req);
@@ -518,6 +664,7 @@ static int proxy(request_rec *r, const oaip_dir_conf *conf, const oaip_endpoint 
     if (!prepared) {
         return OK; /* the error was answered */
     }
+    client_model = jx ? jx->client_model : req.model;
     /* the budgets hold this request's worst case from here on; every later
      * refusal or failure is settled in log_transaction */
     if (!oaip_limits_reserve(r, &req, &refusal)) {
@@ -525,22 +672,29 @@ static int proxy(request_rec *r, const oaip_dir_conf *conf, const oaip_endpoint 
     }
     record->model = req.model;
     record->stream = req.stream;
-    /* a request that names no model (GET models) has nothing to check */
+    /* a request that names no model (GET models) has nothing to check; the
+     * allow-list names what clients ask for (an alias, not its target) */
     if (conf->models != NULL && endpoint->body != OAIP_BODY_NONE &&
-        !oaip_model_allowed(conf->models, req.model)) {
+        !oaip_model_allowed(conf->models, client_model)) {
         return send_error(
             r, conf, OAIP_ERR_MODEL_NOT_ALLOWED,
-            req.model
-                ? apr_psprintf(r->pool, "The model %s is not available here", req.model)
-                : "model must be a string");
+            client_model ? apr_psprintf(r->pool, "The model %s is not available here",
+                                        client_model)
+                         : "model must be a string");
+    }
+    if (conf->route != NULL && (send = route_request(r, conf, upstream_path, client_key,
+                                                     &req, first, jx, &fo)) == NULL) {
+        return OK; /* the error was answered */
     }
     if (req.stream && !oaip_streams_acquire(r, &refusal)) {
+        oaip_failover_end(fo);
         return send_refusal(r, conf, &refusal);
     }
     if (req.stream) {
         oaip_stats_stream_begin(r);
     }
-    oaip_upstream_forward(r, conf, &req, &outcome);
+    oaip_upstream_forward(r, conf, send, &outcome);
+    oaip_failover_end(fo);
     if (!outcome.responded) {
         return send_refusal(r, conf, &outcome.refusal);
     }
@@ -629,12 +783,13 @@ int oaip_serve(request_rec *r)
         return refuse(r, conf, OAIP_ERR_BAD_REQUEST,
                       "The x-openai-key header contains invalid characters");
     }
-    if (auth_line == NULL) {
+    /* a route's backends have their own keys (or none, key=none) */
+    if (auth_line == NULL && conf->route == NULL) {
         return refuse(r, conf, OAIP_ERR_NO_API_KEY, "OpenAI API key is not configured");
     }
     if (!oaip_limits_check(r, conf, &refusal)) {
         leave_body_unread(r);
         return send_refusal(r, conf, &refusal);
     }
-    return proxy(r, conf, endpoint, upstream_path, auth_line);
+    return proxy(r, conf, endpoint, upstream_path, auth_line, client_key_of(r, conf));
 }

@@ -58,6 +58,9 @@ void oaip_request_record_notes(request_rec *r, const oaip_request_record *record
     note_count(r, "OPENAI_UPSTREAM_STATUS",
                record->upstream_status > 0 ? record->upstream_status : -1);
     note_count(r, "OPENAI_TTFB_MS", record->first_byte_ms);
+    if (record->backend != NULL) {
+        apr_table_setn(r->notes, "OPENAI_BACKEND", record->backend);
+    }
     note_count(r, "OPENAI_ATTEMPTS", record->attempts > 0 ? record->attempts : -1);
     note_count(r, "OPENAI_PROMPT_TOKENS", record->usage.prompt_tokens);
     note_count(r, "OPENAI_COMPLETION_TOKENS", record->usage.completion_tokens);

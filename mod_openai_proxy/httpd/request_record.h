@@ -20,6 +20,7 @@ typedef struct {
     long upstream_status;     /* 0: no answer from the upstream */
     long first_byte_ms;       /* until the upstream's first byte; -1: none came */
     int attempts;             /* upstream attempts made (engine/upstream.h); 0: none */
+    const char *backend;      /* OpenAIProxyBackend that answered; NULL: no route */
     oaip_usage usage;         /* reported (or estimated) tokens; -1: none */
     int usage_estimated;      /* usage is the proxy's estimate, not the upstream's */
     /* what the token budgets hold of this request until it is settled */

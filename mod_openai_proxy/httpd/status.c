@@ -7,6 +7,7 @@
 #include <jansson.h>
 
 #include "core/version.h"
+#include "httpd/backend_state.h"
 #include "httpd/stats.h"
 #include "mod_openai_proxy.h"
 
@@ -161,6 +162,7 @@ static char *render_json(request_rec *r, const snapshot *snap)
     if (doc == NULL) {
         return NULL;
     }
+    json_object_set_new(doc, "backends", oaip_backend_state_json());
     text = json_dumps(doc, JSON_INDENT(2) | JSON_ENSURE_ASCII);
     json_decref(doc);
     return text;
@@ -264,9 +266,9 @@ static void render_prometheus(request_rec *r, const snapshot *snap)
     metric_head(r, "upstream_timeouts_total", "counter", "Upstream timeouts.");
     ap_rprintf(r, "openai_proxy_upstream_timeouts_total %" APR_UINT64_T_FMT "\n",
                OUTCOME_SUM(snap, upstream_timeouts));
-    metric_head(
-        r, "upstream_second_attempts_total", "counter",
-        "Upstream attempts after a request's first (a refused field taken back).");
+    metric_head(r, "upstream_second_attempts_total", "counter",
+                "Upstream attempts after a request's first (a refused field taken back, "
+                "a failover to the next backend).");
     ap_rprintf(r, "openai_proxy_upstream_second_attempts_total %" APR_UINT64_T_FMT "\n",
                s->second_attempts);
     metric_head(r, "limited_total", "counter", "Requests refused by a limit.");
@@ -283,6 +285,7 @@ static void render_prometheus(request_rec *r, const snapshot *snap)
                          &s->duration);
     histogram_prometheus(r, "upstream_first_byte_seconds",
                          "Time until the upstream's first byte.", &s->first_byte);
+    oaip_backend_state_prometheus(r);
 }
 
 static int wants_prometheus(request_rec *r)

@@ -36,7 +36,11 @@ PYTHON = "/usr/bin/python3"
 TEST_KEY = "sk-test-SECRET-a1b2c3d4e5f6a7b8c9d0"
 TEST_KEY_B = "sk-test-SECRET-vhostB-0f9e8d7c6b5a"
 CLIENT_KEY = "sk-client-SECRET-byok-11223344"
-SECRETS = (TEST_KEY, TEST_KEY_B, CLIENT_KEY)
+# the keys of the OpenAIProxyBackend tests (test_backends*.py), one a backend
+BACKEND_KEYS = ("sk-backend-SECRET-alpha-5a6b7c8d9e",
+                "azure-backend-SECRET-bravo-1f2e3d4c",
+                "sk-backend-SECRET-charlie-99887766")
+SECRETS = (TEST_KEY, TEST_KEY_B, CLIENT_KEY) + BACKEND_KEYS
 
 # The chat messages of a request whose content no test reads.
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -204,14 +208,17 @@ def htpasswd_line(user, password):
 class MockUpstream:
     """The mock OpenAI server as a subprocess, and a client for its control API."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, name="mock"):
+        """`name`: of its port file and log in `workdir` (several mocks at once
+        play several upstreams)."""
         self.workdir = workdir
-        self.port_file = os.path.join(workdir, "mock.port")
+        self.name = name
+        self.port_file = os.path.join(workdir, f"{name}.port")
         self.proc = None
         self.port = None
 
     def start(self):
-        self.log = open(os.path.join(self.workdir, "mock.log"), "wb")
+        self.log = open(os.path.join(self.workdir, f"{self.name}.log"), "wb")
         self.proc = subprocess.Popen(
             [PYTHON, MOCK_SCRIPT, "--host", "127.0.0.1", "--port", "0",
              "--port-file", self.port_file],
@@ -246,6 +253,13 @@ class MockUpstream:
 
     def requests(self):
         return self.get("/__mock/requests")
+
+    def set_directives(self, **directives):
+        """Directives every API request gets from now on, under its own
+        (POST /__mock/directives; a reset clears them)."""
+        req = urllib.request.Request(self.base + "/__mock/directives",
+                                     data=json.dumps(directives).encode(), method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
 
     def stats(self):
         return self.get("/__mock/stats")

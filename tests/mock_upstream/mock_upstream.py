@@ -730,6 +730,13 @@ class MockState:
         self.connections_accepted = 0
         self.requests = 0
         self.profile = getattr(self, "default_profile", "openai")
+        self.directives = {}  # POST /__mock/directives: under every request's own
+
+    def set_directives(self, directives):
+        if not isinstance(directives, dict):
+            raise ValueError("the directives must be a JSON object")
+        with self._lock:
+            self.directives = dict(directives)
 
     def reset(self):
         with self._lock:
@@ -865,7 +872,7 @@ class MockHandler(BaseHTTPRequestHandler):
             if self.counted and not self.api_requests:
                 self.server.state.uncount_control_connection(self.generation)
                 self.counted = False
-            status = self.handle_control()
+            status = self.handle_control(raw)
             self.log_message("%s %s -> %s", self.command, self.path, status)
             return
         self.api_requests += 1
@@ -929,7 +936,7 @@ class MockHandler(BaseHTTPRequestHandler):
 
     # -- control endpoints -------------------------------------------------
 
-    def handle_control(self):
+    def handle_control(self, raw=b""):
         state = self.server.state
         path = self.path.split("?", 1)[0]
         route = (self.command, path[len(CONTROL_PREFIX):])
@@ -949,6 +956,11 @@ class MockHandler(BaseHTTPRequestHandler):
                 state.set_profile(urllib.parse.unquote(route[1][len("profile/"):]))
             except ValueError as exc:
                 status, payload = 400, json_compact({"error": str(exc)})
+        elif route == ("POST", "directives"):
+            try:
+                state.set_directives(json.loads(raw or b"{}"))
+            except ValueError as exc:
+                status, payload = 400, json_compact({"error": str(exc)})
         elif route[0] == "POST" and route[1].startswith("gate/"):
             query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
             state.open_gate(urllib.parse.unquote(route[1][len("gate/"):]),
@@ -966,8 +978,9 @@ class MockHandler(BaseHTTPRequestHandler):
     # -- API endpoints -----------------------------------------------------
 
     def directives(self, body):
-        """The x-mock header's directives, overridden key by key by body["mock"]."""
-        directives = {}
+        """The mock-wide directives (POST /__mock/directives), overridden key by
+        key by the x-mock header's, and those by body["mock"]."""
+        directives = dict(self.server.state.directives)
         header = self.headers.get("x-mock")
         if header:
             parsed = json.loads(header)

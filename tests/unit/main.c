@@ -43,12 +43,13 @@ json_t *unit_json_parse(apr_pool_t *p, const char *text, size_t len)
 
 int main(void)
 {
-    int (*const groups[])(void) = {
-        run_cors_tests,        run_errors_tests,       run_request_tests,
-        run_sse_tests,         run_sse_framer_tests,   run_content_scan_tests,
-        run_limit_spec_tests,  run_endpoint_tests,     run_values_tests,
-        run_secret_mask_tests, run_header_check_tests, run_token_estimate_tests,
-        run_model_family_tests};
+    int (*const groups[])(void) = {run_cors_tests,           run_errors_tests,
+                                   run_request_tests,        run_sse_tests,
+                                   run_sse_framer_tests,     run_content_scan_tests,
+                                   run_limit_spec_tests,     run_endpoint_tests,
+                                   run_values_tests,         run_model_alias_tests,
+                                   run_secret_mask_tests,    run_header_check_tests,
+                                   run_token_estimate_tests, run_model_family_tests};
     int failed = 0, broken = 0;
     size_t i;
 

@@ -123,6 +123,7 @@ static void test_status_per_kind(void **state)
         {OAIP_ERR_UPSTREAM_INVALID, 502},   {OAIP_ERR_TOO_MANY_STREAMS, 503},
         {OAIP_ERR_RATE_LIMITED, 429},       {OAIP_ERR_TOKEN_BUDGET_EXHAUSTED, 429},
         {OAIP_ERR_LIMITS_UNAVAILABLE, 503}, {OAIP_ERR_UPSTREAM_TIMEOUT, 504},
+        {OAIP_ERR_MODEL_NOT_ROUTED, 400},
     };
     size_t i;
 

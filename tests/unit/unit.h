@@ -35,6 +35,7 @@ int run_content_scan_tests(void);
 int run_limit_spec_tests(void);
 int run_endpoint_tests(void);
 int run_values_tests(void);
+int run_model_alias_tests(void);
 int run_secret_mask_tests(void);
 int run_header_check_tests(void);
 int run_token_estimate_tests(void);
