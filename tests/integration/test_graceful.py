@@ -184,17 +184,18 @@ def test_status_page_and_counters_carry_on_over_a_graceful_restart(
     budget counters (shm) are kept over a graceful restart, and the old
     generation's requests count in them until they end.
 
-    /budget has a budget of 9 tokens (a stream of 5 chunks costs 3 + 5 = 8,
-    a plain answer of one chunk 3 + 1 = 4); /limited 3 requests an hour.
+    /budget has a budget of 9 tokens (366-day windows: no window boundary
+    falls within the test; a stream of 5 chunks costs 3 + 5 = 8,
+    a plain answer of one chunk 3 + 1 = 4); /limited 3 requests a window.
     A stream admitted before the restart reserves its worst case; held
     across it, that reservation keeps the new generation's requests out;
     settled to 8 by its old child after the restart, one more plain answer
     fits (8 < 9), then none (12)."""
     def body(generation, origin):
         return config(mock, key_path, generation, f"OpenAIProxyAllowOrigin {origin}") + (
-            proxy_location(mock, "OpenAIProxyTokenBudget 9/h", "OpenAIProxyMaxTokens 20",
+            proxy_location(mock, "OpenAIProxyTokenBudget 9/366d", "OpenAIProxyMaxTokens 20",
                            path="/budget", key=f"file:{key_path}")
-            + proxy_location(mock, "OpenAIProxyRateLimit 3/h", path="/limited",
+            + proxy_location(mock, "OpenAIProxyRateLimit 3/366d", path="/limited",
                              key=f"file:{key_path}"))
     server, client = own_httpd(body(1, "https://one.example"), mpm=mpm)
     plain = {"messages": THREE_TOKEN_MESSAGES, "mock": {"chunks": 1}}
