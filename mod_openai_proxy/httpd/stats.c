@@ -9,13 +9,29 @@
 const double oaip_stats_bucket_bounds[OAIP_STATS_BUCKETS] = {
     0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
 
-static apr_shm_t *shm;
 static oaip_stats *stats;
+
+/* The block lives in the parent's process pool, made once: a graceful
+ * restart (or a restart) keeps the counters and the start time, and the
+ * old generation's children, which keep their mapping of the same block,
+ * count their last requests where the new generation's status page sees
+ * them (README, "Graceful restarts and key rotation"). */
+#define STATS_KEY "openai_proxy:stats"
 
 apr_status_t oaip_stats_post_config(apr_pool_t *pconf, server_rec *s)
 {
-    apr_status_t rv = apr_shm_create(&shm, sizeof(oaip_stats), NULL, pconf);
+    apr_pool_t *kept_in = s->process->pool;
+    void *kept = NULL;
+    apr_shm_t *shm;
+    apr_status_t rv;
 
+    (void)pconf;
+    apr_pool_userdata_get(&kept, STATS_KEY, kept_in);
+    if (kept != NULL) {
+        stats = kept;
+        return APR_SUCCESS;
+    }
+    rv = apr_shm_create(&shm, sizeof(oaip_stats), NULL, kept_in);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
                      "cannot create shared memory for the proxy's statistics");
@@ -25,6 +41,7 @@ apr_status_t oaip_stats_post_config(apr_pool_t *pconf, server_rec *s)
     stats = apr_shm_baseaddr_get(shm);
     memset(stats, 0, sizeof(*stats));
     stats->started = apr_time_now();
+    apr_pool_userdata_set(stats, STATS_KEY, apr_pool_cleanup_null, kept_in);
     return APR_SUCCESS;
 }
 

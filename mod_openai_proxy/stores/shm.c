@@ -18,21 +18,40 @@ typedef struct {
     apr_uint64_t value;
 } slot;
 
-static apr_shm_t *shm;
 static slot *table;
 static apr_global_mutex_t *mutex;
 
+/* The table and its mutex live in the parent's process pool, made once: a
+ * graceful restart keeps the counts (a reload must not hand every caller a
+ * fresh budget), and the old generation's children, which keep their
+ * mapping, count and settle in the same table under the same mutex as the
+ * new one's. */
+#define TABLE_KEY "openai_proxy:counters_table"
+#define MUTEX_KEY "openai_proxy:counters_mutex"
+
 void oaip_counters_shm_forget(void)
 {
-    /* an earlier generation's table and mutex went with its pconf */
+    /* a generation without shm counters maps none in its children */
     table = NULL;
     mutex = NULL;
 }
 
 apr_status_t oaip_counters_shm_create(apr_pool_t *pconf, server_rec *s)
 {
-    apr_status_t rv = apr_shm_create(&shm, sizeof(slot) * SLOTS, NULL, pconf);
+    apr_pool_t *kept_in = s->process->pool;
+    void *kept_table = NULL, *kept_mutex = NULL;
+    apr_shm_t *shm;
+    apr_status_t rv;
 
+    (void)pconf;
+    apr_pool_userdata_get(&kept_table, TABLE_KEY, kept_in);
+    apr_pool_userdata_get(&kept_mutex, MUTEX_KEY, kept_in);
+    if (kept_table != NULL && kept_mutex != NULL) {
+        table = kept_table;
+        mutex = kept_mutex;
+        return APR_SUCCESS;
+    }
+    rv = apr_shm_create(&shm, sizeof(slot) * SLOTS, NULL, kept_in);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
                      "cannot create shared memory for the rate limit counters");
@@ -40,11 +59,14 @@ apr_status_t oaip_counters_shm_create(apr_pool_t *pconf, server_rec *s)
     }
     table = apr_shm_baseaddr_get(shm);
     memset(table, 0, sizeof(slot) * SLOTS);
-    rv = ap_global_mutex_create(&mutex, NULL, OAIP_COUNTERS_MUTEX, NULL, s, pconf, 0);
+    rv = ap_global_mutex_create(&mutex, NULL, OAIP_COUNTERS_MUTEX, NULL, s, kept_in, 0);
     if (rv != APR_SUCCESS) {
         table = NULL;
+        return rv;
     }
-    return rv;
+    apr_pool_userdata_set(table, TABLE_KEY, apr_pool_cleanup_null, kept_in);
+    apr_pool_userdata_set(mutex, MUTEX_KEY, apr_pool_cleanup_null, kept_in);
+    return APR_SUCCESS;
 }
 
 apr_status_t oaip_counters_shm_child_init(apr_pool_t *pchild, server_rec *s)

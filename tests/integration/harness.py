@@ -793,3 +793,123 @@ def redis_keys(port):
     """The module's keys in redis."""
     reply = redis_command(port, "KEYS", "oaip:*")
     return [line for line in reply.split("\r\n") if line.startswith("oaip:")]
+
+
+# -- graceful restarts with requests in flight (test_graceful.py) -----------------
+
+def listening_children(server):
+    """The children of `server` that hold its listening socket: a child of
+    an old generation closes it as soon as it learns of a graceful restart
+    or stop (prefork on the signal, event on the pipe of death), so these
+    are the children that may accept a new connection."""
+    return {pid for pid in server.children() if pid_listens(pid, server.port)}
+
+
+def begin_graceful_restart(server, new_body):
+    """A graceful restart (SIGUSR1) with `new_body` as the config body,
+    while the old generation still serves (its open streams keep its
+    children): returns the old children once the parent has read the new
+    config and only new children listen, so the next connection is the new
+    generation's. Unlike Httpd.graceful_restart it does not wait for the
+    old children to end: wait_generation_gone(server, old) does."""
+    marker = "resuming normal operations"
+    before_log = server._log_text().count(marker)
+    old = server.children()
+    server.body = new_body
+    server.write_config()
+    os.kill(server.proc.pid, signal.SIGUSR1)
+
+    def new_generation_listens():
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited during a graceful restart "
+                               f"({server.proc.returncode}): see {server.error_log}")
+        if server._log_text().count(marker) <= before_log:
+            return False  # the parent has not read the new config yet
+        listening = listening_children(server)
+        return bool(listening) and not (listening & old)
+    wait_for(new_generation_listens, 30, f"{server.name}'s new generation to listen")
+    return old
+
+
+def wait_generation_gone(server, old):
+    """Waits until every child in `old` has ended and been reaped."""
+    wait_for(lambda: not (server.children() & old), 30, "the old generation's children to end")
+
+
+def graceful_stop_signal(server):
+    """graceful-stop (SIGWINCH to the parent, what `apachectl graceful-stop`
+    sends), without waiting: the children finish what they serve."""
+    os.kill(server.proc.pid, signal.SIGWINCH)
+
+
+class HeldStream:
+    """A stream request in a thread of its own whose upstream (the mock,
+    `chunks` tokens, gate `gate`) sends its first `hold` events (the role
+    chunk, which the mock sends without a pause, and `hold` - 1 tokens),
+    then waits at its gate until release(): the test decides when the
+    stream goes on, by a condition, never by a time. `received()` is the
+    data events the client has so far; result() the Response once the
+    stream ended."""
+
+    def __init__(self, pool, client, mock, path="/v1", chunks=5, hold=2, headers=None,
+                 body=None):
+        self.mock = mock
+        self.gate = uuid.uuid4().hex
+        self.data_events = 0
+        self.hold = hold
+        if hold > 1:
+            mock.open_gate(self.gate, permits=hold - 1)
+        directives = {"chunks": chunks, "gate": self.gate, "gate_timeout": 600}
+        body = dict(body or {"messages": MESSAGES}, stream=True, mock=directives)
+
+        def on_read(so_far):
+            self.data_events = so_far.count(b"data: ")
+        self.future = pool.submit(client.post, path, body, stream=True, on_read=on_read,
+                                  headers=headers or {}, timeout=120)
+
+    def received(self):
+        return self.data_events
+
+    def wait_held(self):
+        """Waits until the client has the `hold` events (the stream is open,
+        held at the gate)."""
+        wait_for(lambda: self.data_events >= self.hold or self.future.done(), 30,
+                 f"{self.hold} events of a held stream")
+        if self.future.done():
+            raise AssertionError(f"the stream ended early: {self.future.result().text}")
+
+    def held(self):
+        """Whether the stream is still open and held at its gate."""
+        return self.data_events == self.hold and not self.future.done()
+
+    def release(self):
+        self.mock.open_gate(self.gate, permits=1000)
+
+    def result(self):
+        return self.future.result(timeout=120 * SLOWDOWN)
+
+
+class HeldStreams:
+    """HeldStream's in a thread pool; on leaving, whatever happened, every
+    stream is released and awaited (a failed test ends at once instead of
+    waiting for its held streams' timeouts)."""
+
+    def __init__(self, client, mock, workers=16):
+        self.client = client
+        self.mock = mock
+        self.pool = concurrent.futures.ThreadPoolExecutor(workers)
+        self.streams = []
+
+    def open(self, path="/v1", **kw):
+        stream = HeldStream(self.pool, self.client, self.mock, path=path, **kw)
+        self.streams.append(stream)
+        return stream
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for stream in self.streams:
+            stream.release()
+        self.pool.shutdown(wait=True)
+        return False
