@@ -7,8 +7,8 @@
 # See tests/bench/README.md ("Long streams"). Writes results/streams.md and
 # .json, then results/latest.md and .json (with run.sh's latest tables).
 # Knobs (environment): STREAMS_N ("200 2000 5000"), STREAMS_CHUNKS (40),
-# STREAMS_DELAY_MS (250), STREAMS_RAMP_MS (2000, the time over which the N
-# streams are opened), STREAMS_TARGETS ("direct proxy_http nginx oaip"),
+# STREAMS_DELAY_MS (250), STREAMS_RAMP_MS (the time over which the N streams
+# are opened; default N ms, at least 2000), STREAMS_TARGETS ("direct proxy_http nginx oaip"),
 # STREAMS_SYSCALL_SECONDS (3), STREAMS_THREADS_PER_CHILD (250), BENCH_KEEP=1,
 # BENCH_MODULE.
 set -euo pipefail
@@ -20,7 +20,6 @@ source "$BENCH_DIR/lib.sh"
 NS=${STREAMS_N:-"200 2000 5000"}
 CHUNKS=${STREAMS_CHUNKS:-40}
 DELAY_MS=${STREAMS_DELAY_MS:-250}
-RAMP_MS=${STREAMS_RAMP_MS:-2000}
 TARGETS=${STREAMS_TARGETS:-"direct proxy_http nginx oaip"}
 SYSCALL_S=${STREAMS_SYSCALL_SECONDS:-3}
 TPC=${STREAMS_THREADS_PER_CHILD:-250}
@@ -70,7 +69,8 @@ log_errors_of() { # error log: lines at level error or worse
 run_one() { # N TARGET
     local n=$1 target=$2 name=$2-$1 up_pid up_port server port url sizing='{}' errlog=
     local status=$RUN/$name.status out=$RUN/$name.client.json client_pid child=0 conns0=0
-    local conns1=0 perf_out=$RUN/$name.perf syscalls=null expect_threads=0
+    local conns1=0 perf_out=$RUN/$name.perf syscalls=null expect_threads=0 count_s=0
+    local ramp_ms=${STREAMS_RAMP_MS:-$((n > 2000 ? n : 2000))} now_us end_us
     rm -f "$RUN/$name.upstream.port"
     start "$name-upstream" "$STREAMER_UPSTREAM" -f "$RUN/$name.upstream.port" -k "$CHUNKS" \
         -d "$DELAY_MS" -b "$((2 * n > 4096 ? 2 * n : 4096))"
@@ -120,8 +120,8 @@ print(s["servers"] * s["tpc"])' "$sizing")
         *) die "no stream target $target" ;;
     esac
     log "$name: $n streams of $CHUNKS chunks ${DELAY_MS} ms apart through $url"
-    "$STREAMER_CLIENT" -u "$url" -n "$n" -k "$CHUNKS" -r "$RAMP_MS" \
-        -T "$((RAMP_MS / 1000 + CHUNKS * DELAY_MS / 1000 + 60))" -P "$server" -s "$status" \
+    "$STREAMER_CLIENT" -u "$url" -n "$n" -k "$CHUNKS" -d "$DELAY_MS" -r "$ramp_ms" \
+        -T "$((ramp_ms / 1000 + CHUNKS * DELAY_MS / 1000 + 60))" -P "$server" -s "$status" \
         >"$out" 2>"$RUN/$name.client.err" &
     client_pid=$!
     # system calls of one server process over a few seconds of the window
@@ -130,24 +130,31 @@ print(s["servers"] * s["tpc"])' "$sizing")
         sleep 0.05
     done
     if grep -q '^allopen' "$status" 2>/dev/null; then
-        sleep 0.3
         read -r child conns0 < <(busiest_child "$port") || true
-        if [[ -n ${child:-} && $child != 0 ]]; then
+        # count for STREAMS_SYSCALL_SECONDS, or what is left of the window
+        # (less 0.3 s) when a loaded server opened the streams late
+        read -r _ _ end_us < <(grep '^allopen' "$status")
+        now_us=$(date +%s%6N)
+        count_s=$("$PY" -c 'import sys; print(round(max(0, min(float(sys.argv[1]),
+            (int(sys.argv[2]) - int(sys.argv[3])) / 1e6 - 0.3)), 2))' "$SYSCALL_S" "$end_us" "$now_us")
+        if [[ -n ${child:-} && $child != 0 ]] && "$PY" -c 'import sys; sys.exit(float(sys.argv[1]) < 0.5)' "$count_s"; then
             kill -USR1 "$client_pid"
             perf stat -x, -o "$perf_out" -e raw_syscalls:sys_enter -p "$child" -- \
-                sleep "$SYSCALL_S" 2>/dev/null || log "$name: perf stat failed"
+                sleep "$count_s" 2>/dev/null || log "$name: perf stat failed"
             kill -USR1 "$client_pid" 2>/dev/null || true
             conns1=$(conns_of "$child" "$port")
             syscalls=$(awk -F, '$3 ~ /raw_syscalls:sys_enter/ {print $1}' "$perf_out" 2>/dev/null)
             [[ $syscalls =~ ^[0-9]+$ ]] || syscalls=null
+        else
+            log "$name: no system call count (busiest process '${child:-}', ${count_s} s left in the window)"
         fi
     fi
     wait "$client_pid" || die "$name: the stream client exited with $?: $(cat "$RUN/$name.client.err")"
     [[ -s $out ]] || die "$name: no result from the stream client"
     local errs
     errs=$(log_errors_of "$errlog")
-    printf '{"n":%d,"target":"%s","sizing":%s,"syscall_child":%d,"child_conns":[%d,%d],"child_syscalls":%s,"log_errors":%d,"client":%s}\n' \
-        "$n" "$target" "$sizing" "${child:-0}" "${conns0:-0}" "${conns1:-0}" "$syscalls" \
+    printf '{"n":%d,"target":"%s","sizing":%s,"syscall_child":%d,"child_conns":[%d,%d],"child_syscalls":%s,"syscall_seconds":%s,"log_errors":%d,"client":%s}\n' \
+        "$n" "$target" "$sizing" "${child:-0}" "${conns0:-0}" "${conns1:-0}" "$syscalls" "$count_s" \
         "$errs" "$(cat "$out")" >>"$JSONL"
     "$PY" - "$(tail -n 1 "$JSONL")" "$DELAY_MS" <<'EOF' >&2
 import json, sys
@@ -171,7 +178,7 @@ done
 
 REPORT_RC=0
 "$PY" "$BENCH_DIR/streams_report.py" --jsonl "$JSONL" --chunks "$CHUNKS" --delay-ms "$DELAY_MS" \
-    --ramp-ms "$RAMP_MS" --syscall-seconds "$SYSCALL_S" --module-info "$MODULE_INFO" \
+    --ramp-ms "${STREAMS_RAMP_MS:-max(2000, N)}" --syscall-seconds "$SYSCALL_S" --module-info "$MODULE_INFO" \
     --out "$RESULTS/streams.md" --json "$RESULTS/streams.json" || REPORT_RC=$?
 render_latest
 exit "$REPORT_RC"

@@ -45,6 +45,7 @@ def derive(r, problems):
          "max_ms": c["delay_us"]["max"] / 1000.0, "cpu_per_chunk_us": None,
          "setup_cpu_per_stream_us": None, "syscalls_per_chunk": None,
          "rss_per_stream_kib": None, "threads": None, "procs": None, "window_s": None,
+         "open_after_s": None, "ramp_s": c.get("ramp_ms", 0) / 1000.0,
          "sizing": r.get("sizing")}
     errs = sum(c["errors"].values())
     if (c["complete"] != c["streams"] or c["chunks"] != c["expected_chunks"] or errs
@@ -58,6 +59,7 @@ def derive(r, problems):
                         f"(at most {c['max_open']}): no CPU, system call or RSS figure")
         return d
     d["window_s"] = w["duration_us"] / 1e6
+    d["open_after_s"] = w["open_after_us"] / 1e6
     if w["chunks"]:
         d["cpu_per_chunk_us"] = w["cpu_us"] / w["chunks"]
         d["setup_cpu_per_stream_us"] = max(
@@ -70,7 +72,8 @@ def derive(r, problems):
     conns = r.get("child_conns", [0, 0])
     if r.get("child_syscalls") is None or len(marks) < 2:
         problems.append(f"{where}: no system call count (perf stat on pid "
-                        f"{r.get('syscall_child')}; marks {marks})")
+                        f"{r.get('syscall_child')} for {r.get('syscall_seconds')} s of the "
+                        f"window; marks {marks})")
     elif not (w["start_wall_us"] <= marks[0]["wall_us"] and
               marks[1]["wall_us"] <= w["end_wall_us"]):
         problems.append(f"{where}: the system call count ran outside the window with "
@@ -109,7 +112,9 @@ def main():
         f"{os.cpu_count()} CPUs, Linux {platform.release()}")
     out(f"- module: {a.module_info}")
     out(f"- {version(['/usr/sbin/apache2', '-v'])}; {version(['/usr/sbin/nginx', '-v'])}")
-    out(f"- N streams opened evenly over {int(a.ramp_ms) / 1000:g} s, each {a.chunks} "
+    ramp = (f"{int(a.ramp_ms) / 1000:g} s" if a.ramp_ms.isdigit() else
+            "max(2, N / 1000) s")
+    out(f"- N streams opened evenly over {ramp}, each {a.chunks} "
         f"chunks {a.delay_ms} ms apart from the C upstream (streamer/upstream.c), read by "
         "the C client (streamer/client.c); a fresh server per row, sized for N. The window "
         "= while all N streams are open (from the last stream's first chunk to the first "
@@ -119,14 +124,16 @@ def main():
         "window / chunks delivered in it; setup CPU per stream = (CPU before the window "
         "- its chunks x CPU per chunk) / N; system calls per chunk = perf stat "
         f"raw_syscalls:sys_enter on the server process with the most connections, for "
-        f"{a.syscall_seconds} s of the window / (chunks delivered meanwhile x its share of "
+        f"{a.syscall_seconds} s of the window (or what is left of it) / (chunks delivered "
+        "meanwhile x its share of "
         "the connections); RSS per open stream = (summed VmRSS of the server's processes, "
         "largest sample in the window - before the first stream) / N.")
     out("")
     out("| N | target | streams completed | chunks delivered | delay p50 / p99 ms "
-        "| added p50 / p99 ms | CPU µs / chunk | setup CPU µs / stream "
-        "| syscalls / chunk | RSS KiB / open stream | threads (procs) |")
-    out("|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+        "| added p50 / p99 ms | all open after / window s | CPU µs / chunk "
+        "| setup CPU µs / stream | syscalls / chunk | RSS KiB / open stream "
+        "| threads (procs) |")
+    out("|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     ns = sorted({d["n"] for d in rows})
     summary = []
     for n in ns:
@@ -142,7 +149,8 @@ def main():
             threads = "" if d["threads"] is None else f"{d['threads']} ({d['procs']})"
             out(f"| {n} | {NAMES[t]} | {d['complete']}/{d['streams']} "
                 f"| {d['chunks']}/{d['expected']} | {d['p50_ms']:.3f} / {d['p99_ms']:.3f} "
-                f"| {added} | {fmt(d['cpu_per_chunk_us'], '.1f')} "
+                f"| {added} | {fmt(d['open_after_s'], '.1f', 'never')} / "
+                f"{fmt(d['window_s'], '.1f', '-')} | {fmt(d['cpu_per_chunk_us'], '.1f')} "
                 f"| {fmt(d['setup_cpu_per_stream_us'], '.0f')} "
                 f"| {fmt(d['syscalls_per_chunk'])} | {fmt(d['rss_per_stream_kib'], '.1f')} "
                 f"| {threads} |")

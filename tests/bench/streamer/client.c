@@ -7,12 +7,14 @@
  * client cannot read 20,000 events/s on 2 shared cores without distorting
  * the latencies it measures.
  *
- *   client -u http://127.0.0.1:PORT/path -n N -k CHUNKS [-r RAMP_MS]
+ *   client -u http://127.0.0.1:PORT/path -n N -k CHUNKS [-d DELAY_MS] [-r RAMP_MS]
  *          [-T TIMEOUT_S] [-P SERVER_PID] [-s STATUS_FILE]
  *
  * Streams are opened evenly over RAMP_MS. The window is the time when every
  * stream is open (headers and a first stamped chunk received, the last one
- * not yet): at its start the client writes "allopen" to STATUS_FILE, at its
+ * not yet): at its start the client writes "allopen NOW_US END_US" to
+ * STATUS_FILE (END_US: when the window should end, from the earliest first
+ * chunk's stamp and DELAY_MS; wall clock µs), at its
  * end (the first stream's last chunk) "windowend". With -P it reads, from
  * /proc, the CPU time (utime + stime) of SERVER_PID and its children at the
  * start, at the window's start and at its end, and their summed VmRSS and
@@ -61,7 +63,8 @@ static unsigned hist[HIST_US]; /* delays by µs; more than 2 s goes to over */
 static unsigned long long over, delays;
 static long long delay_max;
 
-static int n_streams, k_chunks;
+static int n_streams, k_chunks, delay_ms = 250;
+static long long first_sent_min; /* the send stamp of the earliest first chunk */
 static stream *S;
 static long long chunks_total, other_total;
 static int opened, n_finished, finished_first, n_ended, complete, dones;
@@ -228,8 +231,12 @@ static void on_event(stream *s, const char *ev, size_t len, long long arrived)
         other_total++;
         return;
     }
-    record_delay(arrived - atoll(p + sizeof(stamp) - 1));
+    long long sent = atoll(p + sizeof(stamp) - 1);
+    record_delay(arrived - sent);
     s->stamped++;
+    if (s->stamped == 1 && (!first_sent_min || sent < first_sent_min)) {
+        first_sent_min = sent;
+    }
     chunks_total++;
     if (s->stamped == 1) {
         opened++;
@@ -454,11 +461,12 @@ int main(int argc, char **argv)
     int port = 80;
     FILE *status_file = NULL;
 
-    while ((opt = getopt(argc, argv, "u:n:k:r:T:P:s:")) != -1) {
+    while ((opt = getopt(argc, argv, "u:n:k:d:r:T:P:s:")) != -1) {
         switch (opt) {
         case 'u': url = optarg; break;
         case 'n': n_streams = atoi(optarg); break;
         case 'k': k_chunks = atoi(optarg); break;
+        case 'd': delay_ms = atoi(optarg); break;
         case 'r': ramp_ms = atoi(optarg); break;
         case 'T': timeout_s = atoi(optarg); break;
         case 'P': server_pid = atoi(optarg); break;
@@ -468,7 +476,7 @@ int main(int argc, char **argv)
     }
     if (!url || n_streams < 1 || k_chunks < 1 ||
         sscanf(url, "http://%63[^:/]:%d%511s", host, &port, path) < 2) {
-        fprintf(stderr, "usage: client -u http://IP:PORT/path -n N -k CHUNKS [-r RAMP_MS] "
+        fprintf(stderr, "usage: client -u http://IP:PORT/path -n N -k CHUNKS [-d DELAY_MS] [-r RAMP_MS] "
                         "[-T TIMEOUT_S] [-P SERVER_PID] [-s STATUS_FILE]\n");
         return 2;
     }
@@ -564,7 +572,10 @@ int main(int argc, char **argv)
             }
             next_sample = win0 + 200000;
             if (status_file) {
-                fprintf(status_file, "allopen %lld\n", wall_win0);
+                /* and when the window should end: the earliest stream's
+                 * last chunk is sent (K - 1) x D after its first */
+                fprintf(status_file, "allopen %lld %lld\n", wall_win0,
+                        first_sent_min + (long long)(k_chunks - 1) * delay_ms * 1000);
                 fflush(status_file);
             }
         } else if (win_state == 1 && finished_first) {
