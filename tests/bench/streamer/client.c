@@ -14,7 +14,7 @@
  * stream is open (headers and a first stamped chunk received, the last one
  * not yet): at its start the client writes "allopen NOW_US END_US" to
  * STATUS_FILE (END_US: when the window should end, from the earliest first
- * chunk's stamp and DELAY_MS; wall clock µs), at its
+ * chunk's arrival and DELAY_MS; wall clock µs), at its
  * end (the first stream's last chunk) "windowend". With -P it reads, from
  * /proc, the CPU time (utime + stime) of SERVER_PID and its children at the
  * start, at the window's start and at its end, and their summed VmRSS and
@@ -64,7 +64,7 @@ static unsigned long long over, delays;
 static long long delay_max;
 
 static int n_streams, k_chunks, delay_ms = 250;
-static long long first_sent_min; /* the send stamp of the earliest first chunk */
+static long long first_arrival_min; /* wall µs of the earliest first chunk */
 static stream *S;
 static long long chunks_total, other_total;
 static int opened, n_finished, finished_first, n_ended, complete, dones;
@@ -234,8 +234,8 @@ static void on_event(stream *s, const char *ev, size_t len, long long arrived)
     long long sent = atoll(p + sizeof(stamp) - 1);
     record_delay(arrived - sent);
     s->stamped++;
-    if (s->stamped == 1 && (!first_sent_min || sent < first_sent_min)) {
-        first_sent_min = sent;
+    if (s->stamped == 1 && (!first_arrival_min || arrived < first_arrival_min)) {
+        first_arrival_min = arrived;
     }
     chunks_total++;
     if (s->stamped == 1) {
@@ -573,9 +573,11 @@ int main(int argc, char **argv)
             next_sample = win0 + 200000;
             if (status_file) {
                 /* and when the window should end: the earliest stream's
-                 * last chunk is sent (K - 1) x D after its first */
+                 * last chunk comes (K - 1) x D after its first, if the
+                 * delays stay as they are (a server behind schedule
+                 * delivers it later than the upstream's stamps say) */
                 fprintf(status_file, "allopen %lld %lld\n", wall_win0,
-                        first_sent_min + (long long)(k_chunks - 1) * delay_ms * 1000);
+                        first_arrival_min + (long long)(k_chunks - 1) * delay_ms * 1000);
                 fflush(status_file);
             }
         } else if (win_state == 1 && finished_first) {
