@@ -60,9 +60,30 @@ busiest_child() {
     echo "$best"
 }
 
-# conns_of PID PORT: established connections of that process on PORT
+# conns_of PID PORT: established TCP connections of that process on local
+# PORT (its sockets from /proc/PID/fd, matched in /proc/PID/net/tcp: fast,
+# where ss -p reads the descriptors of every process)
 conns_of() {
-    ss -Htnp state established "( sport = :$2 )" 2>/dev/null | grep -c "pid=$1," || true
+    "$PY" - "$1" "$2" <<'EOF'
+import os, sys
+pid, port = sys.argv[1], int(sys.argv[2])
+inodes = set()
+for fd in os.listdir(f"/proc/{pid}/fd"):
+    try:
+        link = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        continue
+    if link.startswith("socket:["):
+        inodes.add(link[8:-1])
+n = 0
+with open(f"/proc/{pid}/net/tcp") as f:
+    next(f)
+    for line in f:
+        p = line.split()
+        if p[3] == "01" and int(p[1].rsplit(":", 1)[1], 16) == port and p[9] in inodes:
+            n += 1
+print(n)
+EOF
 }
 
 log_errors_of() { # error log: lines at level error or worse
@@ -135,6 +156,9 @@ print(s["servers"] * s["tpc"])' "$sizing")
     done
     if grep -q '^allopen' "$status" 2>/dev/null; then
         child=$(busiest_child "$server")
+        # its connections: constant while every stream is open (the report
+        # checks that the count ran inside the window)
+        conns0=$(conns_of "$child" "$port")
         # count for STREAMS_SYSCALL_SECONDS, or what is left of the window
         # (less 0.3 s) when a loaded server opened the streams late
         read -r _ _ end_us < <(grep '^allopen' "$status")
@@ -146,10 +170,7 @@ print(s["servers"] * s["tpc"])' "$sizing")
             perf stat -x, -o "$perf_out" -e raw_syscalls:sys_enter -p "$child" -- \
                 sleep "$count_s" 2>/dev/null || log "$name: perf stat failed"
             kill -USR1 "$client_pid" 2>/dev/null || true
-            # its connections: constant while every stream is open (the
-            # report checks that the count ended inside the window)
-            conns1=$(conns_of "$child" "$port")
-            conns0=$conns1
+            conns1=$conns0
             syscalls=$(awk -F, '$3 ~ /raw_syscalls:sys_enter/ {print $1}' "$perf_out" 2>/dev/null)
             [[ $syscalls =~ ^[0-9]+$ ]] || syscalls=null
         else

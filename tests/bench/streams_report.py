@@ -84,6 +84,9 @@ def derive(r, problems):
         relayed = (marks[1]["chunks"] - marks[0]["chunks"]) * share
         d["syscall_child_share"] = share
         d["syscalls_per_chunk"] = r["child_syscalls"] / relayed if relayed else None
+        if not relayed:
+            problems.append(f"{where}: pid {r.get('syscall_child')} relayed no chunk while "
+                            f"perf counted ({conns[0]} connections of {c['streams']})")
     return d
 
 
