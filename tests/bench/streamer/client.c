@@ -13,8 +13,9 @@
  * Streams are opened evenly over RAMP_MS. The window is the time when every
  * stream is open (headers and a first stamped chunk received, the last one
  * not yet): at its start the client writes "allopen NOW_US END_US" to
- * STATUS_FILE (END_US: when the window should end, from the earliest first
- * chunk's arrival and DELAY_MS; wall clock µs), at its
+ * STATUS_FILE (END_US: when the window should end, estimated from the most
+ * advanced stream, DELAY_MS and that stream's current delay; wall clock
+ * µs), at its
  * end (the first stream's last chunk) "windowend". With -P it reads, from
  * /proc, the CPU time (utime + stime) of SERVER_PID and its children at the
  * start, at the window's start and at its end, and their summed VmRSS and
@@ -56,6 +57,7 @@ typedef struct {
     char size_line[32];
     size_t size_len;
     int stamped, other, done;
+    long long first_sent, last_delay; /* stamp of chunk 1, delay of the latest */
 } stream;
 
 #define HIST_US 2000000
@@ -64,7 +66,6 @@ static unsigned long long over, delays;
 static long long delay_max;
 
 static int n_streams, k_chunks, delay_ms = 250;
-static long long first_arrival_min; /* wall µs of the earliest first chunk */
 static stream *S;
 static long long chunks_total, other_total;
 static int opened, n_finished, finished_first, n_ended, complete, dones;
@@ -234,8 +235,9 @@ static void on_event(stream *s, const char *ev, size_t len, long long arrived)
     long long sent = atoll(p + sizeof(stamp) - 1);
     record_delay(arrived - sent);
     s->stamped++;
-    if (s->stamped == 1 && (!first_arrival_min || arrived < first_arrival_min)) {
-        first_arrival_min = arrived;
+    s->last_delay = arrived - sent;
+    if (s->stamped == 1) {
+        s->first_sent = sent;
     }
     chunks_total++;
     if (s->stamped == 1) {
@@ -447,6 +449,24 @@ static long long percentile(double q)
     return delay_max;
 }
 
+/* when the window should end: the most advanced stream's last chunk is
+ * sent (K - 1) x D after its first and arrives with the delay its chunks
+ * have now (a saturated server delivers behind the upstream's schedule) */
+static long long expected_end(void)
+{
+    stream *best = NULL;
+    for (int i = 0; i < n_streams; i++) {
+        stream *s = &S[i];
+        if (s->stamped && (!best || s->stamped > best->stamped ||
+                           (s->stamped == best->stamped && s->first_sent < best->first_sent))) {
+            best = s;
+        }
+    }
+    return best ? best->first_sent + (long long)(k_chunks - 1) * delay_ms * 1000 +
+                      best->last_delay
+                : 0;
+}
+
 static void on_usr1(int sig)
 {
     (void)sig;
@@ -572,12 +592,7 @@ int main(int argc, char **argv)
             }
             next_sample = win0 + 200000;
             if (status_file) {
-                /* and when the window should end: the earliest stream's
-                 * last chunk comes (K - 1) x D after its first, if the
-                 * delays stay as they are (a server behind schedule
-                 * delivers it later than the upstream's stamps say) */
-                fprintf(status_file, "allopen %lld %lld\n", wall_win0,
-                        first_arrival_min + (long long)(k_chunks - 1) * delay_ms * 1000);
+                fprintf(status_file, "allopen %lld %lld\n", wall_win0, expected_end());
                 fflush(status_file);
             }
         } else if (win_state == 1 && finished_first) {
