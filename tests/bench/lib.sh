@@ -95,7 +95,9 @@ build_streamer() {
             >"$RUN/streamer-$prog-build.out" 2>&1 ||
             { cat "$RUN/streamer-$prog-build.out" >&2; die "streamer/$prog.c build"; }
     done
+    # shellcheck disable=SC2034 # used by streams.sh
     STREAMER_UPSTREAM=$RUN/streamer-upstream
+    # shellcheck disable=SC2034
     STREAMER_CLIENT=$RUN/streamer-client
 }
 

@@ -187,6 +187,17 @@ def main():
             f"N={n} nginx worker_connections {s['conns']}, worker_rlimit_nofile {s['nofile']}"
             for n, t, s in sizing))
         out("")
+    behind = [d for d in rows if d["target"] != "direct" and d.get("added_p50_ms") is not None
+              and d["added_p50_ms"] > int(a.delay_ms) / 4]
+    if behind:
+        out("Behind schedule (added p50 delay over a quarter of the chunk interval): "
+            + ", ".join(f"{NAMES[d['target']]} N={d['n']} (+{d['added_p50_ms']:.0f} ms)"
+                        for d in behind)
+            + ". Such a server cannot relay the chunks as fast as they come on this "
+            "machine at that moment (its CPU, or the machine's, is saturated): chunks "
+            "queue, several go in one read and one write, so its CPU and system calls "
+            "per chunk are those of a backlog, lower than in the steady state.")
+        out("")
     if problems:
         out("## ERRORS: this run is not a valid result")
         out("")

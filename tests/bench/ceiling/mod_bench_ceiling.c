@@ -133,5 +133,11 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_handler(ceiling_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
-AP_DECLARE_MODULE(bench_ceiling) = {
-    STANDARD20_MODULE_STUFF, create_conf, NULL, NULL, NULL, ceiling_cmds, register_hooks, 0};
+AP_DECLARE_MODULE(bench_ceiling) = {STANDARD20_MODULE_STUFF,
+                                    create_conf,
+                                    NULL,
+                                    NULL,
+                                    NULL,
+                                    ceiling_cmds,
+                                    register_hooks,
+                                    0};

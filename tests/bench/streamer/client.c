@@ -44,15 +44,15 @@
 enum { ST_IDLE, ST_CONNECTING, ST_HEAD, ST_BODY, ST_DONE };
 enum { CS_SIZE, CS_DATA, CS_CRLF, CS_END };
 enum { E_CONNECT, E_RESET, E_EOF, E_TIMEOUT, E_STATUS, E_PARSE, E_KINDS };
-static const char *const e_names[] = {"connect", "reset", "eof", "timeout", "status",
-                                      "parse"};
+static const char *const e_names[] = {"connect", "reset",  "eof",
+                                      "timeout", "status", "parse"};
 
 typedef struct {
     int fd, state, status, chunked, cstate;
     long long left; /* content-length left, or bytes of the current chunk; -1 until EOF */
     char head[4096];
     size_t head_len;
-    char *ev;       /* SSE bytes not yet split into events */
+    char *ev; /* SSE bytes not yet split into events */
     size_t ev_len, ev_cap;
     char size_line[32];
     size_t size_len;
@@ -457,8 +457,9 @@ static long long expected_end(void)
     stream *best = NULL;
     for (int i = 0; i < n_streams; i++) {
         stream *s = &S[i];
-        if (s->stamped && (!best || s->stamped > best->stamped ||
-                           (s->stamped == best->stamped && s->first_sent < best->first_sent))) {
+        if (s->stamped &&
+            (!best || s->stamped > best->stamped ||
+             (s->stamped == best->stamped && s->first_sent < best->first_sent))) {
             best = s;
         }
     }
@@ -483,20 +484,38 @@ int main(int argc, char **argv)
 
     while ((opt = getopt(argc, argv, "u:n:k:d:r:T:P:s:")) != -1) {
         switch (opt) {
-        case 'u': url = optarg; break;
-        case 'n': n_streams = atoi(optarg); break;
-        case 'k': k_chunks = atoi(optarg); break;
-        case 'd': delay_ms = atoi(optarg); break;
-        case 'r': ramp_ms = atoi(optarg); break;
-        case 'T': timeout_s = atoi(optarg); break;
-        case 'P': server_pid = atoi(optarg); break;
-        case 's': status_path = optarg; break;
-        default: return 2;
+        case 'u':
+            url = optarg;
+            break;
+        case 'n':
+            n_streams = atoi(optarg);
+            break;
+        case 'k':
+            k_chunks = atoi(optarg);
+            break;
+        case 'd':
+            delay_ms = atoi(optarg);
+            break;
+        case 'r':
+            ramp_ms = atoi(optarg);
+            break;
+        case 'T':
+            timeout_s = atoi(optarg);
+            break;
+        case 'P':
+            server_pid = atoi(optarg);
+            break;
+        case 's':
+            status_path = optarg;
+            break;
+        default:
+            return 2;
         }
     }
     if (!url || n_streams < 1 || k_chunks < 1 ||
         sscanf(url, "http://%63[^:/]:%d%511s", host, &port, path) < 2) {
-        fprintf(stderr, "usage: client -u http://IP:PORT/path -n N -k CHUNKS [-d DELAY_MS] [-r RAMP_MS] "
+        fprintf(stderr, "usage: client -u http://IP:PORT/path -n N -k CHUNKS [-d "
+                        "DELAY_MS] [-r RAMP_MS] "
                         "[-T TIMEOUT_S] [-P SERVER_PID] [-s STATUS_FILE]\n");
         return 2;
     }
@@ -510,8 +529,9 @@ int main(int argc, char **argv)
         perror("client: status file");
         return 2;
     }
-    static const char body[] = "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\","
-                               "\"content\":\"Hello\"}],\"stream\":true}";
+    static const char body[] =
+        "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\","
+        "\"content\":\"Hello\"}],\"stream\":true}";
     request_len = (size_t)snprintf(request, sizeof(request),
                                    "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: "
                                    "application/json\r\nAccept: text/event-stream\r\n"
@@ -528,7 +548,8 @@ int main(int argc, char **argv)
     if (server_pid) {
         cpu_start = sample_tree(&idle);
     }
-    long long t0 = now_us(CLOCK_MONOTONIC), deadline = t0 + (long long)timeout_s * 1000000;
+    long long t0 = now_us(CLOCK_MONOTONIC),
+              deadline = t0 + (long long)timeout_s * 1000000;
     long long win0 = 0, win1 = 0, chunks_win0 = 0, chunks_win1 = 0, next_sample = 0;
     long long wall_win0 = 0, wall_win1 = 0, max_open = 0;
     long long marks_t[8], marks_c[8];
@@ -614,10 +635,11 @@ int main(int argc, char **argv)
         fclose(status_file);
     }
 
-    printf("{\"streams\":%d,\"chunks_per_stream\":%d,\"complete\":%d,\"chunks\":%lld,"
-           "\"expected_chunks\":%lld,\"other_events\":%lld,\"done\":%d,\"max_open\":%lld,",
-           n_streams, k_chunks, complete, chunks_total, (long long)n_streams * k_chunks,
-           other_total, dones, max_open);
+    printf(
+        "{\"streams\":%d,\"chunks_per_stream\":%d,\"complete\":%d,\"chunks\":%lld,"
+        "\"expected_chunks\":%lld,\"other_events\":%lld,\"done\":%d,\"max_open\":%lld,",
+        n_streams, k_chunks, complete, chunks_total, (long long)n_streams * k_chunks,
+        other_total, dones, max_open);
     printf("\"errors\":{");
     for (int i = 0; i < E_KINDS; i++) {
         printf("%s\"%s\":%d", i ? "," : "", e_names[i], errors[i]);
@@ -626,7 +648,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < n_examples; i++) {
         printf("%s\"", i ? "," : "");
         for (const char *c = examples[i]; *c; c++) {
-            putchar(*c == '"' || *c == '\\' ? '\'' : (isprint((unsigned char)*c) ? *c : '?'));
+            putchar(*c == '"' || *c == '\\' ? '\''
+                                            : (isprint((unsigned char)*c) ? *c : '?'));
         }
         putchar('"');
     }
@@ -656,7 +679,8 @@ int main(int argc, char **argv)
     }
     printf(",\"marks\":[");
     for (int i = 0; i < n_marks; i++) {
-        printf("%s{\"wall_us\":%lld,\"chunks\":%lld}", i ? "," : "", marks_t[i], marks_c[i]);
+        printf("%s{\"wall_us\":%lld,\"chunks\":%lld}", i ? "," : "", marks_t[i],
+               marks_c[i]);
     }
     printf("]");
     if (server_pid) {

@@ -41,12 +41,12 @@ typedef struct conn {
     int streaming;   /* answering: on the due queue */
     int close_after; /* Connection: close */
     int want_usage;
-    int sent;        /* stamped chunks sent */
-    long long due;   /* monotonic µs of the next chunk */
+    int sent;                 /* stamped chunks sent */
+    long long due;            /* monotonic µs of the next chunk */
     struct conn *prev, *next; /* due queue */
     char in[IN_MAX];
     size_t in_len;
-    char *out;       /* bytes the socket did not take yet */
+    char *out; /* bytes the socket did not take yet */
     size_t out_len, out_cap;
 } conn;
 
@@ -183,8 +183,9 @@ static size_t add_event(char *dst, const char *json)
     return (size_t)sprintf(dst, "%zx\r\ndata: %s\n\n\r\n", len, json);
 }
 
-#define HEAD_JSON "\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\"," \
-                  "\"created\":1741569952,\"model\":\"gpt-4o-mini-2024-07-18\""
+#define HEAD_JSON                                                                        \
+    "\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\","                    \
+    "\"created\":1741569952,\"model\":\"gpt-4o-mini-2024-07-18\""
 
 static int send_chunk(conn *c)
 {
@@ -194,13 +195,15 @@ static int send_chunk(conn *c)
 
     c->sent++;
     snprintf(json, sizeof(json),
-             "{" HEAD_JSON ",\"bench_sent_us\":%lld,\"choices\":[{\"index\":0,\"delta\":{%s"
+             "{" HEAD_JSON
+             ",\"bench_sent_us\":%lld,\"choices\":[{\"index\":0,\"delta\":{%s"
              "\"content\":\"token%d \"},\"logprobs\":null,\"finish_reason\":null}]}",
              sent, c->sent == 1 ? "\"role\":\"assistant\"," : "", c->sent);
     len += add_event(buf + len, json);
     if (c->sent == chunks) {
-        len += add_event(buf + len, "{" HEAD_JSON ",\"choices\":[{\"index\":0,\"delta\":{},"
-                                    "\"logprobs\":null,\"finish_reason\":\"stop\"}]}");
+        len +=
+            add_event(buf + len, "{" HEAD_JSON ",\"choices\":[{\"index\":0,\"delta\":{},"
+                                 "\"logprobs\":null,\"finish_reason\":\"stop\"}]}");
         if (c->want_usage) {
             snprintf(json, sizeof(json),
                      "{" HEAD_JSON ",\"choices\":[],\"usage\":{\"prompt_tokens\":9,"
@@ -267,8 +270,9 @@ static int try_request(conn *c)
     c->want_usage = memmem(body, body_len, "\"include_usage\":true", 20) ||
                     memmem(body, body_len, "\"include_usage\": true", 21);
     c->in_len = 0; /* one request at a time; nobody pipelines here */
-    static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                               "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n";
+    static const char head[] =
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n";
     if (send_bytes(c, head, sizeof(head) - 1) < 0 ||
         (c->close_after && send_bytes(c, "Connection: close\r\n", 19) < 0) ||
         send_bytes(c, "\r\n", 2) < 0) {
@@ -298,13 +302,24 @@ int main(int argc, char **argv)
 
     while ((opt = getopt(argc, argv, "p:f:k:d:b:")) != -1) {
         switch (opt) {
-        case 'p': port = atoi(optarg); break;
-        case 'f': port_file = optarg; break;
-        case 'k': chunks = atoi(optarg); break;
-        case 'd': delay_us = atoll(optarg) * 1000; break;
-        case 'b': backlog = atoi(optarg); break;
+        case 'p':
+            port = atoi(optarg);
+            break;
+        case 'f':
+            port_file = optarg;
+            break;
+        case 'k':
+            chunks = atoi(optarg);
+            break;
+        case 'd':
+            delay_us = atoll(optarg) * 1000;
+            break;
+        case 'b':
+            backlog = atoi(optarg);
+            break;
         default:
-            fprintf(stderr, "usage: %s -f PORT_FILE [-p PORT] [-k CHUNKS] [-d DELAY_MS]\n",
+            fprintf(stderr,
+                    "usage: %s -f PORT_FILE [-p PORT] [-k CHUNKS] [-d DELAY_MS]\n",
                     argv[0]);
             return 2;
         }
@@ -320,7 +335,8 @@ int main(int argc, char **argv)
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     addr.sin_port = htons((unsigned short)port);
-    if (bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(lfd, backlog) < 0 ||
+    if (bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        listen(lfd, backlog) < 0 ||
         getsockname(lfd, (struct sockaddr *)&addr, &alen) < 0) {
         perror("upstream: listen");
         return 1;
@@ -364,7 +380,8 @@ int main(int argc, char **argv)
             conn *c = evs[i].data.ptr;
             if (!c) {
                 int fd;
-                while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+                while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >=
+                       0) {
                     c = calloc(1, sizeof(*c));
                     if (!c) {
                         close(fd);
