@@ -51,9 +51,11 @@ build_module() {
         MODULE_INFO="$BENCH_MODULE (given), sha256 $(sha256sum "$BENCH_MODULE" | cut -c1-12)"
     else
         log "building the module (make -f Makefile.apxs, on a copy of the sources)"
-        mkdir -p "$src/mod_openai_proxy"
+        mkdir -p "$src"
         cp "$REPO/Makefile.apxs" "$src/"
-        cp "$REPO"/mod_openai_proxy/*.[ch] "$src/mod_openai_proxy/"
+        # the sources only (the layers' subdirectories too), no build products
+        (cd "$REPO" && find mod_openai_proxy -name '*.[ch]' -print0 | tar --null -cf - -T -) |
+            tar -xf - -C "$src" || die "copying the module's sources"
         make -C "$src" -f Makefile.apxs >"$RUN/build.out" 2>&1 ||
             { tail -n 30 "$RUN/build.out" >&2; die "module build"; }
         cp "$src/mod_openai_proxy/.libs/mod_openai_proxy.so" "$RUN/mod_openai_proxy.so"
@@ -62,13 +64,41 @@ build_module() {
             echo '?')"
         git -C "$REPO" diff --quiet HEAD -- mod_openai_proxy 2>/dev/null ||
             MODULE_INFO+=" + uncommitted changes in mod_openai_proxy/"
-        MODULE_INFO+=", sha256 $(cat "$src"/mod_openai_proxy/*.[ch] | sha256sum | cut -c1-12) of the sources"
+        MODULE_INFO+=", sha256 $(find "$src/mod_openai_proxy" -name '*.[ch]' -print0 | sort -z |
+            xargs -0 cat | sha256sum | cut -c1-12) of the sources"
     fi
     MODULE=$RUN/mod_openai_proxy.so
     if ldd "$MODULE" 2>/dev/null | grep -q libasan; then
         die "$MODULE is an ASan build: measure a release build"
     fi
     log "module: $MODULE_INFO"
+}
+
+# build_ceiling: the ceiling handler (ceiling/mod_bench_ceiling.c), built
+# with apxs in $RUN/ceiling. Sets CEILING (the .so).
+build_ceiling() {
+    mkdir -p "$RUN/ceiling"
+    cp "$BENCH_DIR/ceiling/mod_bench_ceiling.c" "$RUN/ceiling/"
+    (cd "$RUN/ceiling" && apxs -c -Wc,-Wall -Wc,-Wextra -Wc,-Werror mod_bench_ceiling.c) \
+        >"$RUN/ceiling-build.out" 2>&1 ||
+        { tail -n 30 "$RUN/ceiling-build.out" >&2; die "ceiling module build"; }
+    CEILING=$RUN/ceiling/.libs/mod_bench_ceiling.so
+    [[ -f $CEILING ]] || die "apxs built no $CEILING"
+}
+
+# build_streamer: the stamping upstream and the stream client (streamer/),
+# gcc -O2 into $RUN. Sets STREAMER_UPSTREAM and STREAMER_CLIENT.
+build_streamer() {
+    local prog
+    for prog in upstream client; do
+        gcc -O2 -Wall -Wextra -Werror -o "$RUN/streamer-$prog" "$BENCH_DIR/streamer/$prog.c" \
+            >"$RUN/streamer-$prog-build.out" 2>&1 ||
+            { cat "$RUN/streamer-$prog-build.out" >&2; die "streamer/$prog.c build"; }
+    done
+    # shellcheck disable=SC2034 # used by streams.sh
+    STREAMER_UPSTREAM=$RUN/streamer-upstream
+    # shellcheck disable=SC2034
+    STREAMER_CLIENT=$RUN/streamer-client
 }
 
 # ---------------------------------------------------------------------------
@@ -140,8 +170,10 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
-# start_upstreams: the mock upstream, the configs, nginx. Sets MOCK_PID,
-# MOCK_PORT, NGINX_PID, NGINX_PORT.
+# start_upstreams: the mock upstream, the configs, nginx (the upstream) and
+# nginx proxy_pass (a target, its own process). Sets MOCK_PID, MOCK_PORT,
+# NGINX_PID, NGINX_PORT, NGINX_PROXY_PID, NGINX_PROXY_PORT. Needs MODULE and
+# CEILING.
 start_upstreams() {
     local port_file=$RUN/mock.port
     start mock "$PY" "$REPO/tests/mock_upstream/mock_upstream.py" --host 127.0.0.1 \
@@ -152,14 +184,26 @@ start_upstreams() {
     wait_listen "$MOCK_PID" "$MOCK_PORT"
 
     NGINX_PORT=$(free_port)
+    NGINX_PROXY_PORT=$(free_port)
     "$PY" "$BENCH_DIR/render.py" "$RUN" --nginx-port "$NGINX_PORT" \
-        --mock-port "$MOCK_PORT" --module "$MODULE" >/dev/null || die "render.py"
-    /usr/sbin/nginx -t -q -p "$RUN" -e "$RUN/nginx-error.log" -c "$RUN/nginx.conf" ||
-        die "nginx config test"
-    start nginx /usr/sbin/nginx -p "$RUN" -e "$RUN/nginx-error.log" -c "$RUN/nginx.conf" \
-        -g 'daemon off;'
+        --mock-port "$MOCK_PORT" --module "$MODULE" --ceiling "$CEILING" \
+        --nginx-proxy-port "$NGINX_PROXY_PORT" >/dev/null || die "render.py"
+    start_nginx nginx
     NGINX_PID=$STARTED_PID
     wait_listen "$NGINX_PID" "$NGINX_PORT"
+    start_nginx nginx-proxy
+    NGINX_PROXY_PID=$STARTED_PID
+    wait_listen "$NGINX_PROXY_PID" "$NGINX_PROXY_PORT"
+}
+
+# start_nginx NAME: a private nginx from $RUN/NAME.conf, after a config test;
+# sets STARTED_PID (its master)
+start_nginx() {
+    local name=$1
+    /usr/sbin/nginx -t -q -p "$RUN" -e "$RUN/$name-error.log" -c "$RUN/$name.conf" ||
+        die "nginx config test ($name.conf)"
+    start "$name" /usr/sbin/nginx -p "$RUN" -e "$RUN/$name-error.log" -c "$RUN/$name.conf" \
+        -g 'daemon off;'
 }
 
 # start_httpd NAME [apache2 args...]: a fresh httpd from httpd.conf.in on a
@@ -186,11 +230,19 @@ start_httpd() {
 BODY_PLAIN='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'
 BODY_SSE='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}],"stream":true}'
 
+# the targets of the short-request table, in its column order
+SHORT_TARGETS=(direct ceiling nginx_proxy proxy_http oaip)
+
 # target_url SCENARIO TARGET: the URL a load test of that cell uses
 target_url() {
     local nginx=http://127.0.0.1:$NGINX_PORT httpd=http://127.0.0.1:$HTTPD_PORT
+    local nginx_proxy=http://127.0.0.1:${NGINX_PROXY_PORT:-0}
     case $1/$2 in
         plain/direct) echo "$nginx/plain/v1/chat/completions" ;;
+        plain/ceiling) echo "$httpd/ceiling_plain" ;;
+        plain/nginx_proxy) echo "$nginx_proxy/plain/v1/chat/completions" ;;
+        sse/ceiling) echo "$httpd/ceiling_sse" ;;
+        sse/nginx_proxy) echo "$nginx_proxy/sse/v1/chat/completions" ;;
         plain/proxy_http) echo "$httpd/proxy_http/plain/v1/chat/completions" ;;
         plain/oaip) echo "$httpd/oaip_plain/chat/completions" ;;
         sse/direct) echo "$nginx/sse/v1/chat/completions" ;;
@@ -209,7 +261,7 @@ check_targets() {
     for scenario in plain sse; do
         body=$BODY_PLAIN expect=$RUN/plain.json
         [[ $scenario == sse ]] && { body=$BODY_SSE; expect=$RUN/sse.txt; }
-        for target in direct proxy_http oaip; do
+        for target in "${SHORT_TARGETS[@]}"; do
             code=$(timeout 10 curl -sS -o "$RUN/check.body" -w '%{http_code}' -X POST \
                 -H 'Content-Type: application/json' --data-binary "$body" \
                 "$(target_url "$scenario" "$target")") || die "curl $scenario/$target"
@@ -219,4 +271,39 @@ check_targets() {
                 die "$scenario/$target: the body differs from $expect"
         done
     done
+}
+
+# server_pid TARGET: the process (tree) whose CPU time a short-request cell
+# of TARGET counts: the upstream nginx alone for direct, the proxy nginx for
+# nginx_proxy (not the nginx behind it), httpd for the others
+server_pid() {
+    case $1 in
+        direct) echo "$NGINX_PID" ;;
+        nginx_proxy) echo "$NGINX_PROXY_PID" ;;
+        *) echo "$HTTPD_PID" ;;
+    esac
+}
+
+# render_latest: results/latest.md and latest.json from the latest report of
+# each script (short.md/json by run.sh, streams.md/json by streams.sh), so
+# that either script can run alone and latest.md still holds both tables
+render_latest() {
+    local res=$BENCH_DIR/results f
+    : >"$res/latest.md"
+    for f in short streams; do
+        [[ -f $res/$f.md ]] && { cat "$res/$f.md"; echo; } >>"$res/latest.md"
+    done
+    "$PY" - "$res" <<'EOF' || die "writing results/latest.json"
+import json, os, sys
+res = sys.argv[1]
+out = {}
+for name in ("short", "streams"):
+    path = os.path.join(res, name + ".json")
+    if os.path.exists(path):
+        with open(path) as f:
+            out[name] = json.load(f)
+with open(os.path.join(res, "latest.json"), "w") as f:
+    json.dump(out, f, indent=1)
+EOF
+    log "wrote $res/latest.md and latest.json"
 }

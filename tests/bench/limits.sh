@@ -19,6 +19,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 ensure_packages "${BASE_PACKAGES[@]}" redis-server
 make_run_dir
 build_module
+build_ceiling
 start_upstreams
 
 REDIS_PORT=$(free_port)

@@ -28,6 +28,7 @@ ensure_packages "${BASE_PACKAGES[@]}" linux-perf
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 make_run_dir
 build_module
+build_ceiling
 start_upstreams
 start_httpd httpd
 check_targets

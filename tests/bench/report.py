@@ -13,8 +13,11 @@ import subprocess
 import sys
 
 TARGETS = ("direct", "proxy_http", "oaip")
-NAMES = {"direct": "direct (nginx)", "proxy_http": "mod_proxy_http",
+SHORT_TARGETS = ("direct", "ceiling", "nginx_proxy", "proxy_http", "oaip")
+NAMES = {"direct": "direct (nginx)", "ceiling": "ceiling (httpd)",
+         "nginx_proxy": "nginx proxy_pass", "proxy_http": "mod_proxy_http",
          "oaip": "mod_openai_proxy"}
+LABELS = {"plain": "non-stream", "sse": "stream (SSE)"}
 
 
 def load_jsonl(path):
@@ -63,7 +66,7 @@ def main():
     lines = []
     out = lines.append
 
-    out("# mod_openai_proxy benchmark")
+    out("# mod_openai_proxy benchmark: short requests (run.sh)")
     out("")
     out(f"- run: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}, "
         f"{os.cpu_count()} CPUs, Linux {platform.release()}")
@@ -73,8 +76,6 @@ def main():
     out(f"- load: wrk, POST of a Chat Completions body, {a.warmup} s warm-up then "
         f"{a.duration} s measured per cell, keep-alive connections; everything "
         "(wrk, nginx, httpd) shares the same CPUs, so compare ratios, not absolute numbers")
-    out("- added latency = this proxy's p50 (p99) minus the p50 (p99) of nginx alone "
-        "at the same concurrency; ratio = mod_openai_proxy req/s / mod_proxy_http req/s")
     out("")
 
     # ---- throughput table
@@ -94,52 +95,60 @@ def main():
                 f"non-2xx {w['err_status']}, connect {w['err_connect']}, read {w['err_read']}, "
                 f"write {w['err_write']}, timeout {w['err_timeout']}, "
                 f"httpd log errors {rec['log_errors']}")
-    out("## Throughput and latency (wrk)")
+    out("## Short requests (wrk)")
     out("")
-    out("| scenario | conc | direct req/s | direct p50 / p99 ms | mod_proxy_http req/s "
-        "| mod_proxy_http p50 / p99 ms | mod_openai_proxy req/s | mod_openai_proxy p50 / p99 ms "
-        "| oaip / proxy_http req/s | oaip added p50 / p99 ms | proxy_http added p50 / p99 ms "
-        "| oaip / proxy_http httpd CPU per req | errors |")
+    out("req/s per target; **oaip / proxy_http** = mod_openai_proxy req/s / mod_proxy_http "
+        "req/s; ceiling = an httpd handler that reads the body and answers the same bytes "
+        "without any upstream (the most any module in that httpd can do); nginx proxy_pass "
+        "= a second nginx in front of the same upstream nginx.")
+    out("")
+    out("| scenario | conc | direct (nginx) | ceiling (httpd) | nginx proxy_pass "
+        "| mod_proxy_http | mod_openai_proxy | **oaip / proxy_http** | ceiling / proxy_http "
+        "| p50 / p99 ms: nginx proxy_pass | mod_proxy_http | mod_openai_proxy | errors |")
     out("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     rows = []
     for scenario in ("plain", "sse"):
         concs = sorted({c for (s, c, _) in cells if s == scenario})
         for c in concs:
-            d, p, o = (cells.get((scenario, c, t)) for t in TARGETS)
-            if not (d and p and o):
+            got = {t: cells.get((scenario, c, t)) for t in SHORT_TARGETS}
+            if not all(got.values()):
+                problems.append(f"wrk {scenario} c={c}: no result for "
+                                f"{[t for t, v in got.items() if not v]}")
                 continue
+            d, ce, nx, p, o = (got[t] for t in SHORT_TARGETS)
             ratio = o["rps"] / p["rps"] if p["rps"] else None
+            ceil_ratio = ce["rps"] / p["rps"] if p["rps"] else None
             cpu_ratio = (o["cpu_us_per_req"] / p["cpu_us_per_req"]
                          if p["cpu_us_per_req"] else None)
-            errs = sum(x["wrk_errors"] + x["log_errors"] for x in (d, p, o))
-            label = "non-stream" if scenario == "plain" else "stream (SSE)"
-            out(f"| {label} | {c} | {d['rps']:.0f} | {d['p50']:.2f} / {d['p99']:.2f} "
-                f"| {p['rps']:.0f} | {p['p50']:.2f} / {p['p99']:.2f} "
-                f"| {o['rps']:.0f} | {o['p50']:.2f} / {o['p99']:.2f} "
-                f"| **{fmt_ratio(ratio)}** "
-                f"| {o['p50'] - d['p50']:+.2f} / {o['p99'] - d['p99']:+.2f} "
-                f"| {p['p50'] - d['p50']:+.2f} / {p['p99'] - d['p99']:+.2f} "
-                f"| {fmt_ratio(cpu_ratio)} | {errs} |")
-            rows.append({"scenario": scenario, "conc": c, "direct": d, "proxy_http": p,
-                         "oaip": o, "oaip_over_proxy_http_rps": ratio,
+            errs = sum(x["wrk_errors"] + x["log_errors"] for x in got.values())
+            out(f"| {LABELS[scenario]} | {c} | {d['rps']:.0f} | {ce['rps']:.0f} "
+                f"| {nx['rps']:.0f} | {p['rps']:.0f} | {o['rps']:.0f} "
+                f"| **{fmt_ratio(ratio)}** | {fmt_ratio(ceil_ratio)} "
+                f"| {nx['p50']:.2f} / {nx['p99']:.2f} | {p['p50']:.2f} / {p['p99']:.2f} "
+                f"| {o['p50']:.2f} / {o['p99']:.2f} | {errs} |")
+            rows.append({"scenario": scenario, "conc": c, **got,
+                         "oaip_over_proxy_http_rps": ratio,
+                         "ceiling_over_proxy_http_rps": ceil_ratio,
                          "oaip_over_proxy_http_cpu": cpu_ratio})
     out("")
-    out("Server CPU time per request (user + system of all the server's processes during "
-        "the measured run, divided by the requests wrk completed; nginx for direct, httpd "
-        "for the proxies, not counting the nginx behind them), in µs:")
+    out("Server CPU time per request, µs (user + system of all the target's server "
+        "processes during the measured run / the requests wrk completed: the upstream "
+        "nginx for direct, the proxy nginx alone for nginx proxy_pass, httpd for the "
+        "others; never the upstream behind a proxy):")
     out("")
-    out("| scenario | conc | nginx (direct) | httpd mod_proxy_http | httpd mod_openai_proxy |")
-    out("|---|--:|--:|--:|--:|")
+    out("| scenario | conc | nginx (direct) | httpd ceiling | nginx proxy_pass "
+        "| httpd mod_proxy_http | httpd mod_openai_proxy | **oaip / proxy_http CPU** |")
+    out("|---|--:|--:|--:|--:|--:|--:|--:|")
     for r in rows:
-        out(f"| {'non-stream' if r['scenario'] == 'plain' else 'stream (SSE)'} | {r['conc']} "
-            f"| {r['direct']['cpu_us_per_req']:.1f} | {r['proxy_http']['cpu_us_per_req']:.1f} "
-            f"| {r['oaip']['cpu_us_per_req']:.1f} |")
+        out(f"| {LABELS[r['scenario']]} | {r['conc']} | "
+            + " | ".join(f"{r[t]['cpu_us_per_req']:.1f}" for t in SHORT_TARGETS)
+            + f" | **{fmt_ratio(r['oaip_over_proxy_http_cpu'])}** |")
     out("")
     out("Bytes per response as wrk counted them (headers + body; a check that every "
         "path returned the same body): " + ", ".join(
             f"{s}/{NAMES[t]} {cells[(s, c, t)]['bytes_per_resp']:.0f}"
-            for s in ("plain", "sse") for t in TARGETS
-            for c in [max(c for (s2, c, t2) in cells if s2 == s and t2 == t)]
+            for s in ("plain", "sse") for t in SHORT_TARGETS
+            for c in [max((c for (s2, c, t2) in cells if s2 == s and t2 == t), default=0)]
             if (s, c, t) in cells))
     out("")
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Benchmark of mod_openai_proxy against mod_proxy_http and the upstream alone.
+# Benchmark of mod_openai_proxy against mod_proxy_http, nginx proxy_pass, an
+# httpd handler without upstream (the ceiling) and the upstream alone.
 #   sudo bash tests/bench/run.sh
 # See tests/bench/README.md. Everything runs on 127.0.0.1 under private
 # configs in a temp dir; every process started here is stopped on exit.
 # Knobs (environment): BENCH_DURATION (5 s per measurement), BENCH_WARMUP (1 s),
-# BENCH_CONCURRENCY ("1 16 64"), BENCH_STREAMS (1000), BENCH_STREAM_CHUNKS (20),
+# BENCH_CONCURRENCY ("1 32"), BENCH_STREAMS (1000), BENCH_STREAM_CHUNKS (20),
 # BENCH_STREAM_DELAY (0.5 s), BENCH_LAT_STREAMS (10), BENCH_LAT_CHUNKS (30),
 # BENCH_LAT_DELAY (0.01 s), BENCH_KEEP=1 keeps the temp dir.
 set -euo pipefail
@@ -15,7 +16,7 @@ source "$BENCH_DIR/lib.sh"
 
 DURATION=${BENCH_DURATION:-5}
 WARMUP=${BENCH_WARMUP:-1}
-CONCURRENCY=${BENCH_CONCURRENCY:-"1 16 64"}
+CONCURRENCY=${BENCH_CONCURRENCY:-"1 32"}
 STREAMS=${BENCH_STREAMS:-1000}
 STREAM_CHUNKS=${BENCH_STREAM_CHUNKS:-20}
 STREAM_DELAY=${BENCH_STREAM_DELAY:-0.5}
@@ -30,24 +31,32 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 (($(ulimit -n) >= 2 * STREAMS + 512)) || die "ulimit -n $(ulimit -n) too low for $STREAMS streams"
 make_run_dir
 build_module
+build_ceiling
 
 # 3. processes
 start_upstreams
 start_httpd httpd
-log "mock upstream :$MOCK_PORT, nginx :$NGINX_PORT, httpd :$HTTPD_PORT ($RUN)"
+log "mock upstream :$MOCK_PORT, nginx :$NGINX_PORT, nginx proxy :$NGINX_PROXY_PORT, httpd :$HTTPD_PORT ($RUN)"
 check_targets
-log "sanity: the 6 load targets answer 200 with the exact fixed bodies"
+log "sanity: the ${#SHORT_TARGETS[@]} x 2 load targets answer 200 with the exact fixed bodies"
 
-# LOG_ERRS: lines of httpd's error log at level error or worse since the last
-# call (the log is at LogLevel warn; a failed upstream exchange logs an error)
-LOG_SEEN=0
+# LOG_ERRS: lines at level error or worse since the last call in httpd's
+# error log (at LogLevel warn; a failed upstream exchange logs an error) and
+# in the two nginx error logs (an upstream error of nginx proxy_pass)
+declare -A LOG_SEEN=()
 LOG_ERRS=0
 new_log_errors() {
-    local f=$RUN/httpd-error.log n
-    n=$(wc -l <"$f")
-    LOG_ERRS=$(tail -n "+$((LOG_SEEN + 1))" "$f" | head -n "$((n - LOG_SEEN))" |
-        grep -cE ':(error|crit|alert|emerg)\]|exit signal' || true)
-    LOG_SEEN=$n
+    local f n total=0 errs
+    for f in "$RUN/httpd-error.log" "$RUN/nginx-error.log" "$RUN/nginx-proxy-error.log"; do
+        [[ -f $f ]] || continue
+        n=$(wc -l <"$f")
+        errs=$(tail -n "+$((${LOG_SEEN[$f]:-0} + 1))" "$f" | head -n "$((n - ${LOG_SEEN[$f]:-0}))" |
+            grep -cE ':(error|crit|alert|emerg)\]|\[(error|crit|alert|emerg)\]|exit signal' ||
+            true)
+        LOG_SEEN[$f]=$n
+        total=$((total + errs))
+    done
+    LOG_ERRS=$total
 }
 new_log_errors
 
@@ -66,8 +75,8 @@ run_wrk() { # scenario target conc
         --timeout 5s -s "$BENCH_DIR/wrk_post.lua" "$url" >"$out.warmup" 2>&1 ||
         die "wrk warm-up $scenario $target c=$c"
     new_log_errors # the warm-up's errors count too
-    local warm_errs=$LOG_ERRS server=$HTTPD_PID cpu0 cpu1
-    [[ $target == direct ]] && server=$NGINX_PID
+    local warm_errs=$LOG_ERRS server cpu0 cpu1
+    server=$(server_pid "$target")
     cpu0=$("$PY" "$BENCH_DIR/sse_client.py" cpu --httpd-pid "$server")
     BENCH_STREAM=$stream timeout $((DURATION + 30)) wrk -t"$threads" -c"$c" -d"${DURATION}s" \
         --timeout 5s --latency -s "$BENCH_DIR/wrk_post.lua" "$url" >"$out" 2>&1 ||
@@ -85,7 +94,7 @@ r = json.loads(sys.argv[1])
 w = r["wrk"]
 e = sum(w[k] for k in w if k.startswith("err_"))
 n = max(w["requests"], 1)
-print(f"[bench] {r['scenario']:5} {r['target']:10} c={r['conc']:>3}: "
+print(f"[bench] {r['scenario']:5} {r['target']:11} c={r['conc']:>3}: "
       f"{w['requests'] / w['duration_us'] * 1e6:8.0f} req/s  p50 {w['lat_p50_us'] / 1000:6.2f} ms"
       f"  p99 {w['lat_p99_us'] / 1000:6.2f} ms  server CPU {r['server_cpu_us'] / n:5.1f} us/req"
       f"  {w['bytes'] / n:.0f} B/resp  wrk errors {e}  log errors {r['log_errors']}")
@@ -93,7 +102,7 @@ EOF
 }
 for scenario in plain sse; do
     for c in $CONCURRENCY; do
-        for target in direct proxy_http oaip; do
+        for target in "${SHORT_TARGETS[@]}"; do
             run_wrk "$scenario" "$target" "$c"
         done
     done
@@ -143,4 +152,7 @@ done
     --duration "$DURATION" --warmup "$WARMUP" --streams "$STREAMS" \
     --stream-chunks "$STREAM_CHUNKS" --stream-delay "$STREAM_DELAY" \
     --lat-streams "$LAT_STREAMS" --lat-chunks "$LAT_CHUNKS" --lat-delay "$LAT_DELAY" \
-    --module-info "$MODULE_INFO" --out "$RESULTS/latest.md" --json "$RESULTS/latest.json"
+    --module-info "$MODULE_INFO" --out "$RESULTS/short.md" --json "$RESULTS/short.json" ||
+    REPORT_RC=$?
+render_latest
+exit "${REPORT_RC:-0}"
