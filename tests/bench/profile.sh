@@ -157,7 +157,11 @@ callers = collections.Counter()
 for syms in stacks:
     joined = " ".join(syms)
     if "oaip_relay_client_hung_up" in joined:
-        key = "oaip_relay_client_hung_up (the module's client hang-up check, from on_progress)"
+        key = "oaip_relay_client_hung_up (the module's hang-up check without a client socket: HTTP/2)"
+    elif "oaip_transfer_wait" in joined and "curl_multi_socket_action" not in joined:
+        key = "oaip_transfer_wait (the module's one wait on the upstream and client sockets)"
+    elif "curl_multi_socket_action" in joined:
+        key = "libcurl inside curl_multi_socket_action (its zero-timeout socket checks)"
     elif "curl_multi_poll" in joined or "curl_easy_perform" in joined and \
             "curl_multi_perform" not in joined:
         key = "libcurl curl_multi_poll (waiting for the upstream)"
@@ -224,17 +228,17 @@ buckets = [
     ("ap_process_async_request", "the whole request in httpd"),
     ("ap_directory_walk", "httpd's <Directory> walk: stat() of paths under DocumentRoot"),
     ("oaip_body_read", "reading the request body"),
-    ("oaip_chat_request_prepare", "body validation and defaults (jansson)"),
+    ("oaip_json_request_prepare_chat", "body validation and defaults (jansson)"),
     ("json_loadb", "  of which json_loadb (parse)"),
     ("oaip_curl_acquire", "curl handle from the pool + curl_easy_reset"),
     ("curl_easy_setopt", "curl_easy_setopt calls"),
-    ("curl_easy_perform", "the libcurl exchange, syscalls and callbacks included"),
+    ("oaip_upstream_forward", "the exchange, syscalls and callbacks included"),
     ("__libc_send", "  send() of the request upstream"),
-    ("curl_multi_poll", "  libcurl waiting for the upstream (poll)"),
-    ("on_progress", "  the module's progress callback"),
-    ("oaip_relay_client_hung_up", "    its client hang-up check (poll, recv MSG_PEEK)"),
+    ("oaip_transfer_wait", "  the module's wait (poll) and libcurl's work on what is ready"),
+    ("curl_multi_socket_action", "    libcurl's work on a ready socket"),
     ("on_body", "  the module's body callback"),
-    ("oaip_relay_write", "    streamed: pass + flush per libcurl write"),
+    ("oaip_sse_framer_feed", "    the SSE framer (one inspection per event)"),
+    ("oaip_relay_flush", "  one pass + flush per wake-up"),
     ("oaip_relay_whole", "non-streamed: the buffered answer to the client"),
     ("ap_http_chunk_filter", "chunked encoding of the streamed answer"),
     ("ap_core_output_filter", "writing to the client (writev)"),
