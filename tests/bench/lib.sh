@@ -53,7 +53,8 @@ build_module() {
         log "building the module (make -f Makefile.apxs, on a copy of the sources)"
         mkdir -p "$src/mod_openai_proxy"
         cp "$REPO/Makefile.apxs" "$src/"
-        cp "$REPO"/mod_openai_proxy/*.[ch] "$src/mod_openai_proxy/"
+        # the module's sources and its layers' folders (core/, engine/...)
+        (cd "$REPO" && find mod_openai_proxy -name '*.[ch]' -exec cp --parents {} "$src/" \;)
         make -C "$src" -f Makefile.apxs >"$RUN/build.out" 2>&1 ||
             { tail -n 30 "$RUN/build.out" >&2; die "module build"; }
         cp "$src/mod_openai_proxy/.libs/mod_openai_proxy.so" "$RUN/mod_openai_proxy.so"
@@ -62,7 +63,7 @@ build_module() {
             echo '?')"
         git -C "$REPO" diff --quiet HEAD -- mod_openai_proxy 2>/dev/null ||
             MODULE_INFO+=" + uncommitted changes in mod_openai_proxy/"
-        MODULE_INFO+=", sha256 $(cat "$src"/mod_openai_proxy/*.[ch] | sha256sum | cut -c1-12) of the sources"
+        MODULE_INFO+=", sha256 $(find "$src/mod_openai_proxy" -name '*.[ch]' | sort | xargs cat | sha256sum | cut -c1-12) of the sources"
     fi
     MODULE=$RUN/mod_openai_proxy.so
     if ldd "$MODULE" 2>/dev/null | grep -q libasan; then
