@@ -1,29 +1,27 @@
 /* Counters in a redis server, shared by every httpd that names it.
  *
- * A batch that the request waits for (the check of its rate limits and
- * budgets, the reservation of its budgets) is one script, run atomically by
- * redis: one round trip whatever the number of limits (EVALSHA; EVAL when
- * the server does not know the script yet, which also makes it known). A
- * settlement is sent as plain INCRBY + EXPIRE commands without waiting: the
- * next user of the connection reads their replies before its own, from the
- * same read. Every counter has an expiry, so no key outlives its window.
+ * A batch of counters is one exchange with redis, whatever the number of
+ * limits: the check of a request's rate limit and budgets, the reservation
+ * of its budgets, the settlement after the answer (sent, not waited for).
+ * When only the first counter of a batch changes (one rate limit and budget
+ * reads; one budget's reservation) the batch is plain INCRBY + EXPIRE and
+ * GET commands, the comparison ours. Otherwise it is one script that redis
+ * runs atomically (EVALSHA; EVAL when the server does not know it yet, which
+ * also makes it known), so that the first limit reached stops the batch
+ * and a refused reservation is taken back. Every counter has an expiry, so
+ * no key outlives its window.
  *
- * The protocol is hiredis's (stores/redis_conn.h); connections are pooled
- * per process (apr_reslist), one per thread at most. */
-#include <ap_mpm.h>
-#include <apr_atomic.h>
-#include <apr_reslist.h>
+ * The protocol is hiredis's (stores/redis_conn.h); each process has one
+ * connection, which its threads share with automatic pipelining
+ * (stores/redis_pipe.h). */
 #include <apr_sha1.h>
 #include <apr_strings.h>
 
 #include "mod_openai_proxy.h"
 #include "stores/counters.h"
-#include "stores/redis_conn.h"
+#include "stores/redis_pipe.h"
 
 #define IO_TIMEOUT apr_time_from_sec(2)
-#define RETRY_AFTER_FAILURE 1 /* seconds without connection attempts */
-#define CONN_TTL apr_time_from_sec(60)
-#define MAX_PENDING 64 /* replies a connection may owe before they are read */
 
 /* KEYS: the counters; ARGV[1]: "1" to take the batch back when refused;
  * then, per key, its delta, ttl and ceiling. Returns the 1-based index of
@@ -58,138 +56,196 @@ static const char SCRIPT[] =
 
 typedef struct {
     oaip_redis_target target;
-    apr_reslist_t *conns;
-    volatile apr_uint32_t down_until; /* seconds since the epoch */
+    oaip_redis_pipe *pipe;
     char sha[2 * APR_SHA1_DIGESTSIZE + 1];
 } redis_store;
 
-/* What a batch sends: the argument vectors of its commands. */
+/* The encoded commands of a batch, grown as they are added. */
 typedef struct {
-    const char **argv;
-    size_t *lens;
-    char (*numbers)[24];
-} batch_args;
+    char *data;
+    apr_size_t len;
+    int count;
+    int failed;
+} commands;
 
-static apr_status_t conn_close(void *resource, void *params, apr_pool_t *pool)
+static void add_command(commands *cmds, int argc, const char **argv)
 {
-    (void)params;
-    (void)pool;
-    oaip_redis_conn_close(resource);
-    return APR_SUCCESS;
-}
+    char *cmd = NULL, *grown;
+    int len = cmds->failed ? -1 : redisFormatCommandArgv(&cmd, argc, argv, NULL);
 
-static apr_status_t conn_open(void **resource, void *params, apr_pool_t *pool)
-{
-    redis_store *store = params;
-
-    (void)pool;
-    return oaip_redis_conn_open((oaip_redis_conn **)resource, &store->target);
-}
-
-/* Warn at most once a second per process about replies nobody waited for. */
-static void warn_unwaited(redis_store *store, const char *what)
-{
-    static volatile apr_uint32_t last_warned;
-    apr_uint32_t now = (apr_uint32_t)apr_time_sec(apr_time_now());
-    apr_uint32_t last = apr_atomic_read32(&last_warned);
-
-    if (last != now && apr_atomic_cas32(&last_warned, now, last) == last) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, store->target.s,
-                     "counter store %s refused a settlement: %.200s",
-                     store->target.spec->name, what);
+    grown = len < 0 ? NULL : realloc(cmds->data, cmds->len + (apr_size_t)len);
+    if (grown == NULL) {
+        cmds->failed = 1;
+        redisFreeCommand(cmd);
+        return;
     }
+    memcpy(grown + cmds->len, cmd, (apr_size_t)len);
+    cmds->data = grown;
+    cmds->len += (apr_size_t)len;
+    cmds->count++;
+    redisFreeCommand(cmd);
 }
 
-/* Reads the replies the connection owes to settlements sent before. */
-static apr_status_t read_pending(redis_store *store, oaip_redis_conn *conn)
+/* INCRBY and EXPIRE of one step. INCRBY takes negative steps: a settlement
+ * gives back the unused part of a reservation. Every EXPIRE of a window
+ * names the same end, so repeating it is harmless. */
+static void add_increment(commands *cmds, const char *key, apr_int64_t delta,
+                          apr_uint32_t ttl)
 {
-    int *pending = oaip_redis_conn_pending(conn);
+    char number[24], seconds[16];
+    const char *incr[] = {"INCRBY", key, number};
+    const char *expire[] = {"EXPIRE", key, seconds};
 
-    while (*pending > 0) {
-        redisReply *reply;
-        apr_status_t rv = oaip_redis_conn_reply(conn, &reply);
+    apr_snprintf(number, sizeof(number), "%" APR_INT64_T_FMT, delta);
+    apr_snprintf(seconds, sizeof(seconds), "%u", ttl);
+    add_command(cmds, 3, incr);
+    add_command(cmds, 3, expire);
+}
 
-        if (rv != APR_SUCCESS) {
-            return rv;
+static apr_status_t call(redis_store *store, commands *cmds, redisReply **replies)
+{
+    apr_status_t rv = APR_ENOMEM;
+    int attempt;
+
+    /* the connection may have been closed by the server since (idle
+     * timeout, restart): one more try on a fresh one */
+    for (attempt = 0; !cmds->failed && attempt < 2; attempt++) {
+        rv = oaip_redis_pipe_call(store->pipe, cmds->data, cmds->len, cmds->count,
+                                  replies);
+        if (rv == APR_SUCCESS || rv == APR_ECONNREFUSED) {
+            break;
         }
-        (*pending)--;
-        if (reply->type == REDIS_REPLY_ERROR) {
-            warn_unwaited(store, reply->str);
-        }
-        freeReplyObject(reply);
     }
-    return APR_SUCCESS;
-}
-
-static char *format(int argc, const char **argv, const size_t *lens, int *len)
-{
-    char *cmd = NULL;
-
-    *len = redisFormatCommandArgv(&cmd, argc, argv, lens);
-    return *len < 0 ? NULL : cmd;
-}
-
-/* A settlement: INCRBY and EXPIRE per step, sent, not waited for. */
-static apr_status_t send_unwaited(redis_store *store, oaip_redis_conn *conn,
-                                  const oaip_counter_step *steps, int n)
-{
-    char *out = NULL;
-    size_t size = 0;
-    apr_status_t rv;
-    int i;
-
-    if (*oaip_redis_conn_pending(conn) + 2 * n > MAX_PENDING &&
-        (rv = read_pending(store, conn)) != APR_SUCCESS) {
-        return rv;
-    }
-    for (i = 0; i < n; i++) {
-        char delta[24], ttl[16];
-        const char *incr[] = {"INCRBY", steps[i].key, delta};
-        const char *expire[] = {"EXPIRE", steps[i].key, ttl};
-        char *a, *b, *grown;
-        int la, lb;
-
-        /* INCRBY takes negative steps: a settlement gives back the unused
-         * part of a reservation. Every EXPIRE of a window names the same
-         * end, so repeating it is harmless. */
-        apr_snprintf(delta, sizeof(delta), "%" APR_INT64_T_FMT, steps[i].delta);
-        apr_snprintf(ttl, sizeof(ttl), "%u", steps[i].ttl);
-        a = format(3, incr, NULL, &la);
-        b = format(3, expire, NULL, &lb);
-        grown = a && b ? realloc(out, size + (size_t)la + (size_t)lb) : NULL;
-        if (grown == NULL) {
-            free(a);
-            free(b);
-            free(out);
-            return APR_ENOMEM;
-        }
-        out = grown;
-        memcpy(out + size, a, (size_t)la);
-        memcpy(out + size + la, b, (size_t)lb);
-        size += (size_t)la + (size_t)lb;
-        free(a);
-        free(b);
-    }
-    rv = oaip_redis_conn_send(conn, out, size);
-    free(out);
-    if (rv == APR_SUCCESS) {
-        *oaip_redis_conn_pending(conn) += 2 * n;
-    }
+    free(cmds->data);
+    cmds->data = NULL;
     return rv;
 }
 
-/* The script's answer into the steps. APR_EGENERAL: not the answer of the
- * script (the connection stays usable). */
+static void free_replies(redisReply **replies, int n)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        if (replies[i] != NULL) {
+            freeReplyObject(replies[i]);
+        }
+    }
+}
+
+/* A reply that is an error: logged, APR_EGENERAL (redis refused the
+ * command: trying again won't help). */
+static apr_status_t refused_by_redis(redis_store *store, const redisReply *reply)
+{
+    if (reply->type != REDIS_REPLY_ERROR) {
+        return APR_SUCCESS;
+    }
+    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, store->target.s,
+                 "counter store %s answered: %.200s", store->target.spec->name,
+                 reply->str);
+    return APR_EGENERAL;
+}
+
+/* The value of a counter in a reply: INCRBY's integer, GET's string or
+ * nil; below 0 only when the window's counter expired between a
+ * reservation and its settlement: no request reads that key any more. */
+static apr_uint64_t value_of(const redisReply *reply)
+{
+    long long v = 0;
+
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        v = reply->integer;
+    } else if (reply->type == REDIS_REPLY_STRING) {
+        v = apr_atoi64(reply->str);
+    }
+    return v > 0 ? (apr_uint64_t)v : 0;
+}
+
+static int above(const oaip_counter_step *step)
+{
+    return step->ceiling < 0 || step->total > (apr_uint64_t)step->ceiling;
+}
+
+/* A settlement, or what a refused reservation gives back: not waited for. */
+static apr_status_t send_increments(redis_store *store, const oaip_counter_step *steps,
+                                    int n, int sign)
+{
+    commands cmds = {NULL, 0, 0, 0};
+    int i;
+
+    for (i = 0; i < n; i++) {
+        if (steps[i].delta != 0) {
+            add_increment(&cmds, steps[i].key, sign * steps[i].delta, steps[i].ttl);
+        }
+    }
+    return cmds.count ? call(store, &cmds, NULL) : APR_SUCCESS;
+}
+
+/* Only steps[0] changes a counter: INCRBY + EXPIRE (or GET), GET for the
+ * rest, in one write; compared here. */
+static apr_status_t run_plain(redis_store *store, oaip_counter_step *steps, int n,
+                              int flags, int *refused)
+{
+    commands cmds = {NULL, 0, 0, 0};
+    redisReply **replies = calloc((size_t)n + 1, sizeof(*replies));
+    apr_status_t rv;
+    int i, r;
+
+    if (replies == NULL) {
+        return APR_ENOMEM;
+    }
+    for (i = 0; i < n; i++) {
+        const char *get[] = {"GET", steps[i].key};
+
+        if (steps[i].delta != 0) {
+            add_increment(&cmds, steps[i].key, steps[i].delta, steps[i].ttl);
+        } else {
+            add_command(&cmds, 2, get);
+        }
+    }
+    rv = call(store, &cmds, replies);
+    for (i = 0, r = 0; rv == APR_SUCCESS && i < n; i++) {
+        const redisReply *reply = replies[r];
+
+        r += steps[i].delta != 0 ? 2 : 1;
+        if ((rv = refused_by_redis(store, reply)) != APR_SUCCESS ||
+            (steps[i].delta != 0 && (rv = refused_by_redis(store, replies[r - 1])))) {
+            break;
+        }
+        steps[i].total = value_of(reply);
+        steps[i].done = 1;
+        if (*refused < 0 && above(&steps[i])) {
+            *refused = i;
+        }
+    }
+    free_replies(replies, cmds.count);
+    free(replies);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    if (*refused >= 0) {
+        /* the batch stops at the first counter above its ceiling: the
+         * reads after it change nothing */
+        for (i = *refused + 1; i < n; i++) {
+            steps[i].done = 0;
+        }
+        if ((flags & OAIP_COUNTERS_UNDO_REFUSED) &&
+            send_increments(store, steps, *refused + 1, -1) == APR_SUCCESS) {
+            for (i = 0; i <= *refused; i++) {
+                steps[i].done = 0;
+            }
+        }
+    }
+    return APR_SUCCESS;
+}
+
+/* The script's answer into the steps. */
 static apr_status_t take_answer(redis_store *store, const redisReply *reply,
                                 oaip_counter_step *steps, int n, int flags, int *refused)
 {
     long long at;
     int i;
 
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, store->target.s,
-                     "counter store %s answered: %.200s", store->target.spec->name,
-                     reply->str);
+    if (refused_by_redis(store, reply) != APR_SUCCESS) {
         return APR_EGENERAL;
     }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
@@ -202,10 +258,7 @@ static apr_status_t take_answer(redis_store *store, const redisReply *reply,
         return APR_EGENERAL;
     }
     for (i = 0; i + 1 < (int)reply->elements; i++) {
-        const redisReply *e = reply->element[i + 1];
-        steps[i].total = e->type == REDIS_REPLY_INTEGER && e->integer > 0
-                             ? (apr_uint64_t)e->integer
-                             : 0;
+        steps[i].total = value_of(reply->element[i + 1]);
         steps[i].done = !(at && (flags & OAIP_COUNTERS_UNDO_REFUSED));
     }
     *refused = (int)at - 1;
@@ -213,17 +266,15 @@ static apr_status_t take_answer(redis_store *store, const redisReply *reply,
 }
 
 /* EVALSHA, then EVAL when redis does not know the script (a restarted or
- * flushed server). *transport_ok is 0 when the connection is unusable. */
-static apr_status_t run_script(redis_store *store, oaip_redis_conn *conn,
-                               oaip_counter_step *steps, int n, int flags, int *refused,
-                               int *transport_ok)
+ * flushed server). */
+static apr_status_t run_script(redis_store *store, oaip_counter_step *steps, int n,
+                               int flags, int *refused)
 {
-    int argc = 4 + 4 * n, i, len, attempt;
+    int argc = 4 + 4 * n, i, attempt;
     const char **argv = calloc((size_t)argc, sizeof(*argv));
     char(*numbers)[24] = calloc((size_t)(3 * n + 1), sizeof(*numbers));
     apr_status_t rv = APR_ENOMEM;
 
-    *transport_ok = 1;
     if (argv == NULL || numbers == NULL) {
         goto done;
     }
@@ -242,26 +293,13 @@ static apr_status_t run_script(redis_store *store, oaip_redis_conn *conn,
         argv[6 + n + 3 * i] = numbers[3 * i + 2];
     }
     for (attempt = 0; attempt < 2; attempt++) {
-        redisReply *reply;
-        char *cmd;
+        commands cmds = {NULL, 0, 0, 0};
+        redisReply *reply = NULL;
 
         argv[0] = attempt == 0 ? "EVALSHA" : "EVAL";
         argv[1] = attempt == 0 ? store->sha : SCRIPT;
-        if ((cmd = format(argc, argv, NULL, &len)) == NULL) {
-            rv = APR_ENOMEM;
-            break;
-        }
-        rv = oaip_redis_conn_send(conn, cmd, (apr_size_t)len);
-        free(cmd);
-        /* the settlements' replies come first, usually in the same read */
-        if (rv == APR_SUCCESS) {
-            rv = read_pending(store, conn);
-        }
-        if (rv == APR_SUCCESS) {
-            rv = oaip_redis_conn_reply(conn, &reply);
-        }
-        if (rv != APR_SUCCESS) {
-            *transport_ok = 0;
+        add_command(&cmds, argc, argv);
+        if ((rv = call(store, &cmds, &reply)) != APR_SUCCESS) {
             break;
         }
         if (attempt == 0 && reply->type == REDIS_REPLY_ERROR &&
@@ -283,45 +321,30 @@ static apr_status_t redis_add_all(oaip_counter_client *c, oaip_counter_step *ste
                                   int flags, int *refused)
 {
     redis_store *store = c->backend;
-    apr_uint32_t now = (apr_uint32_t)apr_time_sec(apr_time_now());
-    apr_status_t rv = APR_EGENERAL;
-    oaip_redis_conn *conn;
-    int attempt, transport_ok;
+    int i, plain = 1;
 
     if (n == 0) {
         return APR_SUCCESS;
     }
-    if (apr_atomic_read32(&store->down_until) > now) {
-        return APR_ECONNREFUSED; /* it failed a moment ago: fail fast */
+    if (flags & OAIP_COUNTERS_NO_REPLY) {
+        apr_status_t rv = send_increments(store, steps, n, 1);
+        for (i = 0; rv == APR_SUCCESS && i < n; i++) {
+            steps[i].done = 1;
+        }
+        return rv;
     }
-    /* a pooled connection may have been closed by the server since (idle
-     * timeout, restart): one more try on a fresh one */
-    for (attempt = 0; attempt < 2; attempt++) {
-        rv = apr_reslist_acquire(store->conns, (void **)&conn);
-        if (rv != APR_SUCCESS) {
-            apr_atomic_set32(&store->down_until, now + RETRY_AFTER_FAILURE);
-            return rv;
-        }
-        if (flags & OAIP_COUNTERS_NO_REPLY) {
-            rv = send_unwaited(store, conn, steps, n);
-            transport_ok = rv == APR_SUCCESS;
-        } else {
-            rv = run_script(store, conn, steps, n, flags, refused, &transport_ok);
-        }
-        if (transport_ok) {
-            apr_reslist_release(store->conns, conn);
-            return rv; /* done, or refused by redis: trying again won't help */
-        }
-        apr_reslist_invalidate(store->conns, conn);
+    for (i = 1; i < n; i++) {
+        plain = plain && steps[i].delta == 0;
     }
-    return rv;
+    return plain ? run_plain(store, steps, n, flags, refused)
+                 : run_script(store, steps, n, flags, refused);
 }
 
 static apr_status_t redis_add(oaip_counter_client *c, const char *key, apr_int64_t delta,
                               apr_uint32_t ttl, apr_uint64_t *total)
 {
     oaip_counter_step step = {key, delta, ttl, OAIP_COUNTER_NO_CEILING, 0, 0};
-    int refused;
+    int refused = -1;
     apr_status_t rv = redis_add_all(c, &step, 1, 0, &refused);
 
     *total = step.total;
@@ -335,9 +358,8 @@ oaip_counter_client *oaip_counters_redis_client(apr_pool_t *pchild, server_rec *
     redis_store *store = apr_pcalloc(pchild, sizeof(*store));
     unsigned char digest[APR_SHA1_DIGESTSIZE];
     apr_sha1_ctx_t sha;
-    int threads = 1, i;
     const char *err;
-    apr_status_t rv;
+    int i;
 
     store->target.spec = spec;
     store->target.s = s;
@@ -347,23 +369,15 @@ oaip_counter_client *oaip_counters_redis_client(apr_pool_t *pchild, server_rec *
                      err);
         return NULL;
     }
+    if ((store->pipe = oaip_redis_pipe_make(pchild, &store->target)) == NULL) {
+        return NULL;
+    }
     apr_sha1_init(&sha);
     apr_sha1_update_binary(&sha, (const unsigned char *)SCRIPT, sizeof(SCRIPT) - 1);
     apr_sha1_final(digest, &sha);
     for (i = 0; i < APR_SHA1_DIGESTSIZE; i++) {
         apr_snprintf(store->sha + 2 * i, 3, "%02x", digest[i]);
     }
-    ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
-    threads = threads > 0 ? threads : 1;
-    rv = apr_reslist_create(&store->conns, 0, threads, threads, CONN_TTL, conn_open,
-                            conn_close, store, pchild);
-    if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, "cannot set up counter store %s",
-                     spec->name);
-        return NULL;
-    }
-    /* a thread waits for a connection at most as long as for an answer */
-    apr_reslist_timeout_set(store->conns, IO_TIMEOUT);
     client->name = spec->name;
     client->add = redis_add;
     client->add_all = redis_add_all;

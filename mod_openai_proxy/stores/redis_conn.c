@@ -19,7 +19,6 @@ struct oaip_redis_conn {
     SSL *ssl; /* NULL: plain TCP */
     redisReader *reader;
     const oaip_redis_target *target;
-    int pending;
 };
 
 static apr_status_t free_tls_context(void *ctx)
@@ -102,11 +101,6 @@ static apr_status_t conn_cleanup(oaip_redis_conn *conn)
 void oaip_redis_conn_close(oaip_redis_conn *conn)
 {
     conn_cleanup(conn);
-}
-
-int *oaip_redis_conn_pending(oaip_redis_conn *conn)
-{
-    return &conn->pending;
 }
 
 /* Waits until the socket can be read (or written) or `deadline` passed. */

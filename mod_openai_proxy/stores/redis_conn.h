@@ -46,8 +46,4 @@ apr_status_t oaip_redis_conn_send(oaip_redis_conn *conn, const char *data,
 /* The next reply (free it with freeReplyObject). */
 apr_status_t oaip_redis_conn_reply(oaip_redis_conn *conn, redisReply **reply);
 
-/* Replies owed to commands sent without waiting for them (a settlement):
- * the next user of the connection reads them first. */
-int *oaip_redis_conn_pending(oaip_redis_conn *conn);
-
 #endif
