@@ -372,15 +372,25 @@ apr_status_t oaip_redis_conn_open(oaip_redis_conn **out, const oaip_redis_target
     conn->target = target;
     conn->reader = redisReaderCreate();
     rv = apr_sockaddr_info_get(&addr, spec->host, APR_UNSPEC, spec->port, 0, cp);
-    if (rv == APR_SUCCESS) {
+    /* each address of the name in turn (localhost: ::1, then 127.0.0.1) */
+    for (; rv == APR_SUCCESS && addr != NULL; addr = addr->next) {
+        if (conn->sock != NULL) {
+            apr_socket_close(conn->sock);
+            conn->sock = NULL;
+        }
         rv = apr_socket_create(&conn->sock, addr->family, SOCK_STREAM, APR_PROTO_TCP, cp);
-    }
-    if (rv == APR_SUCCESS) {
+        if (rv != APR_SUCCESS) {
+            break;
+        }
         /* a timeout makes APR's socket non-blocking, which the I/O above
          * (poll with a deadline) wants */
         apr_socket_timeout_set(conn->sock, target->timeout);
         apr_socket_opt_set(conn->sock, APR_TCP_NODELAY, 1);
         rv = apr_socket_connect(conn->sock, addr);
+        if (rv == APR_SUCCESS || addr->next == NULL) {
+            break;
+        }
+        rv = APR_SUCCESS; /* the next address */
     }
     if (rv == APR_SUCCESS) {
         apr_os_sock_get(&fd, conn->sock);
