@@ -11,6 +11,14 @@
 
 typedef struct call call;
 
+/* What a thread waits on: its own condition, so that the end of a batch
+ * wakes the threads whose calls are done and no other (on two cores, every
+ * needless wake-up is a context switch). Kept for reuse. */
+typedef struct waiter {
+    apr_thread_cond_t *cond;
+    struct waiter *next_free;
+} waiter;
+
 /* One thread's submission, on that thread's stack. */
 struct call {
     const char *data;
@@ -19,13 +27,15 @@ struct call {
     redisReply **replies; /* NULL: not waited for */
     apr_status_t rv;
     int done;
+    waiter *waiter;
     call *next;
 };
 
 struct oaip_redis_pipe {
     const oaip_redis_target *target;
     apr_thread_mutex_t *mutex;
-    apr_thread_cond_t *cond; /* a batch ended: calls are done */
+    apr_pool_t *pool;        /* the waiters', under mutex */
+    waiter *free_waiters;    /* under mutex */
     call *head, *tail;       /* the queue, under mutex */
     int busy;                /* a leader is sending or reading */
     oaip_redis_conn *conn;   /* the leader's; NULL: to be opened */
@@ -52,7 +62,7 @@ oaip_redis_pipe *oaip_redis_pipe_make(apr_pool_t *pchild, const oaip_redis_targe
     pipe->target = target;
     rv = apr_thread_mutex_create(&pipe->mutex, APR_THREAD_MUTEX_DEFAULT, pchild);
     if (rv == APR_SUCCESS) {
-        rv = apr_thread_cond_create(&pipe->cond, pchild);
+        rv = apr_pool_create(&pipe->pool, pchild);
     }
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, target->s,
@@ -136,9 +146,9 @@ static void finish(oaip_redis_pipe *pipe, call *batch, apr_status_t rv)
         if (!c->done) {
             c->rv = rv;
             c->done = 1;
+            apr_thread_cond_signal(c->waiter->cond);
         }
     }
-    apr_thread_cond_broadcast(pipe->cond);
     apr_thread_mutex_unlock(pipe->mutex);
 }
 
@@ -261,9 +271,9 @@ static void run_batch(oaip_redis_pipe *pipe, call *batch)
             if (c->replies == NULL) {
                 c->rv = APR_SUCCESS;
                 c->done = 1;
+                apr_thread_cond_signal(c->waiter->cond);
             }
         }
-        apr_thread_cond_broadcast(pipe->cond);
         apr_thread_mutex_unlock(pipe->mutex);
     }
     read_replies(pipe, parts, n);
@@ -272,11 +282,24 @@ static void run_batch(oaip_redis_pipe *pipe, call *batch)
         if (parts[j].waiting != NULL) {
             parts[j].waiting->rv = parts[j].rv;
             parts[j].waiting->done = 1;
+            apr_thread_cond_signal(parts[j].waiting->waiter->cond);
         }
     }
-    apr_thread_cond_broadcast(pipe->cond);
     apr_thread_mutex_unlock(pipe->mutex);
     free(parts);
+}
+
+/* Under mutex: a waiter of the free list, or a new one. */
+static waiter *take_waiter(oaip_redis_pipe *pipe)
+{
+    waiter *w = pipe->free_waiters;
+
+    if (w != NULL) {
+        pipe->free_waiters = w->next_free;
+        return w;
+    }
+    w = apr_pcalloc(pipe->pool, sizeof(*w));
+    return apr_thread_cond_create(&w->cond, pipe->pool) == APR_SUCCESS ? w : NULL;
 }
 
 apr_status_t oaip_redis_pipe_call(oaip_redis_pipe *pipe, const char *data, apr_size_t len,
@@ -290,6 +313,10 @@ apr_status_t oaip_redis_pipe_call(oaip_redis_pipe *pipe, const char *data, apr_s
     me.count = count;
     me.replies = replies;
     apr_thread_mutex_lock(pipe->mutex);
+    if ((me.waiter = take_waiter(pipe)) == NULL) {
+        apr_thread_mutex_unlock(pipe->mutex);
+        return APR_ENOMEM;
+    }
     if (pipe->tail != NULL) {
         pipe->tail->next = &me;
     } else {
@@ -306,11 +333,16 @@ apr_status_t oaip_redis_pipe_call(oaip_redis_pipe *pipe, const char *data, apr_s
             run_batch(pipe, batch);
             apr_thread_mutex_lock(pipe->mutex);
             pipe->busy = 0;
-            apr_thread_cond_broadcast(pipe->cond); /* a next leader, if any */
+            if (pipe->head != NULL) {
+                /* the first thread that queued meanwhile leads the next */
+                apr_thread_cond_signal(pipe->head->waiter->cond);
+            }
         } else {
-            apr_thread_cond_wait(pipe->cond, pipe->mutex);
+            apr_thread_cond_wait(me.waiter->cond, pipe->mutex);
         }
     }
+    me.waiter->next_free = pipe->free_waiters;
+    pipe->free_waiters = me.waiter;
     apr_thread_mutex_unlock(pipe->mutex);
     return me.rv;
 }

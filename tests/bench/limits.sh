@@ -2,8 +2,10 @@
 # What rate limits and token budgets cost: the plain proxy cell of run.sh
 # (nginx sends a fixed chat.completion with usage) without limits, with a
 # rate limit and a token budget counted in shared memory, and with both
-# counted in a local redis-server. Same httpd config otherwise, measured in
-# alternating rounds in one script, so the ratios compare like with like.
+# counted in a local redis-server. Same httpd config otherwise; each httpd
+# is measured without limits and with them in alternating rounds, and each
+# ratio is against the rounds without limits of the same httpd, so that a
+# machine shared with other work compares like with like.
 #   sudo bash tests/bench/limits.sh
 # Knobs: BENCH_DURATION (5 s), BENCH_CONCURRENCY ("1 16"), BENCH_ROUNDS (3).
 set -euo pipefail
@@ -62,7 +64,7 @@ for store in shm redis; do
     for c in $CONCURRENCY; do
         for round in $(seq "$ROUNDS"); do
             log "$store c=$c round $round"
-            [[ $store == shm ]] && measure none /oaip_plain/chat/completions "$c"
+            measure "none_$store" /oaip_plain/chat/completions "$c"
             measure "$store" /oaip_limited/chat/completions "$c"
         done
     done
@@ -87,11 +89,13 @@ for r in rows:
     cells.setdefault((r["label"], r["conc"]), []).append(rate(r))
 print(f"Limits cost, {module}; wrk -t1, {duration} s x {rounds} rounds per cell, "
       "median req/s; ratio against no limits.\n")
-print("| concurrency | no limits | shm: rate limit + budget | ratio | redis: same | ratio |")
-print("|---|---|---|---|---|---|")
+print("| concurrency | no limits | shm: rate limit + budget | ratio | no limits | redis: same | ratio |")
+print("|---|---|---|---|---|---|---|")
 for c in sorted({k[1] for k in cells}):
-    base = statistics.median(cells[("none", c)])
-    shm = statistics.median(cells[("shm", c)])
-    redis = statistics.median(cells[("redis", c)])
-    print(f"| {c} | {base:.0f} | {shm:.0f} | {shm / base:.2f} | {redis:.0f} | {redis / base:.2f} |")
+    row = [str(c)]
+    for store in ("shm", "redis"):
+        base = statistics.median(cells[(f"none_{store}", c)])
+        limited = statistics.median(cells[(store, c)])
+        row += [f"{base:.0f}", f"{limited:.0f}", f"{limited / base:.2f}"]
+    print("| " + " | ".join(row) + " |")
 EOF
