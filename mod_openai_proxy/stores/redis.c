@@ -11,9 +11,11 @@
  * and a refused reservation is taken back. Every counter has an expiry, so
  * no key outlives its window.
  *
- * The protocol is hiredis's (stores/redis_conn.h); each process has one
- * connection, which its threads share with automatic pipelining
- * (stores/redis_pipe.h). */
+ * The protocol is hiredis's (stores/redis_conn.h); each process has a few
+ * connections, which its threads share with automatic pipelining
+ * (stores/redis_pipe.h): a thread takes one that is idle, and joins the
+ * queue of one only when all are busy. An idle connection answers in one
+ * wait; a queue saves redis work when many requests count at once. */
 #include <apr_sha1.h>
 #include <apr_strings.h>
 
@@ -21,7 +23,11 @@
 #include "stores/counters.h"
 #include "stores/redis_pipe.h"
 
+#include <ap_mpm.h>
+#include <apr_atomic.h>
+
 #define IO_TIMEOUT apr_time_from_sec(2)
+#define MAX_PIPES 4 /* connections per process */
 
 /* KEYS: the counters; ARGV[1]: "1" to take the batch back when refused;
  * then, per key, its delta, ttl and ceiling. Returns the 1-based index of
@@ -56,7 +62,9 @@ static const char SCRIPT[] =
 
 typedef struct {
     oaip_redis_target target;
-    oaip_redis_pipe *pipe;
+    oaip_redis_pipe *pipes[MAX_PIPES];
+    int npipes;
+    volatile apr_uint32_t next; /* where the look for an idle pipe starts */
     char sha[2 * APR_SHA1_DIGESTSIZE + 1];
 } redis_store;
 
@@ -102,6 +110,20 @@ static void add_increment(commands *cmds, const char *key, apr_int64_t delta,
     add_command(cmds, 3, expire);
 }
 
+/* An idle pipe if there is one, else the next in turn. */
+static oaip_redis_pipe *choose_pipe(redis_store *store)
+{
+    int start = (int)(apr_atomic_inc32(&store->next) % (apr_uint32_t)store->npipes), i;
+
+    for (i = 0; i < store->npipes; i++) {
+        oaip_redis_pipe *pipe = store->pipes[(start + i) % store->npipes];
+        if (!oaip_redis_pipe_busy(pipe)) {
+            return pipe;
+        }
+    }
+    return store->pipes[start];
+}
+
 static apr_status_t call(redis_store *store, commands *cmds, redisReply **replies)
 {
     apr_status_t rv = APR_ENOMEM;
@@ -110,7 +132,7 @@ static apr_status_t call(redis_store *store, commands *cmds, redisReply **replie
     /* the connection may have been closed by the server since (idle
      * timeout, restart): one more try on a fresh one */
     for (attempt = 0; !cmds->failed && attempt < 2; attempt++) {
-        rv = oaip_redis_pipe_call(store->pipe, cmds->data, cmds->len, cmds->count,
+        rv = oaip_redis_pipe_call(choose_pipe(store), cmds->data, cmds->len, cmds->count,
                                   replies);
         if (rv == APR_SUCCESS || rv == APR_ECONNREFUSED) {
             break;
@@ -359,7 +381,7 @@ oaip_counter_client *oaip_counters_redis_client(apr_pool_t *pchild, server_rec *
     unsigned char digest[APR_SHA1_DIGESTSIZE];
     apr_sha1_ctx_t sha;
     const char *err;
-    int i;
+    int i, threads = 1;
 
     store->target.spec = spec;
     store->target.s = s;
@@ -369,8 +391,12 @@ oaip_counter_client *oaip_counters_redis_client(apr_pool_t *pchild, server_rec *
                      err);
         return NULL;
     }
-    if ((store->pipe = oaip_redis_pipe_make(pchild, &store->target)) == NULL) {
-        return NULL;
+    ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
+    store->npipes = threads < 1 ? 1 : threads < MAX_PIPES ? threads : MAX_PIPES;
+    for (i = 0; i < store->npipes; i++) {
+        if ((store->pipes[i] = oaip_redis_pipe_make(pchild, &store->target)) == NULL) {
+            return NULL;
+        }
     }
     apr_sha1_init(&sha);
     apr_sha1_update_binary(&sha, (const unsigned char *)SCRIPT, sizeof(SCRIPT) - 1);

@@ -185,10 +185,17 @@ static apr_status_t receive(oaip_redis_conn *conn, apr_time_t deadline)
 {
     char buf[4096];
     apr_status_t rv;
+    /* a reply is rarely in before redis had its turn: wait first, rather
+     * than ask and be told to wait (one system call less per exchange) */
+    int wait_first = conn->ssl == NULL || SSL_pending(conn->ssl) == 0;
 
     for (;;) {
         ssize_t n;
 
+        if (wait_first && (rv = wait_for(conn, 0, deadline)) != APR_SUCCESS) {
+            return rv;
+        }
+        wait_first = 0;
         if (conn->ssl != NULL) {
             ERR_clear_error();
             n = SSL_read(conn->ssl, buf, sizeof(buf));

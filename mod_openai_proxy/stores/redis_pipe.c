@@ -34,13 +34,13 @@ struct call {
 struct oaip_redis_pipe {
     const oaip_redis_target *target;
     apr_thread_mutex_t *mutex;
-    apr_pool_t *pool;        /* the waiters', under mutex */
-    waiter *free_waiters;    /* under mutex */
-    call *head, *tail;       /* the queue, under mutex */
-    int busy;                /* a leader is sending or reading */
-    oaip_redis_conn *conn;   /* the leader's; NULL: to be opened */
-    int owed;                /* the leader's: replies to settlements not read yet */
-    apr_uint32_t down_until; /* seconds since the epoch; the leader's */
+    apr_pool_t *pool;           /* the waiters', under mutex */
+    waiter *free_waiters;       /* under mutex */
+    call *head, *tail;          /* the queue, under mutex */
+    volatile apr_uint32_t busy; /* a leader is sending or reading */
+    oaip_redis_conn *conn;      /* the leader's; NULL: to be opened */
+    int owed;                   /* the leader's: replies to settlements not read yet */
+    apr_uint32_t down_until;    /* seconds since the epoch; the leader's */
 };
 
 static apr_status_t pipe_cleanup(void *data)
@@ -289,6 +289,11 @@ static void run_batch(oaip_redis_pipe *pipe, call *batch)
     free(parts);
 }
 
+int oaip_redis_pipe_busy(oaip_redis_pipe *pipe)
+{
+    return apr_atomic_read32(&pipe->busy) != 0;
+}
+
 /* Under mutex: a waiter of the free list, or a new one. */
 static waiter *take_waiter(oaip_redis_pipe *pipe)
 {
@@ -328,11 +333,11 @@ apr_status_t oaip_redis_pipe_call(oaip_redis_pipe *pipe, const char *data, apr_s
             call *batch = pipe->head; /* me among them */
 
             pipe->head = pipe->tail = NULL;
-            pipe->busy = 1;
+            apr_atomic_set32(&pipe->busy, 1);
             apr_thread_mutex_unlock(pipe->mutex);
             run_batch(pipe, batch);
             apr_thread_mutex_lock(pipe->mutex);
-            pipe->busy = 0;
+            apr_atomic_set32(&pipe->busy, 0);
             if (pipe->head != NULL) {
                 /* the first thread that queued meanwhile leads the next */
                 apr_thread_cond_signal(pipe->head->waiter->cond);

@@ -27,6 +27,10 @@ oaip_redis_pipe *oaip_redis_pipe_make(apr_pool_t *pchild,
  * logged). A transport failure closes the connection (the next call opens
  * another) and fails every call that shared its write; a connection that
  * could not be opened is not tried again for a second (calls fail fast). */
+/* Whether a thread is sending or reading on the pipe now: a hint, for
+ * choosing among pipes. */
+int oaip_redis_pipe_busy(oaip_redis_pipe *pipe);
+
 apr_status_t oaip_redis_pipe_call(oaip_redis_pipe *pipe, const char *data, apr_size_t len,
                                   int count, redisReply **replies);
 
