@@ -1,4 +1,4 @@
-/* A process's one connection to a redis server, shared by its threads with
+/* A connection to a redis server, shared by a process's threads with
  * automatic pipelining: while one thread's commands are on their way, the
  * commands other threads submit wait in a queue, and go out together in the
  * next write, their replies read together. Under load redis then reads,
