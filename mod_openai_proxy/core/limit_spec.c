@@ -181,8 +181,9 @@ static int parse_db(const char *path, int *db)
 }
 
 #define STORE_SYNTAX                                                                     \
-    "expected redis://[[user]:password@]host[:port][/db], rediss://... or "              \
-    "memcache://host[:port]"
+    "expected redis://[:password@]host[:port][/db], "                                    \
+    "redis://user:password@host[:port][/db], "                                           \
+    "the same with rediss:// (TLS), or memcache://host[:port]"
 
 const char *oaip_store_spec_parse(apr_pool_t *p, const char *arg, oaip_store_spec *out)
 {
