@@ -8,8 +8,8 @@
 set -euo pipefail
 
 purpose=${1:-run}
-packages=(apache2 apache2-dev libcurl4-openssl-dev libjansson-dev make gcc
-          python3 ca-certificates curl)
+packages=(apache2 apache2-dev libcurl4-openssl-dev libjansson-dev libhiredis-dev libssl-dev
+          make gcc python3 ca-certificates curl)
 if [[ $purpose == package || $purpose == test ]]; then
     # build/package.sh: dpkg-buildpackage, dh (dh_apache2 is in apache2-dev), lintian
     packages+=(build-essential dpkg-dev debhelper lintian)

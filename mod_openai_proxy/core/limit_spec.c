@@ -164,10 +164,31 @@ static int is_host_name(const char *s)
     return 1;
 }
 
+/* A database number of redis://host/N: digits only, at most 6 of them. */
+static int parse_db(const char *path, int *db)
+{
+    const char *digits = path + 1;
+    size_t n = strlen(digits);
+
+    if (n == 0) {
+        return 1; /* "/": the default */
+    }
+    if (n > 6 || strspn(digits, "0123456789") != n) {
+        return 0;
+    }
+    *db = (int)apr_atoi64(digits);
+    return 1;
+}
+
+#define STORE_SYNTAX                                                                     \
+    "expected redis://[:password@]host[:port][/db], "                                    \
+    "redis://user:password@host[:port][/db], "                                           \
+    "the same with rediss:// (TLS), or memcache://host[:port]"
+
 const char *oaip_store_spec_parse(apr_pool_t *p, const char *arg, oaip_store_spec *out)
 {
     apr_uri_t uri;
-    int redis;
+    int redis, tls = 0;
 
     memset(out, 0, sizeof(*out));
     if (strcmp(arg, "shm") == 0) {
@@ -175,26 +196,44 @@ const char *oaip_store_spec_parse(apr_pool_t *p, const char *arg, oaip_store_spe
         out->name = "shm";
         return NULL;
     }
-    redis = strncmp(arg, "redis://", 8) == 0;
+    redis = strncmp(arg, "redis://", 8) == 0 || (tls = strncmp(arg, "rediss://", 9) == 0);
     if (!redis && strncmp(arg, "memcache://", 11) != 0) {
-        return "expected shm, redis://host:port or memcache://host:port";
+        return "expected shm, redis://host:port, rediss://host:port or "
+               "memcache://host:port";
     }
     if (apr_uri_parse(p, arg, &uri) != APR_SUCCESS || uri.hostname == NULL ||
-        *uri.hostname == '\0' || !is_host_name(uri.hostname) ||
-        (uri.path != NULL && strcmp(uri.path, "/") != 0 && *uri.path != '\0') ||
-        uri.query != NULL || uri.fragment != NULL ||
+        *uri.hostname == '\0' || !is_host_name(uri.hostname) || uri.query != NULL ||
+        uri.fragment != NULL ||
         (uri.port_str && (uri.port == 0 || strlen(uri.port_str) > 5 ||
                           apr_atoi64(uri.port_str) > 65535))) {
-        return "expected redis://[:password@]host[:port] or memcache://host[:port]";
+        return STORE_SYNTAX;
+    }
+    if (uri.path != NULL && *uri.path != '\0' &&
+        (!redis || !parse_db(uri.path, &out->db))) {
+        return redis ? "the database of redis://host:port/db is a number, e.g. /0"
+                     : STORE_SYNTAX;
     }
     if (!redis && (uri.user != NULL || uri.password != NULL)) {
         return "memcache:// takes no user or password";
     }
+    if (uri.user != NULL && *uri.user != '\0' &&
+        (uri.password == NULL || !*uri.password)) {
+        return "a redis user needs a password: redis://user:password@host";
+    }
+    if (uri.user != NULL &&
+        strspn(uri.user, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                         "0123456789-._") != strlen(uri.user)) {
+        return "a redis user name is letters, digits and -._ only";
+    }
     out->kind = redis ? OAIP_STORE_REDIS : OAIP_STORE_MEMCACHE;
+    out->tls = tls;
     out->host = uri.hostname;
     out->port = uri.port_str ? uri.port : (redis ? 6379 : 11211);
     out->password = uri.password && *uri.password ? uri.password : NULL;
-    out->name = apr_psprintf(p, "%s://%s:%u", redis ? "redis" : "memcache", out->host,
-                             (unsigned)out->port);
+    out->user = uri.user && *uri.user ? uri.user : NULL;
+    out->name = apr_psprintf(
+        p, "%s://%s%s%s:%u%s", redis ? (tls ? "rediss" : "redis") : "memcache",
+        out->user ? out->user : "", out->user ? "@" : "", out->host, (unsigned)out->port,
+        out->db ? apr_psprintf(p, "/%d", out->db) : "");
     return NULL;
 }

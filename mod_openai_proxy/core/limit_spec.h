@@ -51,10 +51,17 @@ typedef struct {
     apr_port_t port;
     const char *password; /* redis AUTH; NULL: none. Never logged. */
     const char *name;     /* for log lines: the value without the password */
+    const char *user;     /* redis ACL user (AUTH user password); NULL: default */
+    int tls;              /* rediss:// */
+    int db;               /* redis SELECT; 0: the default database */
+    /* rediss://: the CA file its certificate is checked against; NULL: the
+     * system's. Not in the value: OpenAIProxyCounterStoreCAFile. */
+    const char *ca_file;
 } oaip_store_spec;
 
-/* Parses "shm", "redis://[:password@]host[:port]" or "memcache://host[:port]".
- * Returns NULL, or the reason the value is wrong (without the password). */
+/* Parses "shm", "redis[s]://[[user]:password@]host[:port][/db]" or
+ * "memcache://host[:port]". Returns NULL, or the reason the value is wrong
+ * (without the password). */
 const char *oaip_store_spec_parse(apr_pool_t *p, const char *arg, oaip_store_spec *out);
 
 #endif

@@ -116,6 +116,7 @@ void *oaip_merge_server_conf(apr_pool_t *p, void *base_, void *add_)
 
     MERGE_INT(max_streams);
     MERGE_PTR(store);
+    MERGE_PTR(store_ca_file);
     MERGE_INT(store_fail_closed);
     merged->index = OAIP_UNSET; /* assigned in post_config, one per server_rec */
     merged->backends = merge_backends(p, base->backends, add->backends);

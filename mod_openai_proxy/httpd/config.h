@@ -108,6 +108,7 @@ typedef struct {
     int max_streams; /* OAIP_UNSET: no limit */
     int index;       /* this server_rec's column in the shared stream counters */
     const oaip_store_spec *store; /* OpenAIProxyCounterStore; NULL: shm */
+    const char *store_ca_file;    /* OpenAIProxyCounterStoreCAFile; NULL: system's */
     int store_fail_closed;        /* OpenAIProxyCounterStoreFail; OAIP_UNSET: open */
     struct oaip_counter_client *counter_client; /* this process's, from child_init */
     /* OpenAIProxyBackend (oaip_backend *): the virtual host's own, then the

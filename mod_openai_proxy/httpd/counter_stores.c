@@ -8,11 +8,28 @@
 
 static const oaip_store_spec *store_of(server_rec *s)
 {
-    static const oaip_store_spec shm_spec = {OAIP_STORE_SHM, NULL, 0, NULL, "shm"};
+    static const oaip_store_spec shm_spec = {.kind = OAIP_STORE_SHM, .name = "shm"};
     const oaip_server_conf *conf =
         ap_get_module_config(s->module_config, &openai_proxy_module);
 
     return conf->store ? conf->store : &shm_spec;
+}
+
+/* The store of `s` with what other directives add to it (the CA file of
+ * rediss://). */
+static const oaip_store_spec *full_store_of(apr_pool_t *p, server_rec *s)
+{
+    const oaip_server_conf *conf =
+        ap_get_module_config(s->module_config, &openai_proxy_module);
+    const oaip_store_spec *spec = store_of(s);
+    oaip_store_spec *full;
+
+    if (spec->kind != OAIP_STORE_REDIS || !spec->tls || conf->store_ca_file == NULL) {
+        return spec;
+    }
+    full = apr_pmemdup(p, spec, sizeof(*spec));
+    full->ca_file = conf->store_ca_file;
+    return full;
 }
 
 apr_status_t oaip_counter_stores_post_config(apr_pool_t *pconf, server_rec *s)
@@ -37,8 +54,11 @@ void oaip_counter_stores_child_init(apr_pool_t *pchild, server_rec *s)
     for (vs = s; vs != NULL; vs = vs->next) {
         oaip_server_conf *conf =
             ap_get_module_config(vs->module_config, &openai_proxy_module);
-        const oaip_store_spec *spec = store_of(vs);
-        const char *id = apr_pstrcat(pchild, spec->name, "\n", spec->password, NULL);
+        const oaip_store_spec *spec = full_store_of(pchild, vs);
+        /* the name holds all of the spec but the password and the CA */
+        const char *id =
+            apr_pstrcat(pchild, spec->name, "\n", spec->password ? spec->password : "",
+                        "\n", spec->ca_file ? spec->ca_file : "", NULL);
         oaip_counter_client *client = apr_hash_get(clients, id, APR_HASH_KEY_STRING);
 
         if (client == NULL) {

@@ -21,6 +21,7 @@
 #include "httpd/directive_values.h"
 #include "mod_openai_proxy.h"
 #include "stores/counters.h"
+#include "stores/redis_conn.h"
 
 static const char *set_api_key(cmd_parms *cmd, void *dconf, const char *arg)
 {
@@ -290,6 +291,29 @@ static const char *set_counter_store(cmd_parms *cmd, void *dconf, const char *ar
     return NULL;
 }
 
+static const char *set_counter_store_ca_file(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    const char *err;
+    oaip_server_conf *conf = server_directive(cmd, &err);
+    const char *full = ap_server_root_relative(cmd->pool, arg);
+
+    (void)dconf;
+    if (err != NULL) {
+        return err;
+    }
+    if (full == NULL) {
+        return apr_psprintf(cmd->pool, "%s: %s is not a valid path", cmd->cmd->name, arg);
+    }
+    /* a file that holds no certificate is refused now, not at the first
+     * request */
+    err = oaip_redis_ca_file_check(cmd->temp_pool, full);
+    if (err != NULL) {
+        return apr_psprintf(cmd->pool, "%s: %s", cmd->cmd->name, err);
+    }
+    conf->store_ca_file = full;
+    return NULL;
+}
+
 static const char *set_counter_store_fail(cmd_parms *cmd, void *dconf, const char *arg)
 {
     const char *err;
@@ -378,6 +402,10 @@ const command_rec oaip_directives[] = {
         "OpenAIProxyCounterStore", set_counter_store, NULL, RSRC_CONF,
         "Where limit counters live: shm (default), redis://[:password@]host:port "
         "or memcache://host:port"),
+    AP_INIT_TAKE1("OpenAIProxyCounterStoreCAFile", set_counter_store_ca_file, NULL,
+                  RSRC_CONF,
+                  "The CA certificates (PEM) a rediss:// counter store's certificate is "
+                  "checked against; default: the system's"),
     AP_INIT_TAKE1("OpenAIProxyCounterStoreFail", set_counter_store_fail, NULL, RSRC_CONF,
                   "When the counter store is unreachable: open (default, requests go on) "
                   "or closed (503)"),

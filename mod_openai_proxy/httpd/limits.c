@@ -78,15 +78,26 @@ static int fails_closed(request_rec *r)
     return oaip_server_store_fails_closed(sconf);
 }
 
-static apr_status_t count(oaip_counter_client *store, const char *key, apr_int64_t delta,
-                          apr_uint32_t ttl, apr_uint64_t *total)
+/* One exchange with the store for all of `steps`; a missing store fails. */
+static apr_status_t count_all(oaip_counter_client *store, oaip_counter_step *steps, int n,
+                              int flags, int *refused)
 {
-    if (delta > OAIP_COUNTER_MAX_DELTA) {
-        delta = OAIP_COUNTER_MAX_DELTA;
-    } else if (delta < -OAIP_COUNTER_MAX_DELTA) {
-        delta = -OAIP_COUNTER_MAX_DELTA;
+    int i;
+
+    *refused = -1;
+    for (i = 0; i < n; i++) {
+        if (steps[i].delta > OAIP_COUNTER_MAX_DELTA) {
+            steps[i].delta = OAIP_COUNTER_MAX_DELTA;
+        } else if (steps[i].delta < -OAIP_COUNTER_MAX_DELTA) {
+            steps[i].delta = -OAIP_COUNTER_MAX_DELTA;
+        }
     }
-    return store ? store->add(store, key, delta, ttl, total) : APR_EINIT;
+    return store ? oaip_counters_add_all(store, steps, n, flags, refused) : APR_EINIT;
+}
+
+static int count_of(const apr_array_header_t *limits)
+{
+    return limits != NULL ? limits->nelts : 0;
 }
 
 /* A store failure: refused when the operator said so, else let through. */
@@ -106,36 +117,6 @@ static int store_failed(request_rec *r, oaip_counter_client *store, apr_status_t
     return 1;
 }
 
-static int check_rates(request_rec *r, oaip_counter_client *store,
-                       const apr_array_header_t *limits, apr_time_t now,
-                       oaip_refusal *refusal)
-{
-    int i;
-
-    for (i = 0; limits != NULL && i < limits->nelts; i++) {
-        const oaip_configured_limit *cl =
-            &APR_ARRAY_IDX(limits, i, oaip_configured_limit);
-        apr_uint32_t left = oaip_limit_seconds_left(&cl->limit, now);
-        apr_uint64_t total = 0;
-        /* counted before it is compared: of N parallel requests with one
-         * slot left, exactly one sees itself within the limit */
-        apr_status_t rv = count(store, key_of(r, 'r', cl, now), 1, left + 1, &total);
-
-        if (rv != APR_SUCCESS) {
-            return store_failed(r, store, rv, refusal);
-        }
-        if (total > cl->limit.amount) {
-            OAIP_STATS_ADD(rate_limited, 1);
-            refusal->kind = OAIP_ERR_RATE_LIMITED;
-            refusal->retry_after = left;
-            refusal->detail = apr_psprintf(
-                r->pool, "Rate limit of %s reached; retry in %u seconds", cl->text, left);
-            return 0;
-        }
-    }
-    return 1;
-}
-
 static void budget_refused(request_rec *r, const oaip_configured_limit *cl,
                            apr_uint32_t left, oaip_refusal *refusal)
 {
@@ -149,58 +130,104 @@ static void budget_refused(request_rec *r, const oaip_configured_limit *cl,
         cl->text, left);
 }
 
-static int check_budgets(request_rec *r, oaip_counter_client *store,
-                         const apr_array_header_t *budgets, apr_time_t now,
-                         oaip_refusal *refusal)
+static void rate_refused(request_rec *r, const oaip_configured_limit *cl,
+                         apr_uint32_t left, oaip_refusal *refusal)
+{
+    OAIP_STATS_ADD(rate_limited, 1);
+    refusal->kind = OAIP_ERR_RATE_LIMITED;
+    refusal->retry_after = left;
+    refusal->detail = apr_psprintf(
+        r->pool, "Rate limit of %s reached; retry in %u seconds", cl->text, left);
+}
+
+/* The budget charges of a request whose budgets were looked at. */
+static void remember_budget(request_rec *r, oaip_counter_client *store,
+                            const oaip_configured_limit *cl,
+                            const oaip_counter_step *step)
 {
     oaip_request_record *record = oaip_request_record_of(r);
-    int i;
+    budget_charge *charge;
 
-    for (i = 0; budgets != NULL && i < budgets->nelts; i++) {
-        const oaip_configured_limit *cl =
-            &APR_ARRAY_IDX(budgets, i, oaip_configured_limit);
-        apr_uint32_t left = oaip_limit_seconds_left(&cl->limit, now);
-        const char *key = key_of(r, 't', cl, now);
-        apr_uint64_t spent = 0;
-        apr_status_t rv = count(store, key, 0, left + 1, &spent);
-        budget_charge *charge;
-
-        if (rv != APR_SUCCESS) {
-            return store_failed(r, store, rv, refusal);
-        }
-        /* a cheap refusal before the body is read; the reservation, once
-         * the body is known, is what holds under parallel load */
-        if (spent >= cl->limit.amount) {
-            budget_refused(r, cl, left, refusal);
-            return 0;
-        }
-        if (record->budget_charges == NULL) {
-            record->budget_charges = apr_array_make(r->pool, 2, sizeof(budget_charge));
-        }
-        charge = apr_array_push(record->budget_charges);
-        charge->key = key;
-        charge->ttl = left + 1;
-        charge->cl = cl;
-        charge->reserved = 0;
-        record->store = store;
+    if (record->budget_charges == NULL) {
+        record->budget_charges = apr_array_make(r->pool, 2, sizeof(budget_charge));
     }
-    return 1;
+    charge = apr_array_push(record->budget_charges);
+    charge->key = step->key;
+    charge->ttl = step->ttl;
+    charge->cl = cl;
+    charge->reserved = 0;
+    record->store = store;
 }
 
 int oaip_limits_check(request_rec *r, const oaip_dir_conf *conf, oaip_refusal *refusal)
 {
+    int rates = count_of(conf->rate_limits), budgets = count_of(conf->token_budgets);
     oaip_counter_client *store;
+    oaip_counter_step *steps;
     apr_time_t now;
+    apr_status_t rv;
+    int i, refused;
 
     memset(refusal, 0, sizeof(*refusal));
-    if ((conf->rate_limits == NULL || conf->rate_limits->nelts == 0) &&
-        (conf->token_budgets == NULL || conf->token_budgets->nelts == 0)) {
+    if (rates + budgets == 0) {
         return 1;
     }
     store = oaip_counter_store_for(r->server);
     now = apr_time_now();
-    return check_rates(r, store, conf->rate_limits, now, refusal) &&
-           check_budgets(r, store, conf->token_budgets, now, refusal);
+    /* every rate limit and every budget in one exchange with the store, in
+     * this order: the first limit reached stops the batch */
+    steps = apr_pcalloc(r->pool, sizeof(*steps) * (apr_size_t)(rates + budgets));
+    for (i = 0; i < rates + budgets; i++) {
+        const oaip_configured_limit *cl =
+            i < rates
+                ? &APR_ARRAY_IDX(conf->rate_limits, i, oaip_configured_limit)
+                : &APR_ARRAY_IDX(conf->token_budgets, i - rates, oaip_configured_limit);
+
+        steps[i].key = key_of(r, i < rates ? 'r' : 't', cl, now);
+        steps[i].ttl = oaip_limit_seconds_left(&cl->limit, now) + 1;
+        if (i < rates) {
+            /* counted before it is compared: of N parallel requests with
+             * one slot left, exactly one sees itself within the limit */
+            steps[i].delta = 1;
+            steps[i].ceiling = cl->limit.amount;
+        } else {
+            /* a budget is read: a cheap refusal before the body is read;
+             * the reservation, once the body is known, is what holds under
+             * parallel load */
+            steps[i].delta = 0;
+            steps[i].ceiling = (apr_int64_t)cl->limit.amount - 1;
+        }
+    }
+    rv = count_all(store, steps, rates + budgets, 0, &refused);
+    if (rv != APR_SUCCESS) {
+        /* the budgets read before the failure are settled as before */
+        for (i = rates; i < rates + budgets && steps[i].done; i++) {
+            remember_budget(
+                r, store,
+                &APR_ARRAY_IDX(conf->token_budgets, i - rates, oaip_configured_limit),
+                &steps[i]);
+        }
+        return store_failed(r, store, rv, refusal);
+    }
+    if (refused >= 0 && refused < rates) {
+        rate_refused(r, &APR_ARRAY_IDX(conf->rate_limits, refused, oaip_configured_limit),
+                     steps[refused].ttl - 1, refusal);
+        return 0;
+    }
+    if (refused >= 0) {
+        budget_refused(
+            r,
+            &APR_ARRAY_IDX(conf->token_budgets, refused - rates, oaip_configured_limit),
+            steps[refused].ttl - 1, refusal);
+        return 0;
+    }
+    for (i = rates; i < rates + budgets; i++) {
+        remember_budget(
+            r, store,
+            &APR_ARRAY_IDX(conf->token_budgets, i - rates, oaip_configured_limit),
+            &steps[i]);
+    }
+    return 1;
 }
 
 /* What a request may cost at most: for a JSON body, its prompt bound plus
@@ -218,24 +245,33 @@ static apr_int64_t worst_case(const oaip_upstream_request *req)
     return oaip_request_cost_worst(&cost);
 }
 
-/* Gives back what charges[0..n) reserved. */
-static void release(request_rec *r, oaip_request_record *record, int n)
+/* Gives back what the request's charges reserved, in one batch that the
+ * request does not wait for. */
+static void release(request_rec *r, oaip_request_record *record)
 {
-    int i;
+    int n = record->budget_charges->nelts, i, m = 0, refused;
+    oaip_counter_step *steps = apr_pcalloc(r->pool, sizeof(*steps) * (apr_size_t)n);
+    apr_status_t rv;
 
     for (i = 0; i < n; i++) {
         budget_charge *c = &APR_ARRAY_IDX(record->budget_charges, i, budget_charge);
-        apr_uint64_t total;
-        apr_status_t rv;
 
         if (c->reserved == 0) {
             continue;
         }
-        rv = count(record->store, c->key, -c->reserved, c->ttl, &total);
-        if (rv != APR_SUCCESS) {
-            warn_store_failure(r, record->store, rv, "a reservation not given back");
-        }
+        steps[m].key = c->key;
+        steps[m].delta = -c->reserved;
+        steps[m].ttl = c->ttl;
+        steps[m].ceiling = OAIP_COUNTER_NO_CEILING;
+        m++;
         c->reserved = 0;
+    }
+    if (m == 0) {
+        return;
+    }
+    rv = count_all(record->store, steps, m, OAIP_COUNTERS_NO_REPLY, &refused);
+    if (rv != APR_SUCCESS) {
+        warn_store_failure(r, record->store, rv, "a reservation not given back");
     }
 }
 
@@ -243,8 +279,10 @@ int oaip_limits_reserve(request_rec *r, const oaip_upstream_request *req,
                         oaip_refusal *refusal)
 {
     oaip_request_record *record = oaip_request_record_find(r);
+    oaip_counter_step *steps;
     apr_int64_t worst;
-    int i;
+    apr_status_t rv;
+    int i, n, refused;
 
     memset(refusal, 0, sizeof(*refusal));
     if (record == NULL || record->budget_charges == NULL ||
@@ -254,31 +292,39 @@ int oaip_limits_reserve(request_rec *r, const oaip_upstream_request *req,
     if (worst > OAIP_COUNTER_MAX_DELTA) {
         worst = OAIP_COUNTER_MAX_DELTA;
     }
-    for (i = 0; i < record->budget_charges->nelts; i++) {
-        budget_charge *c = &APR_ARRAY_IDX(record->budget_charges, i, budget_charge);
-        apr_uint64_t total = 0;
-        /* counted before it is compared, as for rate limits: of N parallel
-         * requests, each sees the reservations of those before it */
-        apr_status_t rv = count(record->store, c->key, worst, c->ttl, &total);
+    n = record->budget_charges->nelts;
+    steps = apr_pcalloc(r->pool, sizeof(*steps) * (apr_size_t)n);
+    for (i = 0; i < n; i++) {
+        const budget_charge *c = &APR_ARRAY_IDX(record->budget_charges, i, budget_charge);
 
-        if (rv != APR_SUCCESS) {
-            if (!store_failed(r, record->store, rv, refusal)) {
-                release(r, record, i);
-                return 0;
-            }
-            continue; /* fails open: this budget holds nothing */
-        }
-        c->reserved = worst;
-        /* admitted while the counter before this reservation is below the
-         * budget: the overshoot is at most one request's worst case */
-        if (total >= (apr_uint64_t)worst &&
-            total - (apr_uint64_t)worst >= c->cl->limit.amount) {
-            budget_refused(r, c->cl,
-                           oaip_limit_seconds_left(&c->cl->limit, apr_time_now()),
-                           refusal);
-            release(r, record, i + 1);
+        /* counted before it is compared, as for rate limits: of N parallel
+         * requests, each sees the reservations of those before it. Admitted
+         * while the counter before this reservation is below the budget:
+         * the overshoot is at most one request's worst case. */
+        steps[i].key = c->key;
+        steps[i].delta = worst;
+        steps[i].ttl = c->ttl;
+        steps[i].ceiling = (apr_int64_t)c->cl->limit.amount + worst - 1;
+    }
+    /* a refusal gives back the reservations made before it in the batch */
+    rv = count_all(record->store, steps, n, OAIP_COUNTERS_UNDO_REFUSED, &refused);
+    for (i = 0; i < n; i++) {
+        budget_charge *c = &APR_ARRAY_IDX(record->budget_charges, i, budget_charge);
+        c->reserved = steps[i].done ? worst : 0;
+    }
+    if (rv != APR_SUCCESS) {
+        if (!store_failed(r, record->store, rv, refusal)) {
+            release(r, record);
             return 0;
         }
+        /* fails open: the budgets not reserved hold nothing */
+    } else if (refused >= 0) {
+        const budget_charge *c =
+            &APR_ARRAY_IDX(record->budget_charges, refused, budget_charge);
+        budget_refused(r, c->cl, oaip_limit_seconds_left(&c->cl->limit, apr_time_now()),
+                       refusal);
+        release(r, record); /* what an undo could not take back */
+        return 0;
     }
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
                   "token budgets: %" APR_INT64_T_FMT " tokens reserved", worst);
@@ -300,29 +346,40 @@ static apr_int64_t tokens_spent(const oaip_usage *usage)
 
 void oaip_limits_charge(request_rec *r, oaip_request_record *record)
 {
+    oaip_counter_step *steps;
     apr_int64_t tokens;
-    int i;
+    apr_status_t rv;
+    int i, n = 0, refused;
 
     if (record->budget_charges == NULL) {
         return;
     }
     tokens = tokens_spent(&record->usage);
+    steps =
+        apr_pcalloc(r->pool, sizeof(*steps) * (apr_size_t)record->budget_charges->nelts);
     for (i = 0; i < record->budget_charges->nelts; i++) {
         const budget_charge *c = &APR_ARRAY_IDX(record->budget_charges, i, budget_charge);
         /* the real usage replaces the reservation: a negative step gives
          * back what was not used */
         apr_int64_t delta = tokens - c->reserved;
-        apr_uint64_t total;
-        apr_status_t rv;
 
         if (delta == 0) {
             continue;
         }
-        rv = count(record->store, c->key, delta, c->ttl, &total);
-        if (rv != APR_SUCCESS) {
-            warn_store_failure(r, record->store, rv, "tokens of a request not settled");
-        }
+        steps[n].key = c->key;
+        steps[n].delta = delta;
+        steps[n].ttl = c->ttl;
+        steps[n].ceiling = OAIP_COUNTER_NO_CEILING;
+        n++;
     }
     /* settled once, whoever calls again */
     record->budget_charges = NULL;
+    if (n == 0) {
+        return;
+    }
+    /* the answer has gone: nothing waits for the store's */
+    rv = count_all(record->store, steps, n, OAIP_COUNTERS_NO_REPLY, &refused);
+    if (rv != APR_SUCCESS) {
+        warn_store_failure(r, record->store, rv, "tokens of a request not settled");
+    }
 }

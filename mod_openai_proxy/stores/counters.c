@@ -38,3 +38,51 @@ oaip_counter_client *oaip_counters_client_make(apr_pool_t *pchild, server_rec *s
     }
     return NULL;
 }
+
+/* Takes back the done steps of steps[0..n). */
+static void undo(oaip_counter_client *c, oaip_counter_step *steps, int n)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        apr_uint64_t ignored;
+
+        if (steps[i].done &&
+            (steps[i].delta == 0 || c->add(c, steps[i].key, -steps[i].delta, steps[i].ttl,
+                                           &ignored) == APR_SUCCESS)) {
+            steps[i].done = 0;
+        }
+    }
+}
+
+apr_status_t oaip_counters_add_all(oaip_counter_client *c, oaip_counter_step *steps,
+                                   int n, int flags, int *refused)
+{
+    int i;
+
+    *refused = -1;
+    for (i = 0; i < n; i++) {
+        steps[i].done = 0;
+        steps[i].total = 0;
+    }
+    if (c->add_all != NULL) {
+        return c->add_all(c, steps, n, flags, refused);
+    }
+    for (i = 0; i < n; i++) {
+        apr_status_t rv =
+            c->add(c, steps[i].key, steps[i].delta, steps[i].ttl, &steps[i].total);
+
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+        steps[i].done = 1;
+        if (steps[i].ceiling < 0 || steps[i].total > (apr_uint64_t)steps[i].ceiling) {
+            *refused = i;
+            if (flags & OAIP_COUNTERS_UNDO_REFUSED) {
+                undo(c, steps, i + 1);
+            }
+            return APR_SUCCESS;
+        }
+    }
+    return APR_SUCCESS;
+}

@@ -11,6 +11,24 @@
 /* One store as a child process uses it. */
 typedef struct oaip_counter_client oaip_counter_client;
 
+/* One counter of a batch (oaip_counters_add_all). */
+typedef struct {
+    const char *key;
+    apr_int64_t delta; /* as for add: 0 reads */
+    apr_uint32_t ttl;
+    apr_int64_t ceiling; /* refused when the new value is above it */
+    apr_uint64_t total;  /* out: the new value */
+    int done;            /* out: delta was added and stays added */
+} oaip_counter_step;
+
+#define OAIP_COUNTER_NO_CEILING APR_INT64_MAX
+
+/* A refusal takes back every step of the batch up to the refused one. */
+#define OAIP_COUNTERS_UNDO_REFUSED 1
+/* The caller reads no total and no refusal (a settlement): a remote store
+ * may send the batch without waiting for its answer. */
+#define OAIP_COUNTERS_NO_REPLY 2
+
 struct oaip_counter_client {
     const char *name; /* for log lines; never holds a password */
     /* Adds `delta` (0 reads; negative subtracts, as a token budget's
@@ -19,11 +37,24 @@ struct oaip_counter_client {
      * value. |delta| is at most OAIP_COUNTER_MAX_DELTA. */
     apr_status_t (*add)(oaip_counter_client *c, const char *key, apr_int64_t delta,
                         apr_uint32_t ttl, apr_uint64_t *total);
+    /* oaip_counters_add_all in one exchange with the store; NULL: the steps
+     * are added one by one. */
+    apr_status_t (*add_all)(oaip_counter_client *c, oaip_counter_step *steps, int n,
+                            int flags, int *refused);
     void *backend;
 };
 
 /* memcached's incr/decr (apr_memcache) take a 32-bit signed step. */
 #define OAIP_COUNTER_MAX_DELTA ((apr_int64_t)0x7fffffff)
+
+/* Adds the steps in order and stops after the first whose new value is
+ * above its ceiling: *refused is its index, else -1. Without
+ * OAIP_COUNTERS_UNDO_REFUSED the steps up to the refused one stay added (a
+ * rate limit counts the refused request too). On a failure the steps marked
+ * done stay added, the others were not (a remote store's batch is atomic:
+ * none is done). */
+apr_status_t oaip_counters_add_all(oaip_counter_client *c, oaip_counter_step *steps,
+                                   int n, int flags, int *refused);
 
 /* The shm table's mutex, for httpd's Mutex directive. */
 #define OAIP_COUNTERS_MUTEX "openai-proxy-counters"

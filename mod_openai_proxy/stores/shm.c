@@ -149,7 +149,7 @@ static apr_status_t shm_add(oaip_counter_client *c, const char *key, apr_int64_t
 
 oaip_counter_client *oaip_counters_shm_client(void)
 {
-    static oaip_counter_client client = {"shm", shm_add, NULL};
+    static oaip_counter_client client = {.name = "shm", .add = shm_add};
 
     return &client;
 }

@@ -111,7 +111,9 @@ static void test_keys(void **state)
 static void test_store_specs(void **state)
 {
     apr_pool_t *p = *state;
-    const char *bad[] = {"", "file", "redis://", "redis://host/1", "redis://h:0",
+    const char *bad[] = {"", "file", "redis://", "redis://host/x", "redis://h/1/2",
+                         "redis://h/-1", "redis://h/1234567", "redis://user@h",
+                         "redis://us er:pw@h", "rediss://", "redis://h:0",
                          "redis://h:99999", "memcache://u:pw@h", "http://h:1",
                          "redis://h:1?db=2", "redis://h:x",
                          /* white space and control bytes in the host (found
@@ -131,6 +133,18 @@ static void test_store_specs(void **state)
     assert_int_equal(s.port, 6379);
     assert_string_equal(s.password, "s3cret");
     assert_null(strstr(s.name, "s3cret"));
+    assert_int_equal(s.tls, 0);
+    assert_null(s.user);
+    assert_null(
+        oaip_store_spec_parse(p, "rediss://oaip:s3cret@cache.internal:6380/2", &s));
+    assert_int_equal(s.kind, OAIP_STORE_REDIS);
+    assert_int_equal(s.tls, 1);
+    assert_string_equal(s.user, "oaip");
+    assert_string_equal(s.password, "s3cret");
+    assert_int_equal(s.db, 2);
+    assert_string_equal(s.name, "rediss://oaip@cache.internal:6380/2");
+    assert_null(oaip_store_spec_parse(p, "redis://h/", &s));
+    assert_int_equal(s.db, 0);
     assert_null(oaip_store_spec_parse(p, "memcache://10.0.0.5", &s));
     assert_int_equal(s.kind, OAIP_STORE_MEMCACHE);
     assert_int_equal(s.port, 11211);
