@@ -69,8 +69,12 @@ void oaip_relay_stage(oaip_relay *relay, const char *data, apr_size_t len)
     if (relay->client_gone || len == 0) {
         return;
     }
-    /* copied: the caller's buffer (libcurl's) is reused before the flush */
-    apr_brigade_write(relay->bb, NULL, NULL, data, len);
+    /* copied, as it is: the caller's buffer (libcurl's) is reused before
+     * the flush, and an 8 KB heap bucket per piece would stay in the
+     * connection's allocator for the length of a stream */
+    APR_BRIGADE_INSERT_TAIL(
+        relay->bb,
+        apr_bucket_heap_create(data, len, NULL, relay->r->connection->bucket_alloc));
     relay->staged = 1;
     relay->bytes += len;
     remember_tail(relay, data, len);
