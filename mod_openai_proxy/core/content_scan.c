@@ -250,6 +250,25 @@ static place member_place(place parent, const char *key, apr_size_t len, unsigne
     return AT_OTHER;
 }
 
+/* After a member or element: MORE after a comma, DONE at `close`,
+ * BROKEN otherwise. */
+typedef enum { BROKEN, MORE, DONE } next_item;
+
+static next_item after_item(scan *s, char close)
+{
+    skip_space(s);
+    if (s->p < s->end && *s->p == ',') {
+        s->p++;
+        skip_space(s);
+        return MORE;
+    }
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        return DONE;
+    }
+    return BROKEN;
+}
+
 static int read_value(scan *s, place at);
 
 static int read_object(scan *s, place at)
@@ -289,17 +308,14 @@ static int read_object(scan *s, place at)
         if (!read_value(s, child)) {
             return 0;
         }
-        skip_space(s);
-        if (s->p < s->end && *s->p == ',') {
-            s->p++;
-            skip_space(s);
+        switch (after_item(s, '}')) {
+        case MORE:
             continue;
-        }
-        if (s->p < s->end && *s->p == '}') {
-            s->p++;
+        case DONE:
             return 1;
+        default:
+            return 0;
         }
-        return 0;
     }
 }
 
@@ -319,17 +335,14 @@ static int read_array(scan *s, place at)
         if (!read_value(s, element)) {
             return 0;
         }
-        skip_space(s);
-        if (s->p < s->end && *s->p == ',') {
-            s->p++;
-            skip_space(s);
+        switch (after_item(s, ']')) {
+        case MORE:
             continue;
-        }
-        if (s->p < s->end && *s->p == ']') {
-            s->p++;
+        case DONE:
             return 1;
+        default:
+            return 0;
         }
-        return 0;
     }
 }
 

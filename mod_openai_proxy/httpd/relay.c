@@ -19,25 +19,6 @@ void oaip_relay_init(oaip_relay *relay, request_rec *r)
     relay->last_write = apr_time_now();
 }
 
-void oaip_relay_start_stream(oaip_relay *relay, int status, const char *content_type,
-                             apr_table_t *headers)
-{
-    request_rec *r = relay->r;
-
-    r->status = status;
-    ap_set_content_type(r, content_type);
-    if (headers != NULL) {
-        apr_table_overlap(r->headers_out, headers, APR_OVERLAP_TABLES_SET);
-    }
-    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
-    apr_table_setn(r->headers_out, "X-Accel-Buffering", "no");
-    apr_table_unset(r->headers_out, "Content-Length");
-    /* compression would hold chunks back until its buffer fills */
-    apr_table_setn(r->subprocess_env, "no-gzip", "1");
-    apr_table_setn(r->subprocess_env, "no-brotli", "1");
-    relay->committed = 1;
-}
-
 void oaip_relay_start_body(oaip_relay *relay, int status, const char *content_type,
                            apr_table_t *headers)
 {
@@ -50,6 +31,19 @@ void oaip_relay_start_body(oaip_relay *relay, int status, const char *content_ty
     }
     apr_table_unset(r->headers_out, "Content-Length");
     relay->committed = 1;
+}
+
+void oaip_relay_start_stream(oaip_relay *relay, int status, const char *content_type,
+                             apr_table_t *headers)
+{
+    request_rec *r = relay->r;
+
+    oaip_relay_start_body(relay, status, content_type, headers);
+    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+    apr_table_setn(r->headers_out, "X-Accel-Buffering", "no");
+    /* compression would hold chunks back until its buffer fills */
+    apr_table_setn(r->subprocess_env, "no-gzip", "1");
+    apr_table_setn(r->subprocess_env, "no-brotli", "1");
 }
 
 static void remember_tail(oaip_relay *relay, const char *data, apr_size_t len)
