@@ -752,7 +752,11 @@ static void finish(exchange *x, CURLcode code, const char *errbuf,
         if (x->bom_seen < BOM_DECIDED) { /* a body of 1 or 2 bytes of a mark */
             give_back_bom(x);
         }
+        if (x->head_waits) {
+            send_head(x); /* an encoded answer whose body was empty */
+        }
         if (x->body == X_PASSING) {
+            oaip_relay_flush(&x->relay);
             outcome->responded = 1;
         } else if (x->body == X_EVENTS) {
             /* the stream ended without [DONE], or without the blank line

@@ -103,3 +103,15 @@ def test_a_stream_left_open_after_done_is_ended_by_the_proxy(own_httpd, mock):
     assert resp.body.endswith(b"data: [DONE]\n\n"), resp.body[-200:]
     assert b"event: error" not in resp.body
     assert mock.last_finished(timeout=30)["outcome"] == "client_gone"
+
+
+def test_an_empty_compressed_answer_still_gets_its_head(client, mock):
+    """A compressed answer's head waits for its first decoded byte; one
+    that decodes to nothing still gets its status and type at the end."""
+    body = {"messages": MESSAGES, "stream": True,
+            "mock": {"status": 200, "error_body": "", "content_type": "audio/mpeg",
+                     "gzip": True}}
+    resp = client.post("/v1", body, stream=True)
+    assert resp.status == 200
+    assert resp.header("Content-Type") == "audio/mpeg"
+    assert resp.body == b""
