@@ -18,6 +18,7 @@ import pytest
 from harness import (BACKEND_KEYS, MESSAGES, REPO, STATUS_LOCATION, MockUpstream, config_test,
                      log_line, openai_error, parallel_posts, reserve_dead_port, sse_data_lines,
                      sse_error_event, usage_fields, wait_for)
+from valgrind import not_under_valgrind
 
 NAMES = ("alpha", "bravo", "charlie")
 KEY_A, KEY_B, KEY_C = BACKEND_KEYS
@@ -149,6 +150,8 @@ def test_failover_on_connect_refused(own_httpd, trio, key_c_file, dead, error_lo
     assert backends_status(client, 2)["dead"]["requests"] == 1
 
 
+@not_under_valgrind("every process of the server must skip the backend; valgrind runs "
+                    "apache2 -X (one)")
 @pytest.mark.parametrize("mpm", ["prefork", "event"])
 def test_429_with_retry_after_is_skipped_by_every_process(own_httpd, trio, key_c_file, mpm):
     alpha, bravo, _ = trio
