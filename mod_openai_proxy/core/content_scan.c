@@ -274,6 +274,7 @@ static int read_value(scan *s, place at);
 static int read_object(scan *s, place at)
 {
     unsigned seen = 0;
+    next_item next;
 
     s->p++;
     skip_space(s);
@@ -308,13 +309,8 @@ static int read_object(scan *s, place at)
         if (!read_value(s, child)) {
             return 0;
         }
-        switch (after_item(s, '}')) {
-        case MORE:
-            continue;
-        case DONE:
-            return 1;
-        default:
-            return 0;
+        if ((next = after_item(s, '}')) != MORE) {
+            return next == DONE;
         }
     }
 }
@@ -324,6 +320,7 @@ static int read_array(scan *s, place at)
     place element = at == AT_CHOICES      ? AT_CHOICE
                     : at == AT_TOOL_CALLS ? AT_TOOL_CALL
                                           : AT_OTHER;
+    next_item next;
 
     s->p++;
     skip_space(s);
@@ -335,13 +332,8 @@ static int read_array(scan *s, place at)
         if (!read_value(s, element)) {
             return 0;
         }
-        switch (after_item(s, ']')) {
-        case MORE:
-            continue;
-        case DONE:
-            return 1;
-        default:
-            return 0;
+        if ((next = after_item(s, ']')) != MORE) {
+            return next == DONE;
         }
     }
 }

@@ -100,4 +100,42 @@ static inline json_t *fuzz_json(const char *text, size_t len, size_t flags)
     return json_loadb(text, len, flags | JSON_DECODE_ANY, NULL);
 }
 
+/* The split points of a stream input: byte 0 gives how many (0-15), each
+ * taken from the next two bytes, the rest is the stream. Fills splits[]
+ * (at most FUZZ_MAX_SPLITS, sorted, the stream's end last) and *stream /
+ * *len; returns how many, 0 when the input is too short. */
+#define FUZZ_MAX_SPLITS 17
+
+static inline int fuzz_compare_size(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static inline size_t fuzz_stream_splits(const uint8_t *data, size_t size,
+                                        size_t splits[FUZZ_MAX_SPLITS],
+                                        const char **stream, size_t *len)
+{
+    size_t n, header, i;
+
+    if (size == 0) {
+        return 0;
+    }
+    n = data[0] % 16;
+    header = 1 + 2 * n;
+    if (size < header) {
+        return 0;
+    }
+    *stream = (const char *)data + header;
+    *len = size - header;
+    for (i = 0; i < n; i++) {
+        size_t at = (size_t)data[1 + 2 * i] | ((size_t)data[2 + 2 * i] << 8);
+        splits[i] = *len ? at % (*len + 1) : 0;
+    }
+    splits[n++] = *len;
+    qsort(splits, n, sizeof(splits[0]), fuzz_compare_size);
+    return n;
+}
+
 #endif

@@ -199,13 +199,6 @@ static void check_same(const apr_array_header_t *a, const apr_array_header_t *b,
     }
 }
 
-static int compare_size(const void *a, const void *b)
-{
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-
-    return x < y ? -1 : x > y;
-}
-
 /* Whether an event's data is a usage chunk: a JSON object whose "choices" is
  * an empty array and whose "usage" is an object. */
 static int is_usage_chunk(const char *data, size_t len)
@@ -262,28 +255,16 @@ static void check_raw_events(apr_pool_t *p, const char *s, size_t len,
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     apr_pool_t *p = fuzz_pool();
-    size_t splits[17], n_splits = 0, i, start, header;
+    size_t splits[FUZZ_MAX_SPLITS], n_splits, i, start;
     collector *whole, *split, *bytes;
     const char *s;
     size_t len;
     oaip_sse_reader *r, *readers[3];
 
-    if (size == 0) {
+    n_splits = fuzz_stream_splits(data, size, splits, &s, &len);
+    if (n_splits == 0) {
         return 0;
     }
-    n_splits = data[0] % 16;
-    header = 1 + 2 * n_splits;
-    if (size < header) {
-        return 0;
-    }
-    s = (const char *)data + header;
-    len = size - header;
-    for (i = 0; i < n_splits; i++) {
-        size_t at = (size_t)data[1 + 2 * i] | ((size_t)data[2 + 2 * i] << 8);
-        splits[i] = len ? at % (len + 1) : 0;
-    }
-    splits[n_splits++] = len;
-    qsort(splits, n_splits, sizeof(splits[0]), compare_size);
 
     whole = collector_make(p);
     r = readers[0] = oaip_sse_reader_make(p, collect, whole);

@@ -156,37 +156,18 @@ static void check_same(const collector *a, const collector *b, const char *how)
     }
 }
 
-static int compare_size(const void *a, const void *b)
-{
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-
-    return x < y ? -1 : x > y;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     apr_pool_t *p = fuzz_pool();
-    size_t splits[17], n_splits, header, i, start, len;
+    size_t splits[FUZZ_MAX_SPLITS], n_splits, i, start, len;
     collector *whole, *split, *bytes;
     oaip_sse_framer *f;
     const char *s;
 
-    if (size < 1) {
+    n_splits = fuzz_stream_splits(data, size, splits, &s, &len);
+    if (n_splits == 0) {
         return 0;
     }
-    n_splits = data[0] % 16;
-    header = 1 + 2 * n_splits;
-    if (size < header) {
-        return 0;
-    }
-    s = (const char *)data + header;
-    len = size - header;
-    for (i = 0; i < n_splits; i++) {
-        size_t at = (size_t)data[1 + 2 * i] | ((size_t)data[2 + 2 * i] << 8);
-        splits[i] = len ? at % (len + 1) : 0;
-    }
-    splits[n_splits++] = len;
-    qsort(splits, n_splits, sizeof(splits[0]), compare_size);
 
     whole = collector_make(p);
     f = oaip_sse_framer_make(p, collect, whole);
